@@ -1,0 +1,364 @@
+"""Synthetic model-serving traffic, turned into Snapshot v1 objects tick by tick.
+
+The judgement benchmark (``bench_judgement.py``) and the replay examples
+(``make_replay_examples.py``) drive whole rollouts through the real state machine on
+traffic drawn here. The generator plays the part of the model servers *and* of the
+Prometheus adapter: it draws what the servers would count in each analysis interval,
+then sums those counts over the window the core asks for
+(``core.machine.plan_windows``), exactly as the adapter's ``increase(...[window])``
+queries would.
+
+Per interval (one *bin* per tick, ``dt`` seconds long) and per side:
+
+* requests: per-second Poisson traffic summed over the bin, i.e. ``Poisson(rps·dt)``;
+  the canary's rps is the service's total times the canary weight that held during
+  the bin (read from the carried status), the stable serves the rest;
+* errors: binomial per category; labelled predictions ``Binomial(requests, label_share)``
+  and correct ones ``Binomial(labelled, accuracy)``; cache hits binomial; evictions Poisson;
+* latency: lognormal. Small bins (<= ``RAW_MAX`` requests) draw every request; larger
+  ones draw, per bin, the latency sum (normal, by the CLT) and the number of requests
+  at or below the distribution's true p95 and p99 (binomial). A window's quantile is
+  then the Bahadur estimate ``x_p + (p − F_n(x_p)) / f(x_p)``: asymptotically normal with
+  sd ``sqrt(p(1−p)/n) / f(x_p)`` — the sampling noise of a sample quantile — and
+  correlated across overlapping windows as real estimates are;
+* prediction confidence: Beta-distributed, multinomial over ten buckets
+  (le = 0.1 … 1.0), cumulated over the window into a Prometheus-style histogram.
+
+The stable's side of each comparison uses the canary's window when the stable has the
+condition's minimum samples there, otherwise a 24 h baseline drawn once per rollout at
+the stable's healthy parameters with all of the service's traffic (as before the
+rollout); at 100 % the stable serves nothing, so the baseline is used. Confidence
+drift always compares against the baseline, as SPEC §3 says.
+
+RPS (throughput) is a rate, not a count: the canary's rps is normalised by its current
+weight in the core, so a window straddling a weight change would understate it. The
+generator therefore reads rps over ``min(nominal window, time since the weight last
+changed)`` (``rps_window="step"``, the default; this is what we recommend the
+Prometheus adapter do). ``rps_window="nominal"`` reproduces the naive
+``rate(...[5m])`` across the change.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.core.snapshot import ERROR_CATEGORIES, Snapshot
+
+LE = [round(0.1 * i, 1) for i in range(1, 11)]
+RAW_MAX = 400
+"""Bins with at most this many requests draw every request's latency."""
+SERIES_POINTS = 30
+BASELINE_SECONDS = 86_400.0
+HEALTHY_ERRORS: dict[str, float] = {
+    "extraction": 0.001, "serialization": 0.0001, "timeout": 0.0005, "cache": 0.0001, "other": 0.0002,
+}
+
+# Layout of one bin's count vector.
+_REQ = 0
+_ERR = slice(1, 6)
+_EVAL = 6
+_CORRECT = 7
+_LAT_SUM = 8
+_BELOW95 = 9
+_BELOW99 = 10
+_CONF = slice(11, 21)
+_HITS = 21
+_EVICT = 22
+_WIDTH = 23
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What one model does: the parameters its traffic is drawn from."""
+
+    accuracy: float = 0.92
+    latency_mean_ms: float = 1.4
+    latency_p95_ms: float = 2.1
+    latency_scale: float = 1.0
+    error_rates: dict[str, float] = field(default_factory=lambda: dict(HEALTHY_ERRORS))
+    confidence_beta: tuple[float, float] = (9.0, 2.0)
+    hit_rate: float = 0.985
+    evictions_per_minute: float = 0.02
+    lookup_ms: float = 1.1
+
+    def scaled(self, **changes: Any) -> "Behaviour":
+        return replace(self, **changes)
+
+
+HEALTHY = Behaviour()
+
+
+class _Side:
+    """Precomputed distribution constants of one side (stable or canary)."""
+
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+        # Lognormal with the given mean and p95 (before scaling): solve for sigma.
+        ratio = b.latency_mean_ms / b.latency_p95_ms          # = exp(s^2/2 - z95 s)
+        z95, z99 = stats.norm.ppf(0.95), stats.norm.ppf(0.99)
+        # s^2/2 - z95 s - ln(ratio) = 0, smaller root
+        c = -math.log(ratio)
+        self.sigma = z95 - math.sqrt(z95 * z95 - 2 * c)
+        median = b.latency_p95_ms / math.exp(z95 * self.sigma) * b.latency_scale
+        self.mu = math.log(median)
+        self.mean = median * math.exp(self.sigma ** 2 / 2)
+        self.sd = self.mean * math.sqrt(math.exp(self.sigma ** 2) - 1)
+        self.x95 = median * math.exp(z95 * self.sigma)
+        self.x99 = median * math.exp(z99 * self.sigma)
+        pdf = lambda x, z: stats.norm.pdf(z) / (x * self.sigma)  # noqa: E731
+        self.f95 = pdf(self.x95, z95)
+        self.f99 = pdf(self.x99, z99)
+        self.err = np.array([b.error_rates.get(c, 0.0) for c in ERROR_CATEGORIES])
+        self.total_err = float(self.err.sum())
+        cdf = stats.beta.cdf(LE, *b.confidence_beta)
+        self.conf_p = np.diff(np.concatenate([[0.0], cdf]))
+        self.conf_p = self.conf_p / self.conf_p.sum()
+
+
+def _draw_bin(rng: np.random.Generator, side: _Side, n: int, dt: float, label_share: float
+              ) -> tuple[np.ndarray, float | None]:
+    """One interval's counts for one side, and its p95 (the anomaly series point)."""
+    v = np.zeros(_WIDTH)
+    if n <= 0:
+        v[_EVICT] = rng.poisson(side.b.evictions_per_minute * dt / 60.0)
+        return v, None
+    v[_REQ] = n
+    v[_ERR] = rng.binomial(n, side.err)
+    ev = rng.binomial(n, label_share)
+    v[_EVAL] = ev
+    v[_CORRECT] = rng.binomial(ev, side.b.accuracy) if ev else 0
+    if n <= RAW_MAX:
+        lat = np.exp(side.mu + side.sigma * rng.standard_normal(n))
+        v[_LAT_SUM] = lat.sum()
+        v[_BELOW95] = np.count_nonzero(lat <= side.x95)
+        v[_BELOW99] = np.count_nonzero(lat <= side.x99)
+        p95 = float(np.quantile(lat, 0.95))
+    else:
+        v[_LAT_SUM] = rng.normal(n * side.mean, math.sqrt(n) * side.sd)
+        below = rng.binomial(n, (0.95, 0.99))
+        v[_BELOW95], v[_BELOW99] = below
+        p95 = side.x95 + (0.95 - below[0] / n) / side.f95
+    v[_CONF] = rng.multinomial(n, side.conf_p)
+    v[_HITS] = rng.binomial(n, side.b.hit_rate)
+    v[_EVICT] = rng.poisson(side.b.evictions_per_minute * dt / 60.0)
+    return v, p95
+
+
+class _Bins:
+    """One side's bins with prefix sums, so that any window's counts are one subtraction."""
+
+    def __init__(self, t0: datetime) -> None:
+        self.t0 = t0
+        self.ends: list[float] = [0.0]            # bin end times (s since t0); ends[0] is the origin
+        self.cum: list[np.ndarray] = [np.zeros(_WIDTH)]
+
+    def add(self, end: float, v: np.ndarray) -> None:
+        self.ends.append(end)
+        self.cum.append(self.cum[-1] + v)
+
+    def window(self, seconds: float) -> np.ndarray:
+        """Counts of the bins that end within the last ``seconds`` (bins are aligned to ticks)."""
+        now = self.ends[-1]
+        start = bisect.bisect_right(self.ends, now - seconds + 1e-6) - 1
+        start = max(start, 0)
+        return self.cum[-1] - self.cum[start]
+
+
+def _latency_from(v: np.ndarray, side: _Side) -> dict[str, float] | None:
+    n = v[_REQ]
+    if n <= 0:
+        return None
+    p95 = side.x95 + (0.95 - v[_BELOW95] / n) / side.f95
+    p99 = side.x99 + (0.99 - v[_BELOW99] / n) / side.f99
+    return {"mean": max(v[_LAT_SUM] / n, 1e-6), "p95": max(p95, 1e-6), "p99": max(p99, p95, 1e-6), "count": n}
+
+
+def _cumulative(conf: np.ndarray) -> dict[str, list[float]]:
+    return {"le": LE, "counts": [float(c) for c in np.cumsum(conf)]}
+
+
+def _errors(v: np.ndarray) -> dict[str, float]:
+    return {c: float(x) for c, x in zip(ERROR_CATEGORIES, v[_ERR])}
+
+
+@dataclass
+class TrafficConfig:
+    total_rps: float
+    canary: Behaviour = HEALTHY
+    stable: Behaviour = HEALTHY
+    label_share: float = 0.10
+    rps_window: Literal["step", "nominal"] = "step"
+
+
+class SyntheticTraffic:
+    """Bins of traffic for one rollout, and the snapshot the adapter would build from them.
+
+    Call ``advance(now, weight)`` once per tick with the canary weight that held since the
+    previous tick, then ``snapshot(now, windows, status)``.
+    """
+
+    def __init__(self, spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Generator, t0: datetime) -> None:
+        self.spec = spec
+        self.config = config
+        self.rng = rng
+        self.t0 = t0
+        self.canary_side = _Side(config.canary)
+        self.stable_side = _Side(config.stable)
+        self.canary = _Bins(t0)
+        self.stable = _Bins(t0)
+        self.series: dict[str, list[float | None]] = {"latency_p95_ms": [], "error_rate": [], "rps": []}
+        self.now = t0
+        resolved = spec.analysis.resolved_conditions()
+        self.min_samples = {
+            "accuracy": resolved.accuracy.min_samples, "latency": resolved.latency.min_samples,
+            "errorRate": resolved.error_rate.min_samples, "cache": resolved.cache.min_samples,
+        }
+        self.throughput_window = resolved.throughput.window.total_seconds()
+        self.baseline = self._baseline()
+
+    def _baseline(self) -> np.ndarray:
+        """24 h of the stable at its healthy parameters with all of the service's traffic."""
+        n = int(self.rng.poisson(self.config.total_rps * BASELINE_SECONDS))
+        v, _ = _draw_bin(self.rng, self.stable_side, n, BASELINE_SECONDS, self.config.label_share)
+        return v
+
+    def advance(self, now: datetime, weight: int) -> None:
+        dt = (now - self.now).total_seconds()
+        if dt <= 0:
+            return
+        end = (now - self.t0).total_seconds()
+        total = self.config.total_rps
+        canary_n = int(self.rng.poisson(total * weight / 100.0 * dt))
+        stable_n = int(self.rng.poisson(total * (100 - weight) / 100.0 * dt))
+        cv, p95 = _draw_bin(self.rng, self.canary_side, canary_n, dt, self.config.label_share)
+        sv, _ = _draw_bin(self.rng, self.stable_side, stable_n, dt, self.config.label_share)
+        self.canary.add(end, cv)
+        self.stable.add(end, sv)
+        if canary_n > 0:
+            self._point(p95, float(cv[_ERR].sum()) / canary_n, canary_n / dt)
+        self.now = now
+
+    def _point(self, p95: float | None, error_rate: float, rps: float) -> None:
+        for key, value in (("latency_p95_ms", p95), ("error_rate", error_rate), ("rps", rps)):
+            points = self.series[key]
+            points.append(None if value is None else round(value, 6))
+            if len(points) > SERIES_POINTS:
+                del points[0]
+
+    def _stable_or_baseline(self, seconds: float, measure: int, minimum: int) -> np.ndarray:
+        same = self.stable.window(seconds)
+        return same if same[measure] >= minimum else self.baseline
+
+    def snapshot_dict(self, now: datetime, windows: dict[str, timedelta], status: ModelRolloutStatus) -> dict[str, Any]:
+        """The snapshot (as JSON-ready data) the adapter would build for this tick."""
+        w = {k: v.total_seconds() for k, v in windows.items()}
+        c_acc = self.canary.window(w["accuracy"])
+        c_lat = self.canary.window(w["latency"])
+        c_err = self.canary.window(w["errorRate"])
+        c_cache = self.canary.window(w["cache"])
+        c_conf = self.canary.window(w["confidenceDrift"])
+        s_acc = self._stable_or_baseline(w["accuracy"], _EVAL, self.min_samples["accuracy"])
+        s_lat = self._stable_or_baseline(w["latency"], _REQ, self.min_samples["latency"])
+        s_err = self._stable_or_baseline(w["errorRate"], _REQ, self.min_samples["errorRate"])
+        s_cache = self._stable_or_baseline(w["cache"], _REQ, self.min_samples["cache"])
+
+        rps_seconds = w.get("throughput", self.throughput_window)
+        if self.config.rps_window == "step" and status.step_started_at is not None:
+            age = (now - status.step_started_at).total_seconds()
+            rps_seconds = min(rps_seconds, max(age, 1.0))
+        canary_rps = float(self.canary.window(rps_seconds)[_REQ]) / rps_seconds
+        stable_rps = float(self.stable.window(rps_seconds)[_REQ]) / rps_seconds
+
+        canary_eviction_minutes = max(w["cache"], 1.0) / 60.0
+        canary: dict[str, Any] = {
+            "requests": float(c_err[_REQ]),
+            "rps": canary_rps,
+            "errors": _errors(c_err),
+            "latency_ms": _latency_from(c_lat, self.canary_side),
+            "predictions_evaluated": float(c_acc[_EVAL]),
+            "predictions_correct": float(c_acc[_CORRECT]),
+            "confidence": _cumulative(c_conf[_CONF]) if c_conf[_REQ] > 0 else None,
+            "cache": {"hits": float(c_cache[_HITS]), "misses": float(c_cache[_REQ] - c_cache[_HITS]),
+                      "evictions_per_minute": float(c_cache[_EVICT]) / canary_eviction_minutes,
+                      "lookup_ms": self.config.canary.lookup_ms},
+            "series": {k: list(v) for k, v in self.series.items()},
+        }
+        stable: dict[str, Any] = {
+            "requests": float(s_err[_REQ]),
+            "rps": stable_rps,
+            "errors": _errors(s_err),
+            "latency_ms": _latency_from(s_lat, self.stable_side),
+            "predictions_evaluated": float(s_acc[_EVAL]),
+            "predictions_correct": float(s_acc[_CORRECT]),
+            "confidence": _cumulative(self.baseline[_CONF]),
+            "cache": {"hits": float(s_cache[_HITS]), "misses": float(s_cache[_REQ] - s_cache[_HITS]),
+                      "evictions_per_minute": self.config.stable.evictions_per_minute,
+                      "lookup_ms": self.config.stable.lookup_ms},
+        }
+        return {
+            "version": 1,
+            "at": now.isoformat().replace("+00:00", "Z"),
+            "windows": w,
+            "stable": stable,
+            "canary": canary,
+            "health": {"canary": {"oom_killed": 0, "crash_looping": 0, "unavailable_for_seconds": 0.0,
+                                  "progress_deadline_exceeded": False}},
+        }
+
+    def snapshot(self, now: datetime, windows: dict[str, timedelta], status: ModelRolloutStatus) -> Snapshot:
+        return Snapshot.model_validate(self.snapshot_dict(now, windows, status))
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick of a simulated rollout: what was observed and what the machine did."""
+
+    at: datetime
+    snapshot: dict[str, Any] | None
+    transition: Any  # core.machine.Transition
+    weight: int      # canary weight that held during the interval
+
+
+def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Generator, t0: datetime,
+             horizon: timedelta, *, keep_snapshots: bool = False) -> Iterator[Tick]:
+    """Drive one rollout through ``core.replay``'s machinery until it ends or the horizon passes.
+
+    Each tick's traffic is drawn at the weight of the *current* status (so weights follow
+    the steps, reductions and rollbacks), the windows come from ``plan_windows``, and the
+    next tick comes at ``status.nextEvaluationAt`` (half the interval on medium risk), as
+    in the operator.
+    """
+    from modelrollout.core.machine import MetricsObserved, plan_windows, step
+    from modelrollout.core.replay import settle, start
+
+    status = start(spec, t0)
+    traffic = SyntheticTraffic(spec, config, rng, t0)
+    interval = spec.analysis.interval
+    now = t0
+    end = t0 + horizon
+    while not status.phase.is_terminal:
+        nxt = status.next_evaluation_at or now + interval
+        if nxt <= now:
+            nxt = now + interval
+        if nxt > end:
+            return
+        now = nxt
+        weight = status.canary_weight
+        traffic.advance(now, weight)
+        data = traffic.snapshot_dict(now, plan_windows(spec, status, now), status)
+        snap = Snapshot.model_validate(data)
+        transition = settle(spec, step(spec, status, MetricsObserved(snap), now), now)
+        status = transition.status
+        yield Tick(now, data if keep_snapshots else None, transition, weight)
+
+
+__all__ = ["Behaviour", "HEALTHY", "HEALTHY_ERRORS", "SyntheticTraffic", "Tick", "TrafficConfig", "LE", "simulate"]

@@ -1,0 +1,105 @@
+"""Pytest fixtures for e2e tests: one local cluster per session, one namespace per test.
+
+`cluster` attaches to a running cluster (make cluster-up) or starts one with
+e2e/cluster.sh — building the binaries first on a fresh machine, which takes
+several minutes (progress is printed) — and stops it at the end of the session
+if it started it, unless MODELROLLOUT_KEEP_CLUSTER=1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from e2e.harness.cluster import CLUSTER_SH, Cluster, state_dir
+
+# A cold start includes the Go builds (~8 min on 2 cores, measured); leave room.
+UP_TIMEOUT_S = 45 * 60
+
+
+@contextlib.contextmanager
+def _uncaptured(config: pytest.Config) -> Iterator[None]:
+    """Let the cluster's progress reach the terminal despite pytest's capture."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield
+
+
+def _script_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The simulator runs on this interpreter, which has the project's deps.
+    env.setdefault("MODELROLLOUT_PYTHON", sys.executable)
+    return env
+
+
+def _cluster_healthy() -> bool:
+    proc = subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, text=True,
+                          env=_script_env(), timeout=60)
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The running local cluster (started here when absent)."""
+    started = False
+    if not _cluster_healthy():
+        with _uncaptured(request.config):
+            print(f"\n[e2e] no healthy cluster in {state_dir()}: starting one "
+                  "(a first run builds the binaries: several minutes)", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            # Output goes straight to the terminal (stderr), so a cold build shows progress.
+            proc = subprocess.run(["bash", str(CLUSTER_SH), "up"], env=_script_env(),
+                                  stdout=sys.stderr, stderr=sys.stderr, timeout=UP_TIMEOUT_S)
+            if proc.returncode != 0:
+                pytest.fail(f"e2e/cluster.sh up failed (exit {proc.returncode}); logs in {state_dir()}/logs",
+                            pytrace=False)
+            print(f"[e2e] cluster up in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
+        started = True
+    c = Cluster.from_state()
+    try:
+        yield c
+    finally:
+        if started and os.environ.get("MODELROLLOUT_KEEP_CLUSTER") != "1":
+            with _uncaptured(request.config):
+                subprocess.run(["bash", str(CLUSTER_SH), "down"], env=_script_env(),
+                               stdout=sys.stderr, stderr=sys.stderr, timeout=300)
+
+
+def _slug(text: str, limit: int = 30) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return s[:limit].strip("-") or "t"
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test; deleted (with its simulator state) afterwards."""
+    name = f"e2e-{_slug(request.node.name.removeprefix('test_'))}-{uuid.uuid4().hex[:5]}"
+    cluster.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"modelrollout.io/e2e": "true"}))
+    )
+    # Pods are refused until the namespace's default ServiceAccount exists.
+    cluster.wait_for(lambda: cluster.core.read_namespaced_service_account("default", name),
+                     timeout=30, message=f"default ServiceAccount in {name}")
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.simulator.forget_namespace(name)
+        try:
+            cluster.core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,127 @@
+"""Read the router's real state from the apiserver.
+
+The simulator never decides traffic shares itself: it reads what the operator
+(or a test) set — ready replicas of each Deployment, or an HTTPRoute's backend
+weights — so a rollout's weight changes show up in the metrics exactly as they
+would behind a real load balancer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger(__name__)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSION = "v1"
+REQUEST_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class PodView:
+    """A ready pod of a Deployment, as the simulator needs it."""
+
+    name: str
+    image: str | None
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """A Deployment's observed state; exists=False when it is not (yet) there."""
+
+    exists: bool
+    ready_replicas: int = 0
+    template_image: str | None = None
+    ready_pods: tuple[PodView, ...] = ()
+    selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """An HTTPRoute's backend weights summed over its rules; None weights = route absent."""
+
+    exists: bool
+    weights: dict[str, int] = field(default_factory=dict)
+
+
+class KubeReader:
+    """Thin, bounded-time wrappers over the few reads the simulator makes."""
+
+    def __init__(self, kubeconfig: str | None) -> None:
+        if kubeconfig:
+            api_client = config.new_client_from_config(config_file=kubeconfig)
+        else:
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+        self._apps = client.AppsV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    def namespace_pods(self, namespace: str) -> list[Any]:
+        """All pods of a namespace (one call, matched to Deployments locally)."""
+        return self._core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT_S).items
+
+    def deployment(self, namespace: str, name: str, pods: list[Any]) -> DeploymentView:
+        """The Deployment's ready replicas, template image and ready pods."""
+        try:
+            d = self._apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as e:
+            if e.status == 404:
+                return DeploymentView(exists=False)
+            raise
+        selector = dict((d.spec.selector.match_labels or {}) if d.spec.selector else {})
+        containers = d.spec.template.spec.containers or []
+        image = containers[0].image if containers else None
+        ready = tuple(
+            PodView(p.metadata.name, _pod_image(p))
+            for p in pods
+            if selector and _matches(p, selector) and _pod_ready(p)
+        )
+        return DeploymentView(
+            exists=True,
+            ready_replicas=int(d.status.ready_replicas or 0) if d.status else 0,
+            template_image=image,
+            ready_pods=ready,
+            selector=selector,
+        )
+
+    def http_route(self, namespace: str, name: str) -> RouteView:
+        """Backend weights of an HTTPRoute (Gateway API: an absent weight is 1)."""
+        try:
+            r = self._custom.get_namespaced_custom_object(
+                GATEWAY_GROUP, GATEWAY_VERSION, namespace, "httproutes", name,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return RouteView(exists=False)
+            raise
+        weights: dict[str, int] = {}
+        for rule in (r.get("spec") or {}).get("rules") or []:
+            for ref in rule.get("backendRefs") or []:
+                w = ref.get("weight", 1)
+                weights[ref["name"]] = weights.get(ref["name"], 0) + int(w if w is not None else 1)
+        return RouteView(exists=True, weights=weights)
+
+
+def _matches(pod: Any, selector: dict[str, str]) -> bool:
+    labels = pod.metadata.labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _pod_ready(pod: Any) -> bool:
+    if pod.metadata.deletion_timestamp is not None or pod.status is None:
+        return False
+    if pod.status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _pod_image(pod: Any) -> str | None:
+    containers = pod.spec.containers or []
+    return containers[0].image if containers else None

@@ -1,0 +1,232 @@
+"""Offline tests of the simulator (no cluster): the arithmetic the e2e tests
+rely on — shares follow the router, counters follow the behaviour, the
+exposition carries every contract series — checked against a fake apiserver.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.harness.simulator_client import SimulatorClient, SimulatorError
+from e2e.simulator.behaviour import Behaviour, BehaviourError
+from e2e.simulator.collector import ContractCollector
+from e2e.simulator.engine import Service, Simulator
+from e2e.simulator.kube import DeploymentView, PodView, RouteView
+from e2e.simulator.model import DURATION_BUCKETS
+from e2e.simulator.server import make_server
+
+
+class FakeReader:
+    """Deployments with a fixed number of ready pods and one HTTPRoute."""
+
+    def __init__(self, replicas: dict[str, int], images: dict[str, str] | None = None,
+                 route: dict[str, int] | None = None) -> None:
+        self.replicas = replicas
+        self.images = images or {}
+        self.route = route
+
+    def namespace_pods(self, namespace: str) -> list:
+        return []
+
+    def deployment(self, namespace: str, name: str, pods: list) -> DeploymentView:
+        if name not in self.replicas:
+            return DeploymentView(exists=False)
+        n = self.replicas[name]
+        img = self.images.get(name, f"{name}:v1")
+        return DeploymentView(True, n, img, tuple(PodView(f"{name}-{i}", img) for i in range(n)), {"app": name})
+
+    def http_route(self, namespace: str, name: str) -> RouteView:
+        return RouteView(self.route is not None, dict(self.route or {}))
+
+
+def run(sim: Simulator, seconds: float, step: float = 0.1) -> None:
+    t = 1000.0
+    sim._last_tick = t  # noqa: SLF001 - deterministic clock for the test
+    for i in range(1, int(seconds / step) + 1):
+        sim.tick(t + i * step)
+
+
+def families(sim: Simulator) -> dict[str, object]:
+    reg = CollectorRegistry()
+    reg.register(ContractCollector(sim))
+    return {f.name: f for f in text_string_to_metric_families(generate_latest(reg).decode())}
+
+
+def total(fams: dict, name: str, sample: str, **labels: str) -> float:
+    return sum(s.value for s in fams[name].samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_replica_router_splits_by_ready_pods() -> None:
+    sim = Simulator(FakeReader({"s": 3, "c": 1}), seed=1)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "canary": "c",
+                                            "router": "replicas", "rps": 400}))
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/s"]["share"] == pytest.approx(0.75)
+    assert st["ns/c"]["offeredRps"] == pytest.approx(100)
+    run(sim, 100)
+    fams = families(sim)
+    s = total(fams, "model_requests", "model_requests_total", deployment="s")
+    c = total(fams, "model_requests", "model_requests_total", deployment="c")
+    assert s == pytest.approx(30000, rel=0.03)
+    assert c == pytest.approx(10000, rel=0.05)
+
+
+def test_gateway_router_uses_route_weights_and_backend_names() -> None:
+    sim = Simulator(FakeReader({"s": 2, "c": 2}, route={"s-svc": 95, "c-svc": 5}), seed=2)
+    sim.register_service(Service.from_json({
+        "name": "svc", "namespace": "ns", "stable": "s", "canary": "c", "router": "gatewayAPI",
+        "httpRoute": "r", "rps": 100, "stableBackend": "s-svc", "canaryBackend": "c-svc"}))
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/s"]["share"] == pytest.approx(0.95)
+    assert st["ns/c"]["share"] == pytest.approx(0.05)
+
+
+def test_no_ready_pods_means_dropped_not_served() -> None:
+    sim = Simulator(FakeReader({"s": 2, "c": 0}, route={"s": 50, "c": 50}), seed=3)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "canary": "c",
+                                            "router": "gatewayAPI", "httpRoute": "svc", "rps": 100}))
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/c"]["droppedRps"] == pytest.approx(50)
+    assert st["ns/c"]["offeredRps"] == 0
+
+
+def test_behaviour_shapes_errors_accuracy_cache_and_latency() -> None:
+    sim = Simulator(FakeReader({"s": 1}), seed=4)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "rps": 2000}))
+    sim.set_behaviour("ns", "s", Behaviour.from_json({
+        "latency_ms": {"median": 2.0, "p95": 4.0},
+        "error_rates": {"timeout": 0.05},
+        "accuracy": 0.7, "label_fraction": 0.5, "cache_hit_rate": 0.9, "evictions_per_minute": 60,
+    }), None)
+    sim.refresh()
+    run(sim, 60)
+    f = families(sim)
+    req = total(f, "model_requests", "model_requests_total")
+    assert req == pytest.approx(120000, rel=0.02)
+    assert total(f, "model_request_errors", "model_request_errors_total", category="timeout") / req \
+        == pytest.approx(0.05, rel=0.05)
+    assert total(f, "model_request_errors", "model_request_errors_total", category="cache") == 0
+    ev = total(f, "model_predictions_evaluated", "model_predictions_evaluated_total")
+    assert total(f, "model_predictions_correct", "model_predictions_correct_total") / ev == pytest.approx(0.7, abs=0.01)
+    hits = total(f, "model_cache_requests", "model_cache_requests_total", result="hit")
+    misses = total(f, "model_cache_requests", "model_cache_requests_total", result="miss")
+    assert hits / (hits + misses) == pytest.approx(0.9, abs=0.01)
+    assert total(f, "model_cache_evictions", "model_cache_evictions_total") == pytest.approx(60, abs=30)
+    # p95 from the cumulative buckets, linearly interpolated as Prometheus does.
+    buckets = sorted(((float(s.labels["le"]), s.value) for s in f["model_request_duration_seconds"].samples
+                      if s.name.endswith("_bucket")), key=lambda x: x[0])
+    n = buckets[-1][1]
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= 0.95 * n:
+            p95 = prev_le + (le - prev_le) * (0.95 * n - prev_c) / (c - prev_c)
+            break
+        prev_le, prev_c = le, c
+    assert p95 == pytest.approx(0.004, abs=0.0003)
+    mean = total(f, "model_request_duration_seconds", "model_request_duration_seconds_sum") / n
+    assert mean == pytest.approx(Behaviour.from_json({"latency_ms": {"median": 2.0, "p95": 4.0}}).latency_mean_ms
+                                 / 1000, rel=0.02)
+
+
+def test_confidence_histogram_buckets_cover_unit_interval() -> None:
+    sim = Simulator(FakeReader({"s": 1}), seed=5)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "rps": 500}))
+    sim.refresh()
+    run(sim, 10)
+    f = families(sim)
+    les = [s.labels["le"] for s in f["model_prediction_confidence"].samples if s.name.endswith("_bucket")]
+    assert les == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0", "+Inf"]
+    counts = [s.value for s in f["model_prediction_confidence"].samples if s.name.endswith("_bucket")]
+    assert counts == sorted(counts) and counts[-2] == counts[-1]
+
+
+def test_image_keyed_behaviour_follows_the_pod_template() -> None:
+    """After promotion the stable runs the canary's image, so it behaves like v2."""
+    reader = FakeReader({"s": 1, "c": 1}, images={"s": "m:v1", "c": "m:v2"})
+    sim = Simulator(reader, seed=6)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "canary": "c"}))
+    slow = Behaviour.from_json({"latency_ms": {"median": 9, "p95": 12}})
+    sim.set_behaviour("ns", "*", slow, "m:v2")
+    assert sim.behaviour_for("ns", "c", "m:v2")[0] is slow
+    assert sim.behaviour_for("ns", "s", "m:v1")[1] == "default"
+    reader.images["s"] = "m:v2"
+    sim.refresh()
+    assert sim.state()["deployments"]["ns/s"]["behaviourKey"] == "*@m:v2"
+    # Deployment-specific beats namespace-wide.
+    fast = Behaviour.from_json({"latency_ms": {"median": 1, "p95": 2}})
+    sim.set_behaviour("ns", "s", fast, "m:v2")
+    assert sim.behaviour_for("ns", "s", "m:v2")[0] is fast
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"accuracy": 1.5}, "accuracy"),
+    ({"error_rates": {"bogus": 0.1}}, "bogus"),
+    ({"latency_ms": {"median": 3, "p95": 2}}, "p95"),
+    ({"latencyMs": 1}, "unknown"),
+    ({"confidence_beta": {"a": 1}}, "confidence_beta"),
+])
+def test_behaviour_validation_names_the_field(bad: dict, field: str) -> None:
+    with pytest.raises(BehaviourError, match=field):
+        Behaviour.from_json(bad)
+
+
+def test_mean_sigma_latency_form() -> None:
+    b = Behaviour.from_json({"latency_ms": {"mean": 2.0, "sigma": 0.3}})
+    assert b.latency_mean_ms == pytest.approx(2.0)
+    assert b.latency_sigma == pytest.approx(0.3)
+
+
+def test_behaviour_json_round_trips() -> None:
+    b = Behaviour.from_json({"latency_ms": {"median": 1.5, "p95": 2.5}, "accuracy": 0.8,
+                             "confidence_beta": {"a": 3, "b": 3}, "cache_lookup_ms": 2})
+    assert Behaviour.from_json(b.to_json()) == b
+
+
+def test_control_api_over_http() -> None:
+    sim = Simulator(FakeReader({"s": 2, "c": 1}), seed=7)
+    httpd = make_server(sim, "127.0.0.1", 0)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        client = SimulatorClient(f"http://127.0.0.1:{httpd.server_address[1]}")
+        assert client.healthy()
+        svc = client.register_service("svc", "ns", stable="s", canary="c", rps=30)
+        assert svc["router"] == "replicas" and svc["canaryBackend"] == "c"
+        out = client.set_behaviour("ns", "c", image="c:v1", accuracy=0.5)
+        assert out["behaviour"]["accuracy"] == 0.5 and out["image"] == "c:v1"
+        with pytest.raises(SimulatorError, match="accuracy"):
+            client.set_behaviour("ns", "c", accuracy=2)
+        sim.refresh()
+        run(sim, 2)
+        body = urllib.request.urlopen(client.base_url + "/metrics", timeout=5).read().decode()
+        assert 'model_requests_total{deployment="c",namespace="ns",pod="c-0"}' in body
+        state = client.state()
+        assert state["deployments"]["ns/c"]["behaviourKey"] == "c@c:v1"
+        assert json.dumps(state)  # serialisable
+        client.forget_namespace("ns")
+        assert client.state()["services"] == []
+        after = urllib.request.urlopen(client.base_url + "/metrics", timeout=5).read().decode()
+        assert "model_requests_total{" not in after
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_duration_buckets_are_sorted_and_fine_around_thresholds() -> None:
+    b = np.array(DURATION_BUCKETS)
+    assert np.all(np.diff(b) > 0)
+    # At most 0.5 ms between bounds up to 5 ms, where the SPEC's thresholds sit.
+    small = b[b <= 0.005]
+    assert math.isclose(small.max(), 0.005) and np.all(np.diff(small) <= 0.0005 + 1e-12)

@@ -1,0 +1,5 @@
+"""``python -m modelrollout`` is the ``modelrollout`` command."""
+
+from .cli import main
+
+main()

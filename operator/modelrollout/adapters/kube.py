@@ -1,0 +1,318 @@
+"""The executor: carries out the core's actions on the cluster, idempotently.
+
+``KubeExecutor`` turns ``StartRollout``, ``SetWeight``, ``Promote`` and ``RollbackPhase``
+into Deployment and HTTPRoute writes and answers with the observation the state
+machine expects (``Initialized``/``InitFailed``, ``PromotionApplied``/``PromotionFailed``,
+``RollbackApplied``). Every method describes a *target state*: it reads, computes what
+should hold, and writes only what differs, so re-running it after a crash (the
+controller re-applies ``pending_actions`` on start) changes nothing that already holds.
+
+Shapes and conventions live in ``workload.py`` (pure, unit-tested); the apiserver
+calls and their error translation in ``kubeapi.py``; traffic in ``routers/``. What is
+left here is the order of operations and the waiting, which is where the safety
+properties of SPEC §5 come from:
+
+* the stable is recorded (replicas + full pod template as raw API JSON) before the
+  first change, and the first record is kept for the whole rollout;
+* promotion never routes users to a stable that is not available: the stable takes
+  the challenger's template, is *waited for*, and only then gets 100 %;
+* rollback phase 2 replaces the stable's ``spec.template`` with the recorded dict as a
+  whole (a PUT with resourceVersion, retried on 409), so nothing the rollout added —
+  a GPU limit, an env var, an annotation — survives it.
+
+Error handling: apiserver failures surface as ``ClusterUnavailable`` (retry later) or
+``ClusterConflict`` (the cluster is not in a state we can act on); refusals that only a
+spec change can fix become ``InitFailed``/``PromotionFailed`` observations instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from kubernetes.client import ApiClient
+
+from ..api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind, StableRecord
+from ..core.machine import (
+    InitFailed,
+    Initialized,
+    PromotionApplied,
+    PromotionFailed,
+    RollbackApplied,
+)
+from ..core.snapshot import CanaryHealth
+from ..errors import InvalidSpec
+from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
+from .routers import ROUTERS, RouterFactory
+from .routers.base import RolloutTarget, TrafficRouter
+from .routers.replicas import split_replicas
+from .workload import (
+    ROLLOUT_LABEL,
+    PodFailure,
+    TemplateError,
+    canary_deployment,
+    canary_health_of,
+    apply_overrides,
+    canary_pod_template,
+    current_pod_template_hash,
+    deployment_available,
+    is_managed,
+    label_selector,
+    pod_failure,
+    pod_template_digest,
+    progress_deadline_exceeded,
+    promoted_template,
+    replicas_of,
+)
+
+log = logging.getLogger("modelrollout.kube")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def rollout_target(ns: str, spec: ModelRolloutSpec, total_replicas: int) -> RolloutTarget:
+    """The router's view of one rollout; ``total_replicas`` is the recorded stable's count."""
+    route = spec.traffic.http_route
+    return RolloutTarget(
+        namespace=ns, stable=spec.stable.deployment, canary=spec.canary.deployment, total_replicas=total_replicas,
+        http_route=route.name if route else None, http_route_namespace=route.namespace if route else None,
+    )
+
+
+class KubeExecutor:
+    """Executes actions against one cluster.
+
+    ``now`` is the clock (UTC ``datetime``); ``sleep`` is injectable with it so tests
+    drive the promotion wait without real time. ``poll_interval`` is how often the
+    promotion wait re-reads the stable; ``request_timeout`` bounds every API call.
+    """
+
+    def __init__(self, api_client: ApiClient, now: Callable[[], datetime], *, poll_interval: float = 1.0,
+                 request_timeout: float = 10.0, sleep: Sleep = asyncio.sleep,
+                 routers: Mapping[RouterKind, RouterFactory] = ROUTERS) -> None:
+        self.api = KubeApi(api_client, request_timeout=request_timeout)
+        self.now = now
+        self.poll_interval = poll_interval
+        self._sleep = sleep
+        self._router_factories = dict(routers)
+        self._routers: dict[RouterKind, TrafficRouter] = {}
+
+    # ------------------------------------------------------------------ routing
+
+    def router(self, kind: RouterKind | str) -> TrafficRouter:
+        """The router for ``kind``; InvalidSpec on an unknown kind, never a default (flagger#1872)."""
+        try:
+            key = RouterKind(kind)
+        except ValueError:
+            key = None
+        if key is None or key not in self._router_factories:
+            allowed = ", ".join(k.value for k in self._router_factories)
+            raise InvalidSpec(f"spec.traffic.router: {str(kind)!r} is not a known router; use one of: {allowed}")
+        if key not in self._routers:
+            self._routers[key] = self._router_factories[key](self.api)
+        return self._routers[key]
+
+    async def set_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
+        """Route ``percent`` % to the canary (idempotent; does not wait for pods)."""
+        await self.router(router).set_canary_weight(target, percent)
+
+    async def read_weight(self, target: RolloutTarget, router: RouterKind) -> int | None:
+        return await self.router(router).read_canary_weight(target)
+
+    # ------------------------------------------------------------------ start
+
+    async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
+                            rollout: str | None = None) -> Initialized | InitFailed:
+        """Verify the digest, record the stable (once), create or update the canary at its replicas.
+
+        ``rollout`` (the ModelRollout's name) labels a created canary
+        ``modelrollout.io/rollout``. Nothing is changed when the answer is InitFailed.
+        """
+        stable_name, canary_name = spec.stable.deployment, spec.canary.deployment
+        try:
+            stable = await self.api.read_deployment(ns, stable_name)
+        except NotFound:
+            return InitFailed(f"spec.stable.deployment: Deployment {ns}/{stable_name} not found; the stable "
+                              "(champion) Deployment must exist before the rollout starts")
+        record = status.stable_record or StableRecord(
+            replicas=replicas_of(stable), template=copy.deepcopy(stable["spec"]["template"]), recorded_at=self.now())
+        try:
+            failed = await retry_conflicts(lambda: self._ensure_canary(ns, spec, stable, record, rollout),
+                                           f"Deployment {ns}/{canary_name}")
+        except TemplateError as exc:
+            return InitFailed(str(exc))
+        except Refused as exc:
+            return InitFailed(f"spec.canary: the apiserver refused the canary Deployment {ns}/{canary_name}: {exc}")
+        return failed or Initialized(record)
+
+    async def _ensure_canary(self, ns: str, spec: ModelRolloutSpec, stable: Json, record: StableRecord,
+                             rollout: str | None) -> InitFailed | None:
+        canary_name = spec.canary.deployment
+        overrides = spec.canary.template
+        source = f"Deployment {ns}/{spec.stable.deployment}"
+        pds = spec.analysis.progress_deadline_seconds
+        try:
+            existing = await self.api.read_deployment(ns, canary_name)
+        except NotFound:
+            existing = None
+        if existing is None:
+            template = canary_pod_template(record.template, overrides, source)
+            body = canary_deployment(name=canary_name, namespace=ns, stable=stable, template=template,
+                                     rollout=rollout, progress_deadline_seconds=pds)
+            await self.api.create_deployment(ns, body)
+            log.info("created canary Deployment %s/%s from %s", ns, canary_name, source)
+            return None
+        managed = is_managed(existing)
+        digest = overrides.model_digest if overrides else None
+        if not managed and digest is not None:
+            actual = pod_template_digest(existing)
+            if actual != digest:
+                return InitFailed(
+                    f"spec.canary.template.modelDigest: {digest} does not match the canary pod template's annotation "
+                    f"{MODEL_DIGEST_ANNOTATION} ({actual or 'absent'}) on Deployment {ns}/{canary_name}; "
+                    "deploy the model with that digest or fix spec.canary.template.modelDigest")
+
+        async def attempt() -> None:
+            current = await self.api.read_deployment(ns, canary_name)
+            if managed:
+                desired = canary_pod_template(record.template, overrides, source)
+            else:  # the user's Deployment: overrides over its own template, its labels kept
+                desired = apply_overrides(current["spec"]["template"], overrides, f"Deployment {ns}/{canary_name}")
+            body = copy.deepcopy(current)
+            body["spec"]["template"] = desired
+            if managed:
+                body["spec"]["progressDeadlineSeconds"] = pds
+                if rollout:
+                    body["metadata"].setdefault("labels", {})[ROLLOUT_LABEL] = rollout
+            if body != current:
+                body.pop("status", None)
+                await self.api.replace_deployment(ns, canary_name, body)
+                log.info("updated canary Deployment %s/%s's pod template", ns, canary_name)
+
+        await retry_conflicts(attempt, f"Deployment {ns}/{canary_name}")
+        return None
+
+    # ------------------------------------------------------------------ promote
+
+    async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
+                      ) -> PromotionApplied | PromotionFailed:
+        """Stable takes the challenger's template and the recorded replicas; waits; then 100 % stable."""
+        record = status.stable_record
+        stable_name, canary_name = spec.stable.deployment, spec.canary.deployment
+        if record is None:
+            return PromotionFailed("status.stableRecord is missing, so a failed promotion could not be undone; "
+                                   "retry the rollout to record the stable first")
+        try:
+            canary = await self.api.read_deployment(ns, canary_name)
+        except NotFound:
+            return PromotionFailed(f"canary Deployment {ns}/{canary_name} not found; nothing to promote")
+        stable = await self.api.read_deployment(ns, stable_name)
+        desired = promoted_template(canary["spec"]["template"], stable["spec"]["template"])
+        target = rollout_target(ns, spec, record.replicas)
+        try:
+            await self._set_stable(ns, stable_name, desired, record.replicas)
+        except Refused as exc:
+            await self._keep_on_canary(ns, spec, status, record)
+            return PromotionFailed(f"the stable Deployment {ns}/{stable_name} refused the challenger's template: {exc}")
+        available, detail = await self._wait_available(ns, stable_name, spec.analysis.progress_deadline_seconds)
+        if available:
+            await self.set_weight(target, spec.traffic.router, 0)
+            await self._scale_if_present(ns, canary_name, 0)
+            log.info("promoted %s/%s: stable runs the challenger, canary at 0", ns, stable_name)
+            return PromotionApplied()
+        await self._keep_on_canary(ns, spec, status, record)
+        return PromotionFailed(
+            f"the stable Deployment {ns}/{stable_name} did not become available with the challenger's template "
+            f"within {spec.analysis.progress_deadline_seconds}s (spec.analysis.progressDeadlineSeconds): {detail}")
+
+    async def _keep_on_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                              record: StableRecord) -> None:
+        """After a failed promotion: the recorded stable back, traffic where it was (on the canary)."""
+        weight = status.canary_weight or 100
+        if spec.traffic.router == RouterKind.REPLICAS:
+            stable_replicas, _ = split_replicas(record.replicas, weight)
+        else:
+            stable_replicas = record.replicas
+        await self._set_stable(ns, spec.stable.deployment, record.template, stable_replicas)
+        await self.set_weight(rollout_target(ns, spec, record.replicas), spec.traffic.router, weight)
+
+    async def _set_stable(self, ns: str, name: str, template: Json, replicas: int | None) -> None:
+        """Replace the stable's pod template (and replicas) as a whole; no-op when it already holds."""
+
+        async def attempt() -> None:
+            current = await self.api.read_deployment(ns, name)
+            body = copy.deepcopy(current)
+            body["spec"]["template"] = copy.deepcopy(template)
+            if replicas is not None:
+                body["spec"]["replicas"] = replicas
+            if body["spec"] != current["spec"]:
+                body.pop("status", None)
+                await self.api.replace_deployment(ns, name, body)
+
+        await retry_conflicts(attempt, f"Deployment {ns}/{name}")
+
+    async def _wait_available(self, ns: str, name: str, deadline_seconds: int) -> tuple[bool, str]:
+        """Poll until the Deployment is rolled out and available, or the deadline passes."""
+        started = self.now()
+        while True:
+            dep = await self.api.read_deployment(ns, name)
+            if deployment_available(dep):
+                return True, "available"
+            st = dep.get("status") or {}
+            want = replicas_of(dep)
+            detail = (f"{st.get('updatedReplicas') or 0}/{want} updated, {st.get('availableReplicas') or 0}/{want} "
+                      f"available, {st.get('replicas') or 0} total")
+            current = (st.get("observedGeneration") or 0) >= (dep["metadata"].get("generation") or 0)
+            if current and progress_deadline_exceeded(dep):
+                return False, detail + " (Deployment condition Progressing=False, ProgressDeadlineExceeded)"
+            if (self.now() - started).total_seconds() >= deadline_seconds:
+                return False, detail
+            await self._sleep(self.poll_interval)
+
+    # ------------------------------------------------------------------ rollback
+
+    async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                             phase: int) -> RollbackApplied:
+        """SPEC §5 rollback phase 1 (traffic to 0 %), 2 (restore stable exactly) or 3 (canary to 0)."""
+        record = status.stable_record
+        if phase == 1:
+            if record is not None:
+                total = record.replicas
+            else:  # aborted before the stable was recorded: nothing of it was changed
+                total = replicas_of(await self.api.read_deployment(ns, spec.stable.deployment))
+            await self.set_weight(rollout_target(ns, spec, total), spec.traffic.router, 0)
+        elif phase == 2:
+            if record is not None:
+                await self._set_stable(ns, spec.stable.deployment, record.template, record.replicas)
+        elif phase == 3:
+            await self._scale_if_present(ns, spec.canary.deployment, 0)
+        else:
+            raise ValueError(f"rollback phase {phase} does not exist; phases are 1, 2 and 3")
+        return RollbackApplied(phase)
+
+    async def _scale_if_present(self, ns: str, name: str, replicas: int) -> None:
+        try:
+            dep = await self.api.read_deployment(ns, name)
+        except NotFound:
+            return
+        if replicas_of(dep) != replicas:
+            await self.api.scale_deployment(ns, name, replicas)
+
+    # ------------------------------------------------------------------ health
+
+    async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth:
+        """OOMKilled / CrashLoopBackOff pods of the canary's current ReplicaSet, and availability."""
+        dep = await self.api.read_deployment(ns, canary)
+        selector = label_selector(dep["spec"].get("selector") or {})
+        pods, replicasets = await asyncio.gather(self.api.list_pods(ns, selector),
+                                                 self.api.list_replicasets(ns, selector))
+        # Failed pods of an older revision linger; they must not condemn the current one.
+        current = current_pod_template_hash(dep, replicasets)
+        if current is not None:
+            pods = [p for p in pods if (p.get("metadata", {}).get("labels") or {}).get("pod-template-hash") == current]
+        return canary_health_of(dep, pods, self.now(), progress_deadline_seconds)
+
+
+__all__ = ["KubeExecutor", "PodFailure", "pod_failure", "rollout_target"]

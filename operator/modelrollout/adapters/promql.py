@@ -1,0 +1,307 @@
+"""PromQL for the metrics contract: templates, safe label matchers, and result parsing.
+
+This module owns the text that goes to Prometheus and the shape that comes back; it does
+no I/O (``adapters/prometheus.py`` runs the queries and builds snapshots). Keeping it pure
+lets the unit tests check every query and every parse against canned API answers.
+
+Why templates look the way they do:
+
+* **One query serves many rollouts.** A template never names a rollout; it receives a
+  ``{selector}`` matching every Deployment of the batch and groups ``by ({by})`` — the
+  configured namespace and deployment label names — so the caller splits one answer into
+  one value per (namespace, deployment). The number of queries grows with metrics and
+  distinct windows, not with rollouts.
+* **Placeholders are replaced literally** (``{selector}``, ``{window}``, ``{by}``); every
+  other brace is PromQL's own, so ``model_requests_total{{selector}}`` is the metric with
+  the selector inside its braces and ``model_x{result="hit",{selector}}`` adds a matcher.
+  No ``str.format`` escaping to learn.
+* **Label values are validated before they enter PromQL** (DNS-1123, the only values a
+  namespace or Deployment name can take), so a spec can never inject a matcher; ``.``
+  is escaped inside the regex matcher so ``a.b`` does not match ``axb``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..errors import InvalidSpec, UnsafeLabelValue
+
+# ------------------------------------------------------------------------- templates
+
+PLACEHOLDERS = ("{selector}", "{window}", "{by}")
+
+DEFAULT_QUERIES: dict[str, str] = {
+    # errorRate: requests and errors by category, counts over the window
+    "requests": "sum by ({by}) (increase(model_requests_total{{selector}}[{window}]))",
+    "errors": "sum by ({by}, category) (increase(model_request_errors_total{{selector}}[{window}]))",
+    # throughput
+    "rps": "sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))",
+    # latency (milliseconds) and the requests behind it
+    "latency_mean_ms": (
+        "sum by ({by}) (rate(model_request_duration_seconds_sum{{selector}}[{window}]))"
+        " / sum by ({by}) (rate(model_request_duration_seconds_count{{selector}}[{window}])) * 1000"
+    ),
+    "latency_p95_ms": (
+        "histogram_quantile(0.95, sum by ({by}, le) "
+        "(rate(model_request_duration_seconds_bucket{{selector}}[{window}]))) * 1000"
+    ),
+    "latency_p99_ms": (
+        "histogram_quantile(0.99, sum by ({by}, le) "
+        "(rate(model_request_duration_seconds_bucket{{selector}}[{window}]))) * 1000"
+    ),
+    "latency_count": "sum by ({by}) (increase(model_request_duration_seconds_count{{selector}}[{window}]))",
+    # accuracy (ground-truth feedback)
+    "predictions_evaluated": "sum by ({by}) (increase(model_predictions_evaluated_total{{selector}}[{window}]))",
+    "predictions_correct": "sum by ({by}) (increase(model_predictions_correct_total{{selector}}[{window}]))",
+    # confidence drift: cumulative buckets over the window
+    "confidence": "sum by ({by}, le) (increase(model_prediction_confidence_bucket{{selector}}[{window}]))",
+    # cache
+    "cache_requests": "sum by ({by}, result) (increase(model_cache_requests_total{{selector}}[{window}]))",
+    "cache_evictions_per_minute": "sum by ({by}) (rate(model_cache_evictions_total{{selector}}[{window}])) * 60",
+    "cache_lookup_ms": (
+        "sum by ({by}) (rate(model_cache_lookup_duration_seconds_sum{{selector}}[{window}]))"
+        " / sum by ({by}) (rate(model_cache_lookup_duration_seconds_count{{selector}}[{window}])) * 1000"
+    ),
+    # anomaly: range queries over the canary, one point per analysis interval
+    # ({window} is the rate window of each point: the step, at least 4 scrape intervals)
+    "series_latency_p95_ms": (
+        "histogram_quantile(0.95, sum by ({by}, le) "
+        "(rate(model_request_duration_seconds_bucket{{selector}}[{window}]))) * 1000"
+    ),
+    "series_error_rate": (
+        "sum by ({by}) (rate(model_request_errors_total{{selector}}[{window}]))"
+        " / sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))"
+    ),
+    "series_rps": "sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))",
+}
+"""Every default PromQL template, by the name ``spec.analysis.queries`` overrides."""
+
+EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result"}
+"""Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
+
+SERIES_QUERIES: dict[str, str] = {
+    "series_latency_p95_ms": "latency_p95_ms",
+    "series_error_rate": "error_rate",
+    "series_rps": "rps",
+}
+"""Range-query templates -> the key in ``side.series`` they fill."""
+
+CUSTOM_PLACEHOLDERS = ("{namespace}", "{stable}", "{canary}")
+
+# ------------------------------------------------------------------------- validation
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def check_namespace(value: str, field: str = "metadata.namespace") -> str:
+    """A namespace as it may enter PromQL: a DNS-1123 label (<= 63 chars)."""
+    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
+        raise UnsafeLabelValue(
+            f"{field}: {value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+            "at most 63 characters); it cannot be used in a PromQL label matcher"
+        )
+    return value
+
+
+def check_deployment(value: str, field: str) -> str:
+    """A Deployment name as it may enter PromQL: a DNS-1123 subdomain (<= 253 chars)."""
+    if not isinstance(value, str) or len(value) > 253 or not DNS_SUBDOMAIN.match(value):
+        raise UnsafeLabelValue(
+            f"{field}: {value!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            "at most 253 characters); it cannot be used in a PromQL label matcher"
+        )
+    return value
+
+
+def check_label_name(value: str, field: str) -> str:
+    if not isinstance(value, str) or not LABEL_NAME.match(value):
+        raise UnsafeLabelValue(f"{field}: {value!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+    return value
+
+
+def resolve_queries(overrides: Mapping[str, str] | None, field: str = "spec.analysis.queries") -> dict[str, str]:
+    """The templates a rollout uses: the defaults with its overrides laid over them.
+
+    Raises ``InvalidSpec`` naming ``spec.analysis.queries.<name>`` for an unknown name or
+    an override that lacks a placeholder the batching needs.
+    """
+    resolved = dict(DEFAULT_QUERIES)
+    for name, template in (overrides or {}).items():
+        where = f"{field}.{name}"
+        if name not in DEFAULT_QUERIES:
+            raise InvalidSpec(f"{where}: unknown query name; known names: {', '.join(sorted(DEFAULT_QUERIES))}")
+        if not isinstance(template, str) or not template.strip():
+            raise InvalidSpec(f"{where}: must be a non-empty PromQL template")
+        missing = [p for p in PLACEHOLDERS if p not in template]
+        if missing:
+            raise InvalidSpec(
+                f"{where}: the template lacks {', '.join(missing)}; every template must match "
+                "{selector}, cover {window} and group by ({by}) so one query serves every rollout"
+            )
+        extra = EXTRA_LABEL.get(name)
+        if extra and not re.search(rf"\b{extra}\b", template):
+            raise InvalidSpec(f"{where}: the answer must keep the {extra!r} label, e.g. sum by ({{by}}, {extra}) (…)")
+        resolved[name] = template
+    return resolved
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def promql_duration(value: timedelta) -> str:
+    """Whole seconds, at least 1 (``increase(x[0s])`` is an error): ``900s``."""
+    return f"{max(1, math.ceil(value.total_seconds() - 1e-9))}s"
+
+
+def _regex_alternatives(values: Iterable[str]) -> str:
+    # Values are validated DNS names: only [a-z0-9.-]. '.' is a regex metacharacter; the
+    # PromQL string needs the backslash itself escaped, hence "\\.".
+    return "|".join(v.replace(".", "\\\\.") for v in sorted(set(values)))
+
+
+def build_selector(namespace_label: str, deployment_label: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """Matchers (without braces) for every (namespace, deployment) in ``pairs``.
+
+    The product of the two regexes may match a few pairs nobody asked for (``ns1/b``
+    when only ``ns1/a`` and ``ns2/b`` were); the caller keeps only the pairs it wants.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("a selector needs at least one (namespace, deployment) pair")
+    check_label_name(namespace_label, "spec.analysis.labels.namespace")
+    check_label_name(deployment_label, "spec.analysis.labels.deployment")
+    namespaces = [check_namespace(ns) for ns, _ in pairs]
+    deployments = [check_deployment(d, "deployment") for _, d in pairs]
+    return (
+        f'{namespace_label}=~"{_regex_alternatives(namespaces)}",'
+        f'{deployment_label}=~"{_regex_alternatives(deployments)}"'
+    )
+
+
+def render(template: str, *, selector: str, window: timedelta, by: str) -> str:
+    """Replace the three placeholders literally; every other brace is PromQL's."""
+    return (
+        template.replace("{selector}", selector)
+        .replace("{window}", promql_duration(window))
+        .replace("{by}", by)
+    )
+
+
+def render_custom(query: str, namespace: str, stable: str, canary: str) -> str:
+    """A custom condition's PromQL for one rollout (validated values, substituted literally)."""
+    return query.replace("{namespace}", namespace).replace("{stable}", stable).replace("{canary}", canary)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+Pair = tuple[str, str]
+
+
+def sample_value(raw: Any) -> float | None:
+    """A Prometheus sample value (a string) as a float; NaN, ±Inf and junk are None."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _pair(metric: Mapping[str, str], namespace_label: str, deployment_label: str) -> Pair | None:
+    ns, dep = metric.get(namespace_label), metric.get(deployment_label)
+    return (ns, dep) if ns is not None and dep is not None else None
+
+
+def parse_vector(result: list[dict[str, Any]], namespace_label: str, deployment_label: str) -> dict[Pair, float | None]:
+    """An instant vector grouped by (namespace, deployment) -> value (None for NaN)."""
+    out: dict[Pair, float | None] = {}
+    for item in result:
+        pair = _pair(item.get("metric", {}), namespace_label, deployment_label)
+        if pair is None:
+            continue
+        value = item.get("value") or [None, None]
+        out[pair] = sample_value(value[1])
+    return out
+
+
+def parse_labelled(result: list[dict[str, Any]], namespace_label: str, deployment_label: str,
+                   extra: str) -> dict[Pair, dict[str, float | None]]:
+    """An instant vector grouped by (namespace, deployment, extra) -> {extra value: value}."""
+    out: dict[Pair, dict[str, float | None]] = {}
+    for item in result:
+        metric = item.get("metric", {})
+        pair = _pair(metric, namespace_label, deployment_label)
+        key = metric.get(extra)
+        if pair is None or key is None:
+            continue
+        value = item.get("value") or [None, None]
+        out.setdefault(pair, {})[key] = sample_value(value[1])
+    return out
+
+
+def parse_matrix(result: list[dict[str, Any]], namespace_label: str, deployment_label: str) -> dict[Pair, dict[float, float | None]]:
+    """A range answer grouped by (namespace, deployment) -> {timestamp: value}."""
+    out: dict[Pair, dict[float, float | None]] = {}
+    for item in result:
+        pair = _pair(item.get("metric", {}), namespace_label, deployment_label)
+        if pair is None:
+            continue
+        points = out.setdefault(pair, {})
+        for ts, raw in item.get("values") or []:
+            points[float(ts)] = sample_value(raw)
+    return out
+
+
+def series_points(points: Mapping[float, float | None], grid: list[float]) -> list[float | None]:
+    """One value per grid timestamp, oldest first; a step with no sample is None."""
+    return [points.get(ts) for ts in grid]
+
+
+@dataclass(frozen=True, slots=True)
+class CumulativeHistogram:
+    le: list[float]
+    counts: list[float]
+
+
+def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:
+    """Cumulative ``le`` buckets (as returned by the ``confidence`` query) -> a CDF.
+
+    * buckets are sorted by their bound; NaN counts are 0;
+    * ``+Inf`` is folded into 1.0: confidences live in [0, 1], so the +Inf bucket counts
+      the same predictions as a bucket at 1.0. When the server has a bucket at or above
+      1.0 the +Inf bucket is dropped; otherwise it becomes the 1.0 bucket;
+    * counts are made non-decreasing (running maximum): ``increase()`` extrapolates each
+      bucket series on its own, which can leave a bucket a hair below the one before it.
+      ``histogram_quantile`` applies the same fix.
+
+    None when there are no buckets at all (absent series).
+    """
+    finite: list[tuple[float, float]] = []
+    inf_count: float | None = None
+    for le_raw, count in buckets.items():
+        try:
+            bound = float(le_raw)
+        except ValueError:
+            continue
+        c = count if count is not None and count >= 0 else 0.0
+        if math.isinf(bound):
+            inf_count = c
+        elif not math.isnan(bound):
+            finite.append((bound, c))
+    finite.sort()
+    if inf_count is not None and not (finite and finite[-1][0] >= 1.0):
+        finite.append((1.0, inf_count))
+    if not finite:
+        return None
+    le, counts, running = [], [], 0.0
+    for bound, c in finite:
+        running = max(running, c)
+        le.append(bound)
+        counts.append(running)
+    return CumulativeHistogram(le=le, counts=counts)

@@ -1,0 +1,47 @@
+"""Reading ModelRollouts and writing their status through the API server.
+
+Status is written with a JSON merge patch of the whole status object: ``null`` values
+remove fields that the machine cleared, and lists (conditions, history) are replaced as
+a whole, which is what we want for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from ..api.models import API_GROUP, API_VERSION, PLURAL
+from ..errors import ClusterConflict, ClusterUnavailable
+
+
+class RolloutStore:
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self._custom = k8s.CustomObjectsApi(api)
+
+    async def read(self, ref: Any) -> dict[str, Any] | None:
+        """The resource as the API server has it now; None when it is gone."""
+        try:
+            return await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _translate(exc, ref) from None
+
+    async def write_status(self, ref: Any, status: dict[str, Any] | None) -> None:
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, ref.namespace, PLURAL,
+                ref.name, {"status": status})
+        except ApiException as exc:
+            raise _translate(exc, ref) from None
+
+
+def _translate(exc: ApiException, ref: Any) -> Exception:
+    where = f"ModelRollout {ref.namespace}/{ref.name}"
+    if exc.status in (404, 409, 422):
+        return ClusterConflict(f"{where}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}")
+    return ClusterUnavailable(f"{where}: {exc.status} {exc.reason}")

@@ -1,0 +1,399 @@
+"""The ModelRollout resource: spec, status and enums — the single source of truth.
+
+The CRD's OpenAPI schema (``crds/``) is generated from these classes by ``api/crd.py``,
+the operator validates with them, and the core reads them. Cross-field rules that the
+CRD also enforces with CEL (weights strictly increasing, last step 100, router fields)
+are written here as validators with messages that name the field and the fix.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .durations import Duration
+from .thresholds import (
+    ApiModel,
+    ConditionName,
+    ConditionOverrides,
+    Profile,
+    resolve_conditions,
+)
+
+API_GROUP = "modelrollout.io"
+API_VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ["mro"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DIGEST = r"^sha256:[a-f0-9]{64}$"
+MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
+
+HISTORY_LIMIT = 50
+"""Entries kept in ``status.history``; older ones are dropped first (bounded audit trail)."""
+
+
+# ------------------------------------------------------------------------------ enums
+
+
+class RouterKind(StrEnum):
+    REPLICAS = "replicas"
+    GATEWAY_API = "gatewayAPI"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    INITIALIZING = "Initializing"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Nothing happens until the revision changes or someone says retry."""
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
+    @property
+    def is_analysing(self) -> bool:
+        """Phases in which metrics are read and scored."""
+        return self in (Phase.PROGRESSING, Phase.PAUSED)
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class DecisionAction(StrEnum):
+    CONTINUE = "continue"   # healthy: advance when the step's duration has elapsed
+    ADVANCE = "advance"     # the step advanced this tick
+    PROMOTE = "promote"     # the last step passed: promote
+    HOLD = "hold"
+    REDUCE = "reduce"
+    ROLLBACK = "rollback"
+
+    @property
+    def acts(self) -> bool:
+        """Decisions that change the cluster (and therefore land in history and Events)."""
+        return self in (DecisionAction.ADVANCE, DecisionAction.PROMOTE, DecisionAction.REDUCE, DecisionAction.ROLLBACK)
+
+
+class NoDataPolicy(StrEnum):
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    IGNORE = "ignore"
+
+
+class ErrorPolicy(StrEnum):
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+
+
+class Direction(StrEnum):
+    ABOVE = "above"   # higher is worse
+    BELOW = "below"   # lower is worse
+
+
+# ------------------------------------------------------------------------------- spec
+
+
+class DeploymentRef(ApiModel):
+    deployment: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Deployment name in the rollout's namespace")
+
+
+class ResourceRequirements(ApiModel):
+    limits: dict[str, str] | None = Field(default=None, description='e.g. {"nvidia.com/gpu": "2", "memory": "24Gi"}')
+    requests: dict[str, str] | None = None
+
+
+class CanaryTemplate(ApiModel):
+    """What the challenger runs: overrides laid over the stable's pod template."""
+
+    image: str | None = Field(default=None, min_length=1, description="image of the first container")
+    container: str | None = Field(default=None, description="container to override (default: the first)")
+    model_digest: str | None = Field(default=None, pattern=DIGEST, description="sha256:<64 hex>; the pod template must carry it")
+    resources: ResourceRequirements | None = None
+    env: dict[str, str] | None = Field(default=None, description="environment variables set on the container")
+
+
+class CanarySpec(ApiModel):
+    deployment: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="challenger Deployment (created if absent)")
+    template: CanaryTemplate | None = None
+
+
+class HTTPRouteRef(ApiModel):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+
+
+class TrafficSpec(ApiModel):
+    router: RouterKind = RouterKind.REPLICAS
+    http_route: HTTPRouteRef | None = Field(default=None, description="required when router is gatewayAPI")
+
+    @model_validator(mode="after")
+    def _router_fields(self) -> Self:
+        if self.router == RouterKind.GATEWAY_API and self.http_route is None:
+            raise ValueError("httpRoute is required when router is gatewayAPI; add httpRoute: {name: <HTTPRoute>}")
+        return self
+
+
+class Step(ApiModel):
+    weight: int = Field(ge=1, le=100, description="canary traffic percent in (0, 100]")
+    duration: Duration = Field(description="how long the step must stay healthy before advancing")
+
+
+DEFAULT_STEPS: tuple[Step, ...] = (
+    Step(weight=5, duration=timedelta(minutes=15)),
+    Step(weight=25, duration=timedelta(minutes=30)),
+    Step(weight=100, duration=timedelta(hours=1)),
+)
+
+
+class PrometheusSpec(ApiModel):
+    url: str = Field(pattern=r"^https?://", description="Prometheus base URL")
+
+
+class NoDataSpec(ApiModel):
+    policy: NoDataPolicy = NoDataPolicy.HOLD
+    max_consecutive: int = Field(default=10, ge=1, le=10_000)
+
+
+class PrometheusErrorsSpec(ApiModel):
+    max_consecutive: int = Field(default=5, ge=1, le=10_000)
+    then: ErrorPolicy = ErrorPolicy.ROLLBACK
+
+
+class CustomCondition(ApiModel):
+    """A user-defined PromQL condition (SPEC §3.8), scored like the built-in ones."""
+
+    name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]{0,62}$")
+    query: str = Field(min_length=1, description="PromQL returning one value for the canary")
+    direction: Direction = Direction.ABOVE
+    threshold: float
+    critical: float
+    weight: float = Field(default=0.1, ge=0.0, le=100.0)
+    min_samples_query: str | None = Field(default=None, description="PromQL returning the sample count behind the value")
+    min_samples: int = Field(default=1, ge=1)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.direction == Direction.ABOVE and self.critical <= self.threshold:
+            raise ValueError(f"critical ({self.critical}) must exceed threshold ({self.threshold}) when direction is above")
+        if self.direction == Direction.BELOW and self.critical >= self.threshold:
+            raise ValueError(f"critical ({self.critical}) must be below threshold ({self.threshold}) when direction is below")
+        return self
+
+
+class MetricLabels(ApiModel):
+    """Which Prometheus labels carry the namespace and the Deployment name."""
+
+    namespace: str = Field(default="namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    deployment: str = Field(default="deployment", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class AnalysisSpec(ApiModel):
+    interval: Duration = Field(default=timedelta(seconds=30))
+    profile: Profile = Profile.BALANCED
+    prometheus: PrometheusSpec | None = None
+    conditions: ConditionOverrides = Field(default_factory=ConditionOverrides)
+    custom: list[CustomCondition] = Field(default_factory=list, max_length=32)
+    dry_run: bool = False
+    sustained_high_seconds: int = Field(default=300, ge=0, le=86_400)
+    significance: float = Field(default=0.05, gt=0.0, lt=0.5)
+    baseline_window: Duration = Field(default=timedelta(hours=24))
+    fast_path_seconds: float = Field(default=1.0, ge=0.1, le=60.0)
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    labels: MetricLabels = Field(default_factory=MetricLabels)
+    queries: dict[str, str] = Field(
+        default_factory=dict, max_length=32,
+        description="PromQL template overrides by name (docs/operator.md lists the names and placeholders)",
+    )
+    no_data: NoDataSpec = Field(default_factory=NoDataSpec)
+    prometheus_errors: PrometheusErrorsSpec = Field(default_factory=PrometheusErrorsSpec)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("interval must be at least 1s")
+        return value
+
+    @field_validator("custom")
+    @classmethod
+    def _unique_custom(cls, value: list[CustomCondition]) -> list[CustomCondition]:
+        builtin = {c.value for c in ConditionName}
+        seen: set[str] = set()
+        for item in value:
+            if item.name in builtin:
+                raise ValueError(f"custom condition name {item.name!r} clashes with a built-in condition")
+            if item.name in seen:
+                raise ValueError(f"custom condition name {item.name!r} appears twice")
+            seen.add(item.name)
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds_consistent(self) -> Self:
+        # Overrides are checked pairwise on their own; this checks them against the profile.
+        try:
+            resolve_conditions(self.profile, self.conditions)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"conditions: {first['msg']} (after applying profile {self.profile.value})") from None
+        return self
+
+    def resolved_conditions(self) -> ConditionOverrides:
+        """Every built-in condition's thresholds: profile defaults with the overrides applied."""
+        return resolve_conditions(self.profile, self.conditions)
+
+
+class ModelRolloutSpec(ApiModel):
+    stable: DeploymentRef
+    canary: CanarySpec
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    steps: list[Step] = Field(default_factory=lambda: list(DEFAULT_STEPS), min_length=1, max_length=20)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    paused: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase_to_100(cls, steps: list[Step]) -> list[Step]:
+        for i in range(1, len(steps)):
+            if steps[i].weight <= steps[i - 1].weight:
+                raise ValueError(
+                    f"steps[{i}].weight: {steps[i].weight} must exceed the previous step ({steps[i - 1].weight}); "
+                    "weights increase strictly and end at 100"
+                )
+        if steps[-1].weight != 100:
+            raise ValueError(f"steps[{len(steps) - 1}].weight: the last step must be 100, not {steps[-1].weight}")
+        return steps
+
+    @model_validator(mode="after")
+    def _distinct_deployments(self) -> Self:
+        if self.stable.deployment == self.canary.deployment:
+            raise ValueError(
+                f"canary.deployment: {self.canary.deployment!r} is the stable deployment; name a separate challenger"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- status
+
+Observed = dict[str, float | int | str | bool | None]
+
+
+class ConditionStatus(ApiModel):
+    """One condition's latest evaluation, as shown by ``kubectl describe``."""
+
+    name: str
+    severity: float = Field(ge=0.0, le=1.0)
+    triggered: bool = False
+    critical: bool = False
+    inconclusive: bool = False
+    no_data: bool = False
+    triggered_since: datetime | None = None
+    window_seconds: float | None = Field(default=None, description="window the condition's counts covered")
+    samples: float | None = Field(default=None, description="samples behind the verdict (requests, labels, lookups)")
+    min_samples: float | None = None
+    observed: Observed = Field(default_factory=dict)
+    threshold: Observed = Field(default_factory=dict)
+    message: str = ""
+
+
+class RiskStatus(ApiModel):
+    score: float = Field(ge=0.0, le=1.0)
+    level: RiskLevel
+    evaluated_at: datetime
+    conditions: list[ConditionStatus] = Field(default_factory=list)
+
+
+class DecisionStatus(ApiModel):
+    action: DecisionAction
+    reason: str
+    at: datetime
+    path: str = Field(default="tick", description="tick | fastPath | podWatch | manual")
+
+
+class StableRecord(ApiModel):
+    """The stable Deployment exactly as it was before the rollout touched it."""
+
+    replicas: int = Field(ge=0)
+    template: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    recorded_at: datetime
+
+
+class RollbackStatus(ApiModel):
+    """Progress of a rollback through SPEC §5's three idempotent phases."""
+
+    reason: str
+    trigger: str = Field(description="condition or signal that caused it")
+    path: str = "tick"
+    started_at: datetime
+    completed_phase: int = Field(default=0, ge=0, le=3, description="last phase whose actions were applied")
+
+
+class KubeCondition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+
+
+class HistoryEntry(ApiModel):
+    at: datetime
+    kind: str = Field(description="step | decision | rollback | promotion | revision | manual")
+    message: str
+    step: int | None = None
+    weight: int | None = None
+    score: float | None = None
+    evidence: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class ModelRolloutStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    revision: str | None = None
+    current_step: int = Field(default=0, ge=0)
+    canary_weight: int = Field(default=0, ge=0, le=100)
+    step_started_at: datetime | None = None
+    risk: RiskStatus | None = None
+    decision: DecisionStatus | None = None
+    high_risk_since: datetime | None = None
+    consecutive_no_data: int = Field(default=0, ge=0)
+    consecutive_prometheus_errors: int = Field(default=0, ge=0)
+    next_evaluation_at: datetime | None = None
+    stable_record: StableRecord | None = None
+    rollback: RollbackStatus | None = None
+    promoted_at: datetime | None = None
+    last_command: str | None = Field(default=None, description="id of the last manual command applied (idempotency)")
+    message: str = ""
+    conditions: list[KubeCondition] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+
+
+class ModelRollout(ApiModel):
+    """A whole resource as read from the API (metadata kept loose: the apiserver owns it)."""
+
+    api_version: Literal["modelrollout.io/v1alpha1"] = "modelrollout.io/v1alpha1"
+    kind: Literal["ModelRollout"] = "ModelRollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus | None = None
+
+
+def condition_names() -> list[str]:
+    """The built-in condition keys in their canonical (SPEC §3 table) order."""
+    return [c.value for c in ConditionName]

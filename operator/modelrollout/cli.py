@@ -1,0 +1,251 @@
+"""The ``modelrollout`` command line: ask what the operator would decide, without a cluster.
+
+``evaluate`` and ``replay`` go through exactly the state machine the operator runs, so
+what they print is what the operator would do. Exit codes: 0 whatever the decision, 2
+with a message naming the field on invalid input (a rollout, snapshot or status).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from . import __version__
+from .api.manifests import ManifestError, describe_validation_error, iter_documents, load_rollout
+from .api.models import ModelRolloutStatus, Phase
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        _fail(f"{what} {path}: cannot read: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} {path}: not valid JSON: {exc}")
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--now: {value!r} is not an ISO-8601 time, e.g. 2026-11-24T12:00:00Z")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _rollout(path: Path):  # -> ModelRollout
+    try:
+        return load_rollout(path)
+    except ManifestError as exc:
+        _fail(str(exc))
+
+
+def _snapshot(data: Any, where: str):  # -> Snapshot
+    from .core.snapshot import load_snapshot
+
+    if not isinstance(data, dict):
+        _fail(f"{where}: a snapshot is a JSON object")
+    try:
+        return load_snapshot(data)
+    except ValidationError as exc:
+        _fail(f"{where}: " + "; ".join(describe_validation_error(exc, "snapshot")))
+
+
+def _status(data: Any, where: str) -> ModelRolloutStatus:
+    if isinstance(data, dict) and "status" in data and isinstance(data["status"], dict) and "spec" in data:
+        data = data["status"]  # a whole resource, e.g. kubectl get mro X -o json
+    try:
+        return ModelRolloutStatus.model_validate(data)
+    except ValidationError as exc:
+        _fail(f"{where}: " + "; ".join(describe_validation_error(exc, "status")))
+
+
+def _dump(record: dict[str, Any], pretty: bool) -> str:
+    return json.dumps(record, indent=2 if pretty else None, default=str)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelrollout")
+def main() -> None:
+    """Roll ML models out safely: canary steps, seven risk conditions, automatic rollback."""
+
+
+@main.command()
+@click.option("-f", "--filename", "rollout_path", required=True, type=click.Path(path_type=Path),
+              help="ModelRollout manifest (the first ModelRollout document is used)")
+@click.option("--snapshot", "snapshot_path", required=True, type=click.Path(path_type=Path),
+              help="metrics snapshot (format v1, JSON)")
+@click.option("--status", "status_path", type=click.Path(path_type=Path),
+              help="the rollout's status (JSON; a whole resource works too). Default: first step, no history")
+@click.option("--now", "now_text", help="evaluation time, ISO-8601 (default: the snapshot's 'at')")
+@click.option("--pretty/--compact", default=True, help="indent the JSON output")
+def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, now_text: str | None,
+             pretty: bool) -> None:
+    """Print the decision the operator would take on one snapshot (JSON)."""
+    from .core.machine import MetricsObserved, initial_status, revision_of, step
+    from .core.replay import decision_record
+
+    rollout = _rollout(rollout_path)
+    snapshot = _snapshot(_read_json(snapshot_path, "snapshot"), str(snapshot_path))
+    now = _parse_now(now_text) or snapshot.at
+    spec = rollout.spec
+    if status_path is None:
+        status = initial_status(spec, now)
+    else:
+        status = _status(_read_json(status_path, "status"), str(status_path))
+        # evaluate answers "what now, from this status": the status is taken to belong to this spec.
+        updates: dict[str, Any] = {"revision": revision_of(spec)}
+        if not status.phase.is_analysing:
+            updates["phase"] = Phase.PROGRESSING
+        if status.step_started_at is None:
+            updates["step_started_at"] = now
+        if status.current_step >= len(spec.steps):
+            _fail(f"status.currentStep: {status.current_step} is beyond the spec's {len(spec.steps)} steps")
+        if status.canary_weight == 0:
+            updates["canary_weight"] = spec.steps[status.current_step].weight
+        status = status.model_copy(update=updates)
+    transition = step(spec, status, MetricsObserved(snapshot), now)
+    click.echo(_dump(decision_record(transition.decision, transition.status), pretty))
+
+
+@main.command()
+@click.option("-f", "--filename", "paths", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="manifest file (repeatable); every document is checked")
+def validate(paths: tuple[Path, ...]) -> None:
+    """Validate every ModelRollout document in the files; exit 2 naming the field on errors."""
+    invalid = 0
+    checked = 0
+    for path in paths:
+        try:
+            for doc in iter_documents(path):
+                if doc.skipped:
+                    click.echo(f"skip  {path}#{doc.index} {doc.name}: {doc.skipped}")
+                    continue
+                checked += 1
+                if doc.rollout is not None:
+                    click.echo(f"ok    {path}#{doc.index} {doc.name}")
+                    continue
+                invalid += 1
+                click.echo(f"error {path}#{doc.index} {doc.name}:", err=True)
+                for line in doc.errors:
+                    click.echo(f"  {line}", err=True)
+        except ManifestError as exc:
+            invalid += 1
+            click.echo(f"error {exc}", err=True)
+    if checked == 0 and invalid == 0:
+        _fail("no ModelRollout document found in " + ", ".join(str(p) for p in paths))
+    if invalid:
+        sys.exit(EXIT_INVALID)
+
+
+@main.command()
+def crd() -> None:
+    """Print the CustomResourceDefinition generated from the resource model (YAML)."""
+    from .api.crd import render_crd_yaml
+
+    click.echo(render_crd_yaml(), nl=False)
+
+
+def _snapshots_from(path: Path) -> Iterator[Any]:
+    from .core.snapshot import Snapshot
+
+    stream = sys.stdin if str(path) == "-" else None
+    try:
+        handle = stream or path.open()
+    except OSError as exc:
+        _fail(f"snapshots {path}: cannot read: {exc.strerror}")
+    with handle:
+        previous: datetime | None = None
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                _fail(f"{path}:{number}: not valid JSON: {exc}")
+            snap: Snapshot = _snapshot(data, f"{path}:{number}")
+            if previous is not None and snap.at < previous:
+                _fail(f"{path}:{number}: snapshot.at {snap.at.isoformat()} goes back in time; lines must be in time order")
+            previous = snap.at
+            yield snap
+
+
+@main.command()
+@click.option("-f", "--filename", "rollout_path", required=True, type=click.Path(path_type=Path))
+@click.option("--snapshots", "snapshots_path", required=True, type=click.Path(path_type=Path),
+              help="JSON Lines file, one snapshot (format v1) per line in time order; - reads stdin")
+@click.option("--status", "status_path", type=click.Path(path_type=Path),
+              help="status to start from (default: a fresh rollout starting at the first snapshot)")
+@click.option("--with-status", is_flag=True, help="include the carried status in every output line")
+@click.option("--summary/--no-summary", default=True, help="print a one-line summary to stderr at the end")
+def replay(rollout_path: Path, snapshots_path: Path, status_path: Path | None, with_status: bool,
+           summary: bool) -> None:
+    """Replay snapshots through the state machine: one decision per line out (JSON Lines)."""
+    from .core.replay import replay as run_replay
+    from .core.replay import tick_record
+
+    rollout = _rollout(rollout_path)
+    status = _status(_read_json(status_path, "status"), str(status_path)) if status_path else None
+    ticks = 0
+    last = None
+    for tick in run_replay(rollout.spec, _snapshots_from(snapshots_path), status):
+        click.echo(json.dumps(tick_record(tick, with_status=with_status), default=str))
+        ticks += 1
+        last = tick
+    if summary:
+        if last is None:
+            click.echo("replay: no snapshots", err=True)
+        else:
+            click.echo(f"replay: {ticks} ticks; final phase {last.status.phase.value}, step {last.status.current_step}, "
+                       f"weight {last.status.canary_weight}%", err=True)
+
+
+@main.command()
+@click.option("--prometheus-url", envvar="MODELROLLOUT_PROMETHEUS_URL", default="http://127.0.0.1:9090",
+              show_default=True, help="Prometheus for rollouts that don't name one in spec.analysis.prometheus")
+@click.option("-n", "--namespace", "namespaces", multiple=True, envvar="MODELROLLOUT_NAMESPACES",
+              help="watch only these namespaces (repeatable); default: all namespaces")
+@click.option("--metrics-port", type=int, default=8080, show_default=True, envvar="MODELROLLOUT_METRICS_PORT",
+              help="port of the operator's own /metrics; 0 disables it")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True)
+@click.option("--webhook", "webhooks", multiple=True, envvar="MODELROLLOUT_WEBHOOKS",
+              help="URL receiving JSON notifications (Slack compatible); repeatable")
+@click.option("--priority", type=int, default=None, help="kopf peering priority (default: random per process)")
+@click.option("--standalone", is_flag=True, help="no peering: for a single replica or local development")
+@click.option("--liveness", "liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
+        webhooks: tuple[str, ...], priority: int | None, standalone: bool, liveness: str | None, log_level: str) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster config)."""
+    import logging
+
+    from .handlers import OperatorConfig
+    from .handlers import run as run_operator
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
+                            metrics_port=metrics_port or None, metrics_addr=metrics_addr, webhooks=tuple(webhooks),
+                            standalone=standalone, liveness_endpoint=liveness)
+    if priority is not None:
+        config.priority = priority
+    run_operator(config)
+
+
+if __name__ == "__main__":
+    main()

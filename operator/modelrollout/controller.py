@@ -1,0 +1,337 @@
+"""One rollout's reconcile loop: load state, observe, call the core, persist, execute.
+
+This is the thin shell around ``core.machine.step``. It knows nothing of kopf (the
+handlers hand it a resource and a status writer), so it can be driven in tests and by
+the fast path alike. The order of operations is what makes it crash-safe:
+
+1. the new status (the *intent*) is written before any action is executed;
+2. actions are idempotent targets, so after a SIGKILL ``pending_actions(status)`` is
+   re-applied on start and changes nothing that already holds;
+3. the completion of a phased action (start, promote, rollback phase n) is itself an
+   observation fed back through the machine and persisted before the next phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .api.manifests import ManifestError, parse_spec
+from .api.models import DecisionAction, ModelRolloutSpec, ModelRolloutStatus, Phase
+from .clock import Clock
+from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
+from .core.machine import (
+    Command,
+    CommandKind,
+    CriticalSignal,
+    MetricsFailed,
+    MetricsObserved,
+    Observation,
+    SpecChanged,
+    Transition,
+    set_condition,
+    pending_actions,
+    plan_windows,
+    step,
+)
+from .core.snapshot import CanaryHealth, Health, Snapshot
+from .errors import ClusterConflict, ClusterUnavailable, MetricsUnavailable, ModelRolloutError
+from .telemetry import OperatorMetrics
+
+log = logging.getLogger("modelrollout.controller")
+
+COMMAND_ANNOTATION = "modelrollout.io/command"
+"""``promote`` | ``promote-full`` | ``abort`` | ``retry``, optionally ``kind@id`` to repeat one."""
+
+COMMANDS = {"promote": CommandKind.PROMOTE, "promote-full": CommandKind.PROMOTE_FULL,
+            "abort": CommandKind.ABORT, "retry": CommandKind.RETRY}
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+class StatusWriter(Protocol):
+    async def __call__(self, ref: RolloutRef, status: dict[str, Any] | None) -> None: ...
+
+
+class EventSink(Protocol):
+    async def emit(self, ref: RolloutRef, event: EmitEvent) -> None: ...
+
+
+class Notifier(Protocol):
+    async def notify(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+
+class MetricsSource(Protocol):
+    async def snapshot(self, request: Any, at: datetime) -> Snapshot | MetricsUnavailable: ...
+
+
+class Executor(Protocol):
+    async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
+                            rollout: str | None = None) -> Observation: ...
+    async def set_weight(self, target: Any, router: Any, percent: int) -> None: ...
+    async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation: ...
+    async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, phase: int) -> Observation: ...
+    async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth: ...
+
+
+RolloutReader = Callable[[RolloutRef], Awaitable[dict[str, Any] | None]]
+RequestBuilder = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], Any]
+TargetBuilder = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus], Any]
+
+
+@dataclass
+class Controller:
+    """Everything a rollout's loop needs, wired once by the handlers."""
+
+    read_rollout: RolloutReader
+    executor: Executor
+    metrics_source: MetricsSource
+    events: EventSink
+    notifier: Notifier
+    write_status: StatusWriter
+    clock: Clock
+    telemetry: OperatorMetrics
+    build_request: RequestBuilder
+    build_target: TargetBuilder
+    default_prometheus_url: str | None = None
+    action_delay: float = 0.0
+    """Fault injection for e2e tests: pause before each phased action (``MODELROLLOUT_ACTION_DELAY_SECONDS``)."""
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock_for(self, ref: RolloutRef) -> asyncio.Lock:
+        """One lock per rollout: the tick, the fast path and the pod watch never interleave."""
+        return self.locks.setdefault(ref.uid, asyncio.Lock())
+
+    # ------------------------------------------------------------------ entry points
+
+    async def reconcile(self, ref: RolloutRef, *, resume: bool = False) -> float | None:
+        """Bring one rollout forward; seconds until it wants to run again (None: it is gone).
+
+        The resource is read fresh (GET) under the rollout's lock: acting on a body older
+        than our own last status write could apply an action twice.
+        """
+        async with self.lock_for(ref):
+            body = await self.read_rollout(ref)
+            if body is None:
+                return None
+            return await self._reconcile(ref, body, resume=resume)
+
+    async def signal(self, ref: RolloutRef, signal: CriticalSignal) -> bool:
+        """A critical breach from outside the tick (fast path, pod watch). True if it acted."""
+        async with self.lock_for(ref):
+            body = await self.read_rollout(ref)
+            if body is None:
+                return False
+            spec = self._spec_or_none(body)
+            status = _status_of(body)
+            if spec is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+                return False
+            await self._drive(ref, spec, status, signal, _generation(body))
+            return True
+
+    # ------------------------------------------------------------------ internals
+
+    def _spec_or_none(self, body: Mapping[str, Any]) -> ModelRolloutSpec | None:
+        try:
+            return parse_spec(dict(body.get("spec") or {}))
+        except ManifestError:
+            return None
+
+    async def _reconcile(self, ref: RolloutRef, body: Mapping[str, Any], *, resume: bool) -> float:
+        status = _status_of(body)
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+        except ManifestError as exc:
+            await self._invalid_spec(ref, status, str(exc), _generation(body))
+            return 3600.0
+        generation = _generation(body)
+        now = self.clock.now()
+
+        if resume and status.phase not in (Phase.PENDING,):
+            # After a restart: make the cluster match the persisted intent (idempotent).
+            status = await self._execute_all(ref, spec, status, pending_actions(spec, status), generation)
+
+        command = _command_of(body, status)
+        if command is not None:
+            kind, command_id = command
+            status = status.model_copy(update={"last_command": command_id})
+            status = await self._drive(ref, spec, status, Command(kind), generation)
+            return 0.0
+
+        if status.phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.ROLLING_BACK) and not resume:
+            status = await self._execute_all(ref, spec, status, pending_actions(spec, status), generation)
+            return 0.0 if status.phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.ROLLING_BACK) else self._wait(spec, status)
+
+        if status.phase.is_analysing and status.next_evaluation_at is not None and now < status.next_evaluation_at \
+                and status.observed_generation == generation and spec.paused == (status.phase == Phase.PAUSED):
+            return (status.next_evaluation_at - now).total_seconds()
+
+        if status.phase.is_analysing and status.revision is not None and spec.paused == (status.phase == Phase.PAUSED) \
+                and status.step_started_at is not None:
+            observation = await self._observe(ref, spec, status, now)
+        else:
+            observation = SpecChanged()
+        started = time.perf_counter()
+        status = await self._drive(ref, spec, status, observation, generation)
+        self.telemetry.tick_seconds.observe(time.perf_counter() - started)
+        return self._wait(spec, status)
+
+    def _wait(self, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> float:
+        if status.phase.is_terminal:
+            return 3600.0
+        if status.next_evaluation_at is None:
+            return spec.analysis.interval.total_seconds()
+        return max(0.0, (status.next_evaluation_at - self.clock.now()).total_seconds())
+
+    async def _observe(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                       now: datetime) -> Observation:
+        request = self.build_request(ref, spec, status, now)
+        snapshot_task = asyncio.ensure_future(self.metrics_source.snapshot(request, now))
+        try:
+            health: CanaryHealth | None = await self.executor.canary_health(
+                ref.namespace, spec.canary.deployment, spec.analysis.progress_deadline_seconds)
+        except ModelRolloutError as exc:
+            log.warning("%s/%s: canary health unavailable: %s", ref.namespace, ref.name, exc)
+            health = None
+        result = await snapshot_task
+        if isinstance(result, MetricsUnavailable):
+            return MetricsFailed(str(result))
+        if health is not None:
+            result = _with_health(result, health)
+        return MetricsObserved(result)
+
+    async def _drive(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                     observation: Observation, generation: int | None) -> ModelRolloutStatus:
+        """Feed one observation, persist, execute; follow completions until quiet."""
+        queue: list[Observation] = [observation]
+        while queue:
+            obs = queue.pop(0)
+            transition = step(spec, status, obs, self.clock.now(), generation)
+            await self._persist(ref, status, transition)
+            status = transition.status
+            for action in transition.actions:
+                follow = await self._execute(ref, spec, status, action)
+                if follow is not None:
+                    queue.append(follow)
+        return status
+
+    async def _execute_all(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                           actions: tuple[Action, ...], generation: int | None) -> ModelRolloutStatus:
+        for action in actions:
+            follow = await self._execute(ref, spec, status, action)
+            if follow is not None:
+                status = await self._drive(ref, spec, status, follow, generation)
+        return status
+
+    async def _persist(self, ref: RolloutRef, before: ModelRolloutStatus, transition: Transition) -> None:
+        after = transition.status
+        if after != before:
+            await self.write_status(ref, _status_dict(after))
+        self._record_telemetry(ref, transition)
+
+    def _record_telemetry(self, ref: RolloutRef, transition: Transition) -> None:
+        status = transition.status
+        severities = [(c.name, c.severity) for c in (status.risk.conditions if status.risk else [])]
+        self.telemetry.record_status(ref.namespace, ref.name, status.phase, status.canary_weight,
+                                     status.current_step, status.risk.score if status.risk else None, severities)
+        if transition.decision is not None:
+            self.telemetry.decisions.labels(transition.decision.action.value, "tick").inc()
+        if any(isinstance(a, RollbackPhase) and a.phase == 1 for a in transition.actions) and status.rollback:
+            self.telemetry.rollbacks.labels(ref.namespace, ref.name, status.rollback.trigger, status.rollback.path).inc()
+
+    async def _execute(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                       action: Action) -> Observation | None:
+        ns = ref.namespace
+        if isinstance(action, EmitEvent):
+            await _best_effort(self.events.emit(ref, action), "event")
+            return None
+        if isinstance(action, Notify):
+            payload = {"namespace": ns, "name": ref.name, **action.payload}
+            await _best_effort(self.notifier.notify(action.kind, payload), "webhook")
+            return None
+        if isinstance(action, SetWeight):
+            await self.executor.set_weight(self.build_target(ref, spec, status), spec.traffic.router, action.percent)
+            return None
+        if self.action_delay and isinstance(action, (StartRollout, Promote, RollbackPhase)):
+            await asyncio.sleep(self.action_delay)
+        if isinstance(action, StartRollout):
+            return await self.executor.start_rollout(ns, spec, status, rollout=ref.name)
+        if isinstance(action, Promote):
+            return await self.executor.promote(ns, spec, status)
+        if isinstance(action, RollbackPhase):
+            return await self.executor.rollback_phase(ns, spec, status, action.phase)
+        raise TypeError(f"unknown action {action!r}")
+
+    async def _invalid_spec(self, ref: RolloutRef, status: ModelRolloutStatus, message: str,
+                            generation: int | None) -> None:
+        now = self.clock.now()
+        current = {c.type: c for c in status.conditions}.get("Ready")
+        if current is not None and current.reason == "InvalidSpec" and current.message == message \
+                and status.observed_generation == generation:
+            return
+        new = status.model_copy(update={
+            "observed_generation": generation, "message": f"invalid spec: {message}",
+            "conditions": set_condition(list(status.conditions), "Ready", False, "InvalidSpec", message, now),
+        })
+        await self.write_status(ref, _status_dict(new))
+        await _best_effort(self.events.emit(ref, EmitEvent(EventType.WARNING, "InvalidSpec", message)), "event")
+
+
+def _with_health(snapshot: Snapshot, health: CanaryHealth) -> Snapshot:
+    return snapshot.model_copy(update={"health": Health(canary=health)})
+
+
+async def _best_effort(awaitable: Awaitable[Any], what: str) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # noqa: BLE001 — notifications must never break a rollout
+        log.warning("%s failed: %s", what, exc)
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    meta = body.get("metadata") or {}
+    value = meta.get("generation")
+    return int(value) if value is not None else None
+
+
+def _status_of(body: Mapping[str, Any]) -> ModelRolloutStatus:
+    raw = dict(body.get("status") or {})
+    raw.pop("kopf", None)
+    if not raw:
+        return ModelRolloutStatus()
+    try:
+        return ModelRolloutStatus.model_validate(raw)
+    except Exception as exc:  # a hand-edited or foreign status: start over rather than crash
+        log.error("unreadable status, starting over: %s", exc)
+        return ModelRolloutStatus()
+
+
+def _status_dict(status: ModelRolloutStatus) -> dict[str, Any]:
+    """JSON for a merge patch: None fields become null, so cleared fields are removed."""
+    return status.model_dump(mode="json", by_alias=True)
+
+
+def _command_of(body: Mapping[str, Any], status: ModelRolloutStatus) -> tuple[CommandKind, str] | None:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(COMMAND_ANNOTATION)
+    if not value:
+        return None
+    kind_text = value.split("@", 1)[0].strip()
+    command_id = value.strip() if "@" in value else f"{value.strip()}@{(body.get('metadata') or {}).get('generation')}"
+    if command_id == status.last_command:
+        return None
+    kind = COMMANDS.get(kind_text)
+    if kind is None:
+        log.warning("ignoring unknown %s=%r (allowed: %s)", COMMAND_ANNOTATION, value, ", ".join(COMMANDS))
+        return None
+    return kind, command_id

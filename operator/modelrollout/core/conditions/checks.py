@@ -1,0 +1,247 @@
+"""Checks: the unit every condition is made of, and how a condition summarises them.
+
+A condition is a handful of checks ("p95 against 3 ms", "timeout errors against 2%").
+Each check that has something to say becomes a ``Check`` — a bound crossed, or crossed
+without significance — and checks with nothing to say are ``None``, so a healthy
+snapshot allocates almost nothing (the core runs 10,000+ evaluations a second).
+``conclude`` turns a condition's checks into its ``ConditionResult``: severity is the
+maximum, critical is any, and the message describes the check that decided.
+
+The sample bookkeeping shared by all conditions (no data, too few samples, the rate
+at which the minimum will be reached) lives here too, so that every condition says
+"64/100 labelled predictions" the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..snapshot import Snapshot
+from ..stats import Worse, binomial_gate
+from .base import (
+    ConditionResult,
+    ObservedValues,
+    severity_higher_is_worse,
+    severity_lower_is_worse,
+    shortfall_message,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check whose value lies beyond its warning bound (significantly or not).
+
+    ``severity`` is 0 when a gated proportion is beyond its bound without significance;
+    ``note`` says where a relative bound comes from (" (stable 0.920 × 0.95)").
+    """
+
+    label: str
+    value: float
+    bound: float
+    critical_bound: float
+    worse: Worse
+    severity: float
+    critical: bool
+    p_value: float | None = None
+    unit: str = ""
+    digits: int = 3
+    note: str = ""
+
+
+def proportion_check(
+    label: str,
+    x: float,
+    n: float,
+    bound: float,
+    critical_bound: float,
+    worse: Worse,
+    alpha: float,
+    *,
+    digits: int = 3,
+    note: str = "",
+) -> Check | None:
+    """A gated proportion check (SPEC §3 "Noise must not decide"); None when x/n is within bound.
+
+    Severity follows the formula once the warning gate is significant. Critical needs
+    the critical gate too: a rate at or past the critical bound whose distance from it
+    is not significant is severe (up to 1) but not critical.
+    """
+    gate = binomial_gate(x, n, bound, worse, alpha)
+    if gate.p_value is None:
+        return None
+    rate = x / n
+    if not gate.beyond:
+        return Check(label, rate, bound, critical_bound, worse, 0.0, False, gate.p_value, digits=digits, note=note)
+    if worse == "above":
+        severity = severity_higher_is_worse(rate, bound, critical_bound)
+    else:
+        severity = severity_lower_is_worse(rate, bound, critical_bound)
+    critical = severity >= 1.0 and binomial_gate(x, n, critical_bound, worse, alpha).beyond
+    return Check(label, rate, bound, critical_bound, worse, severity, critical, gate.p_value, digits=digits, note=note)
+
+
+def bound_check(
+    label: str,
+    value: float,
+    bound: float,
+    critical_bound: float,
+    worse: Worse,
+    *,
+    unit: str = "",
+    digits: int = 3,
+    note: str = "",
+) -> Check | None:
+    """A plain threshold check (no significance gate); None when the value is within bound.
+
+    Critical at or beyond the critical bound (where the severity formula reaches 1).
+    """
+    if worse == "above":
+        if not value > bound:
+            return None
+        severity = severity_higher_is_worse(value, bound, critical_bound)
+    else:
+        if not value < bound:
+            return None
+        severity = severity_lower_is_worse(value, bound, critical_bound)
+    return Check(label, value, bound, critical_bound, worse, severity, severity >= 1.0, unit=unit, digits=digits, note=note)
+
+
+def _num(value: float, digits: int, unit: str) -> str:
+    return f"{value:.{digits}f}{unit}"
+
+
+def describe(check: Check, alpha: float) -> str:
+    """One clause on the check: ``accuracy 0.800 < 0.874 (stable 0.920 × 0.95), p=1e-09``."""
+    op = ">" if check.worse == "above" else "<"
+    value = _num(check.value, check.digits, check.unit)
+    p = f", p={check.p_value:.2g}" if check.p_value is not None else ""
+    if check.critical:
+        crit = _num(check.critical_bound, check.digits, check.unit)
+        return f"{check.label} {value} beyond its critical bound {crit}{p}"
+    bound = _num(check.bound, check.digits, check.unit)
+    if check.severity <= 0.0:
+        return f"{check.label} {value} {op} {bound}{check.note} but not significant (p={check.p_value:.2g} ≥ α={alpha:g})"
+    return f"{check.label} {value} {op} {bound}{check.note}{p}"
+
+
+def decisive(checks: list[Check | None]) -> tuple[float, bool, Check | None, int]:
+    """Severity (max), critical (any), the check that decided, and how many checks triggered.
+
+    The deciding check is the most severe (critical first); when none is severe, the
+    non-significant crossing with the smallest p-value, so the message can say why the
+    condition did not trigger.
+    """
+    severity, critical, best, triggered = 0.0, False, None, 0
+    for c in checks:
+        if c is None:
+            continue
+        if c.severity > 0.0:
+            triggered += 1
+        if best is None:
+            best = c
+        elif (c.critical, c.severity) > (best.critical, best.severity):
+            best = c
+        elif best.severity == 0.0 and c.severity == 0.0 and (c.p_value or 1.0) < (best.p_value or 1.0):
+            best = c
+        critical = critical or c.critical
+        if c.severity > severity:
+            severity = c.severity
+    return severity, critical, best, triggered
+
+
+def conclude(
+    name: str,
+    weight: float,
+    checks: list[Check | None],
+    alpha: float,
+    *,
+    healthy: str,
+    observed: ObservedValues,
+    threshold: ObservedValues,
+    samples: float | None,
+    min_samples: float | None,
+    window_seconds: float | None,
+    notes: list[str] | None = None,
+    inconclusive: bool = False,
+    gated: bool = False,
+) -> ConditionResult:
+    """Assemble a condition's result from its checks.
+
+    ``healthy`` is the message when no check crossed a bound; ``notes`` are appended
+    (skipped relative checks, missing fields). ``inconclusive`` is set by callers when a
+    field some check needs was missing: the checks that had data still count. ``gated``
+    conditions get ``observed["p_value"]``: the p-value behind the deciding check (None
+    when no bound was crossed, so no test was run).
+    """
+    severity, critical, best, triggered = decisive(checks)
+    if gated:
+        observed["p_value"] = best.p_value if best is not None else None
+    message = describe(best, alpha) if best is not None else healthy
+    if triggered > 1:
+        message += f" (+{triggered - 1} more check{'s' if triggered > 2 else ''} beyond bound)"
+    if notes:
+        message += "; " + "; ".join(notes)
+    return ConditionResult(
+        name=name, severity=severity, critical=critical, inconclusive=inconclusive, no_data=False,
+        weight=weight, observed=observed, threshold=threshold, message=message,
+        samples=samples, min_samples=min_samples, window_seconds=window_seconds,
+    )
+
+
+# ------------------------------------------------------------------------ samples
+
+
+def window_seconds(snapshot: Snapshot, name: str) -> float | None:
+    """Seconds the canary's counts for ``name`` cover, when the snapshot says so."""
+    windows = snapshot.windows
+    return windows.get(name) if windows else None
+
+
+def sample_rate(samples: float, window: float | None, per_second: float | None = None) -> float | None:
+    """Samples per second: from the window the counts cover, else a caller's estimate."""
+    if window:
+        return samples / window
+    return per_second if per_second and per_second > 0 else None
+
+
+def no_data(
+    name: str, weight: float, message: str, *, min_samples: float | None, window_seconds: float | None,
+    samples: float | None = None, observed: ObservedValues | None = None, threshold: ObservedValues | None = None,
+) -> ConditionResult:
+    """Inconclusive with no samples at all: the only outcome that counts toward ``noData``."""
+    return ConditionResult(
+        name=name, severity=0.0, inconclusive=True, no_data=True, weight=weight,
+        observed=observed or {}, threshold=threshold or {}, message=message,
+        samples=samples, min_samples=min_samples, window_seconds=window_seconds,
+    )
+
+
+def shortfall(
+    name: str, weight: float, what: str, samples: float, minimum: float, *,
+    window_seconds: float | None, rate: float | None, observed: ObservedValues | None = None,
+    threshold: ObservedValues | None = None, prefix: str = "",
+) -> ConditionResult:
+    """Inconclusive with some samples but fewer than the minimum: holds, never counts as no data."""
+    return ConditionResult(
+        name=name, severity=0.0, inconclusive=True, no_data=False, weight=weight,
+        observed=observed or {}, threshold=threshold or {},
+        message=prefix + shortfall_message(what, samples, minimum, rate),
+        samples=samples, min_samples=minimum, window_seconds=window_seconds,
+    )
+
+
+def missing(
+    name: str, weight: float, message: str, *, samples: float | None, min_samples: float | None,
+    window_seconds: float | None, observed: ObservedValues | None = None, threshold: ObservedValues | None = None,
+) -> ConditionResult:
+    """Inconclusive although samples exist: a field the condition needs is absent."""
+    return ConditionResult(
+        name=name, severity=0.0, inconclusive=True, no_data=False, weight=weight,
+        observed=observed or {}, threshold=threshold or {}, message=message,
+        samples=samples, min_samples=min_samples, window_seconds=window_seconds,
+    )
+
+
+def positive(value: float | None) -> bool:
+    """A count or rate that can serve as a denominator (present and > 0)."""
+    return value is not None and value > 0.0

@@ -1,0 +1,99 @@
+"""Latency (SPEC §3, condition 2): the canary's mean, p95 and p99 in milliseconds.
+
+Higher is worse. Each statistic has an absolute check (``meanMs``/``p95Ms``/``p99Ms``,
+critical at ``criticalFactor`` × the bound) and a check relative to the stable's same
+statistic (bound stable × ``maxStableRatio``, critical stable × ``maxStableRatio`` ×
+``criticalFactor``, i.e. the critical bound scales the warning bound by the same factor
+as the absolute checks). No significance gate: these are quantiles over at least
+``minSamples`` requests (1000 by default), not proportions.
+
+A missing statistic makes the condition inconclusive while the statistics that are
+present still count; a missing stable statistic only skips its relative check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...api.thresholds import ConditionName
+from ..snapshot import Snapshot
+from .base import ConditionResult, EvaluationContext
+from .checks import Check, bound_check, conclude, missing, no_data, positive, sample_rate, shortfall, window_seconds
+
+NAME = ConditionName.LATENCY.value
+WHAT = "requests"
+STATISTICS = ("mean", "p95", "p99")
+
+
+def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
+    t = ctx.thresholds.latency
+    assert t is not None and t.mean_ms is not None and t.p95_ms is not None and t.p99_ms is not None
+    assert t.max_stable_ratio is not None and t.critical_factor is not None and t.min_samples is not None
+    weight = t.weight or 0.0
+    window = window_seconds(snapshot, NAME)
+    factor, ratio = t.critical_factor, t.max_stable_ratio
+    bounds = {"mean": t.mean_ms, "p95": t.p95_ms, "p99": t.p99_ms}
+    threshold: dict[str, float | int | str | bool | None] = {
+        "mean_ms": t.mean_ms, "p95_ms": t.p95_ms, "p99_ms": t.p99_ms,
+        "critical_mean_ms": t.mean_ms * factor, "critical_p95_ms": t.p95_ms * factor, "critical_p99_ms": t.p99_ms * factor,
+        "max_stable_ratio": ratio, "critical_factor": factor, "min_samples": t.min_samples,
+    }
+    canary = snapshot.canary
+    latency = canary.latency_ms if canary is not None else None
+    samples = None
+    if canary is not None:
+        samples = latency.count if latency is not None and latency.count is not None else canary.requests
+    if latency is None or not positive(samples):
+        what = "no latency from the canary" if latency is None else "no requests to the canary"
+        return no_data(NAME, weight, what, samples=samples, min_samples=t.min_samples, window_seconds=window,
+                       threshold=threshold)
+    assert canary is not None and samples is not None
+    if samples < t.min_samples:
+        return shortfall(NAME, weight, WHAT, samples, t.min_samples, window_seconds=window,
+                         rate=sample_rate(samples, window, canary.rps), threshold=threshold,
+                         observed={"requests": samples})
+
+    stable_latency = snapshot.stable.latency_ms if snapshot.stable is not None else None
+    observed: dict[str, float | int | str | bool | None] = {"requests": samples}
+    checks: list[Check | None] = []
+    absent: list[str] = []
+    skipped: list[str] = []
+    for stat in STATISTICS:
+        value = getattr(latency, stat)
+        stable_value = getattr(stable_latency, stat) if stable_latency is not None else None
+        observed[f"{stat}_ms"] = value
+        observed[f"stable_{stat}_ms"] = stable_value
+        if value is None:
+            absent.append(stat)
+            continue
+        bound = bounds[stat]
+        checks.append(bound_check(stat, value, bound, bound * factor, "above", unit="ms", digits=2))
+        if positive(stable_value):
+            assert stable_value is not None
+            relative_bound = stable_value * ratio
+            threshold[f"relative_{stat}_ms"] = relative_bound
+            threshold[f"relative_critical_{stat}_ms"] = relative_bound * factor
+            relative = bound_check(stat, value, relative_bound, relative_bound * factor, "above", unit="ms", digits=2)
+            if relative is not None:
+                relative = replace(relative, note=f" (stable {stable_value:.2f}ms × {ratio:g})")
+            checks.append(relative)
+        else:
+            threshold[f"relative_{stat}_ms"] = None
+            threshold[f"relative_critical_{stat}_ms"] = None
+            skipped.append(stat)
+    if len(absent) == len(STATISTICS):
+        return missing(NAME, weight, "latency has no mean, p95 or p99 for the canary", samples=samples,
+                       min_samples=t.min_samples, window_seconds=window, observed=observed, threshold=threshold)
+    notes = []
+    if absent:
+        notes.append(f"{', '.join(absent)} missing: inconclusive")
+    if skipped and len(skipped) + len(absent) == len(STATISTICS):
+        notes.append("the stable has no latency: relative checks skipped")
+    elif skipped:
+        notes.append(f"the stable has no {', '.join(skipped)}: relative check skipped")
+    shown = ", ".join(f"{s} {observed[f'{s}_ms']:.2f}ms" for s in STATISTICS if observed[f"{s}_ms"] is not None)
+    return conclude(
+        NAME, weight, checks, ctx.significance, notes=notes, inconclusive=bool(absent),
+        healthy=f"{shown} within bounds", observed=observed, threshold=threshold,
+        samples=samples, min_samples=t.min_samples, window_seconds=window,
+    )

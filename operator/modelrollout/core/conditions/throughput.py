@@ -1,0 +1,72 @@
+"""Throughput (SPEC §3, condition 6): does the service still serve, and does the canary keep up?
+
+* whole service = stable RPS + canary RPS, lower is worse, against ``minServiceRps``
+  (critical ``criticalServiceRps``); ``minServiceRps: 0`` switches it off;
+* share-normalised: the canary's RPS per percent of traffic against the stable's,
+  ``ratio = (canary / w) / (stable / (100 − w))`` with w = ``ctx.canary_weight``; the
+  drop ``1 − ratio`` is higher-is-worse against ``maxShareDrop`` (critical
+  ``criticalShareDrop``). A canary that sheds load or times out serves less than its
+  share even when the router sends it its share.
+
+The minimum sample is one RPS reading from the canary. The share check compares with
+the stable, so it is skipped (never inconclusive) at w = 0 or 100 or when the stable's
+RPS is absent or zero. The service check needs the stable's RPS while the stable serves
+(0 ≤ w < 100): absent, it makes the condition inconclusive; at w = 100 an absent stable
+RPS counts as 0 (the stable serves nothing then).
+"""
+
+from __future__ import annotations
+
+from ...api.thresholds import ConditionName
+from ..snapshot import Snapshot
+from .base import ConditionResult, EvaluationContext
+from .checks import Check, bound_check, conclude, no_data, positive, window_seconds
+
+NAME = ConditionName.THROUGHPUT.value
+
+
+def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
+    t = ctx.thresholds.throughput
+    assert t is not None and t.min_service_rps is not None and t.critical_service_rps is not None
+    assert t.max_share_drop is not None and t.critical_share_drop is not None and t.min_samples is not None
+    weight = t.weight or 0.0
+    window = window_seconds(snapshot, NAME)
+    w = ctx.canary_weight
+    threshold: dict[str, float | int | str | bool | None] = {
+        "min_service_rps": t.min_service_rps, "critical_service_rps": t.critical_service_rps,
+        "max_share_drop": t.max_share_drop, "critical_share_drop": t.critical_share_drop,
+    }
+    canary_rps = snapshot.canary.rps if snapshot.canary is not None else None
+    if canary_rps is None:
+        return no_data(NAME, weight, "no RPS reading for the canary", samples=0, min_samples=t.min_samples,
+                       window_seconds=window, threshold=threshold)
+    stable_rps = snapshot.stable.rps if snapshot.stable is not None else None
+    observed: dict[str, float | int | str | bool | None] = {
+        "service_rps": None, "canary_rps": canary_rps, "stable_rps": stable_rps,
+        "share_drop": None, "canary_weight": w,
+    }
+    checks: list[Check | None] = []
+    notes: list[str] = []
+    inconclusive = False
+    if t.min_service_rps > 0.0:
+        if stable_rps is None and w < 100:
+            inconclusive = True
+            notes.append("no RPS reading for the stable: service-wide check inconclusive")
+        else:
+            service = canary_rps + (stable_rps or 0.0)
+            observed["service_rps"] = service
+            checks.append(bound_check("service RPS", service, t.min_service_rps, t.critical_service_rps, "below", digits=0))
+    if 0 < w < 100 and positive(stable_rps):
+        assert stable_rps is not None
+        ratio = (canary_rps / w) / (stable_rps / (100 - w))
+        drop = 1.0 - ratio
+        observed["share_drop"] = drop
+        checks.append(bound_check("canary share-normalised RPS drop", drop, t.max_share_drop, t.critical_share_drop, "above"))
+    elif 0 < w < 100:
+        notes.append("the stable serves no RPS: share check skipped")
+    service_text = f"service {observed['service_rps']:.0f} RPS, " if observed["service_rps"] is not None else ""
+    return conclude(
+        NAME, weight, checks, ctx.significance, notes=notes, inconclusive=inconclusive,
+        healthy=f"{service_text}canary {canary_rps:.1f} RPS at {w}% within bounds",
+        observed=observed, threshold=threshold, samples=1, min_samples=t.min_samples, window_seconds=window,
+    )

@@ -1,0 +1,193 @@
+"""The decision rules of SPEC §4: one action per tick, first rule wins.
+
+``decide`` is pure and cheap (it runs on every tick and in the fast path, and the
+judgement benchmark replays hundreds of thousands of ticks through it). It also derives
+the persistent-trigger clocks (``triggeredSince`` per condition, ``highRiskSince``) and
+the no-data counter, because those are inputs to the very rules that read them and
+must move in lockstep with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..api.models import DecisionAction, ModelRolloutSpec, NoDataPolicy, RiskLevel
+from .conditions.base import ConditionResult
+from .scoring import HIGH_AT, MEDIUM_AT, CRITICAL_AT, level_of, score_conditions
+from .snapshot import CanaryHealth
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where the rollout stands: the parts of status the rules read."""
+
+    current_step: int
+    canary_weight: int
+    step_started_at: datetime
+    paused: bool = False
+    triggered_since: Mapping[str, datetime] = field(default_factory=dict)
+    high_risk_since: datetime | None = None
+    consecutive_no_data: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict of one tick with all its evidence (feeds status, Events, evaluate)."""
+
+    action: DecisionAction
+    reason: str
+    score: float
+    level: RiskLevel
+    conditions: tuple[ConditionResult, ...]
+    trigger: str | None = None
+    triggered_since: Mapping[str, datetime] = field(default_factory=dict)
+    high_risk_since: datetime | None = None
+    consecutive_no_data: int = 0
+    next_interval: timedelta = timedelta(seconds=30)
+    new_weight: int | None = None
+
+
+def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) -> str | None:
+    """Kubernetes health is outside the score and always critical (SPEC §3, last note)."""
+    if health is None:
+        return None
+    if health.oom_killed:
+        return f"{health.oom_killed} canary pod(s) OOMKilled (exit 137)"
+    if health.crash_looping:
+        return f"{health.crash_looping} canary pod(s) in CrashLoopBackOff"
+    if health.progress_deadline_exceeded:
+        return "canary exceeded its progress deadline"
+    if health.unavailable_for_seconds >= progress_deadline_seconds:
+        return f"canary unavailable for {health.unavailable_for_seconds:.0f}s (deadline {progress_deadline_seconds}s)"
+    return None
+
+
+def _clocks(
+    results: Sequence[ConditionResult], position: Position, score: float, now: datetime
+) -> tuple[dict[str, datetime], datetime | None]:
+    since: dict[str, datetime] = {}
+    for r in results:
+        if r.triggered:
+            since[r.name] = position.triggered_since.get(r.name, now)
+    high = (position.high_risk_since or now) if score >= HIGH_AT else None
+    return since, high
+
+
+def _names(results: Sequence[ConditionResult]) -> str:
+    return ", ".join(r.name for r in results)
+
+
+def decide(
+    spec: ModelRolloutSpec,
+    results: Sequence[ConditionResult],
+    health: CanaryHealth | None,
+    position: Position,
+    now: datetime,
+) -> Decision:
+    """Apply rules 1–7 to one tick's condition results."""
+    analysis = spec.analysis
+    score = score_conditions(results)
+    level = level_of(score)
+    interval = analysis.interval
+    sustained = timedelta(seconds=analysis.sustained_high_seconds)
+    since, high_since = _clocks(results, position, score, now)
+    no_data = [r for r in results if r.no_data]
+    no_data_count = position.consecutive_no_data + 1 if no_data else 0
+    conds = tuple(results)
+
+    def verdict(action: DecisionAction, reason: str, trigger: str | None = None, *,
+                next_interval: timedelta = interval, new_weight: int | None = None) -> Decision:
+        return Decision(action, reason, score, level, conds, trigger, since, high_since, no_data_count,
+                        next_interval, new_weight)
+
+    # Rule 1: anything critical, or Kubernetes says the canary is unhealthy.
+    failure = health_failure(health, analysis.progress_deadline_seconds)
+    if failure:
+        return verdict(DecisionAction.ROLLBACK, f"critical: {failure}", "kubernetesHealth")
+    critical = [r for r in results if r.critical]
+    if critical:
+        first = critical[0]
+        return verdict(DecisionAction.ROLLBACK, f"critical: {first.name}: {first.message}", first.name)
+
+    # Rule 2: overall risk critical.
+    if score >= CRITICAL_AT:
+        return verdict(DecisionAction.ROLLBACK, f"critical risk {score:.2f}", _top(results))
+
+    # Rule 3: sustained high risk, or one condition triggered without a break.
+    if high_since is not None and now - high_since >= sustained:
+        return verdict(DecisionAction.ROLLBACK,
+                       f"high risk {score:.2f} sustained for {_secs(now - high_since)}", _top(results))
+    persistent = [r for r in results if r.triggered and now - since[r.name] >= sustained]
+    if persistent:
+        first = max(persistent, key=lambda r: now - since[r.name])
+        return verdict(DecisionAction.ROLLBACK,
+                       f"{first.name} triggered for {_secs(now - since[first.name])}: {first.message}", first.name)
+
+    if position.paused:
+        return verdict(DecisionAction.HOLD, "paused", next_interval=interval / 2 if score >= MEDIUM_AT else interval)
+
+    # Rule 4: high risk reduces the canary's share (never below the first step's).
+    if score >= HIGH_AT:
+        floor = spec.steps[0].weight
+        reduced = max(floor, position.canary_weight // 2)
+        return verdict(DecisionAction.REDUCE, f"high risk {score:.2f}: canary weight {position.canary_weight}% -> {reduced}%",
+                       _top(results), next_interval=interval / 2, new_weight=reduced)
+
+    # Rule 5: medium risk holds and looks again sooner.
+    if score >= MEDIUM_AT:
+        return verdict(DecisionAction.HOLD, f"medium risk {score:.2f}", _top(results), next_interval=interval / 2)
+
+    # Rule 6: a step never advances on a triggered condition or on missing evidence.
+    triggered = [r for r in results if r.triggered]
+    if triggered:
+        return verdict(DecisionAction.HOLD, f"Triggered: {_names(triggered)}", triggered[0].name)
+    ignore_no_data = (
+        no_data and no_data_count >= analysis.no_data.max_consecutive and analysis.no_data.policy == NoDataPolicy.IGNORE
+    )
+    if no_data and no_data_count >= analysis.no_data.max_consecutive:
+        policy = analysis.no_data.policy
+        if policy == NoDataPolicy.ROLLBACK:
+            return verdict(DecisionAction.ROLLBACK,
+                           f"no data for {no_data_count} ticks from {_names(no_data)} (noData.policy rollback)",
+                           no_data[0].name)
+        if policy == NoDataPolicy.HOLD:
+            return verdict(DecisionAction.HOLD,
+                           f"Inconclusive: no data for {no_data_count} ticks from {_names(no_data)} (noData.policy hold)",
+                           no_data[0].name)
+    inconclusive = [r for r in results if r.inconclusive and not (ignore_no_data and r.no_data)]
+    if inconclusive:
+        detail = "; ".join(f"{r.name}: {r.message}" if r.message else r.name for r in inconclusive)
+        return verdict(DecisionAction.HOLD, f"Inconclusive: {detail}", inconclusive[0].name)
+
+    # Rule 7: healthy. Advance when the step's time is up; missing data never promotes.
+    step = spec.steps[position.current_step]
+    if position.canary_weight != step.weight:
+        return verdict(DecisionAction.CONTINUE, f"healthy: restoring step weight {step.weight}%", new_weight=step.weight)
+    if now - position.step_started_at < step.duration:
+        remaining = step.duration - (now - position.step_started_at)
+        return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
+    if position.current_step + 1 < len(spec.steps):
+        nxt = spec.steps[position.current_step + 1]
+        return verdict(DecisionAction.ADVANCE, f"step {position.current_step} healthy for {_secs(step.duration)}: advancing to {nxt.weight}%",
+                       new_weight=nxt.weight)
+    if no_data:
+        return verdict(DecisionAction.HOLD, f"Inconclusive: no data from {_names(no_data)}; missing data never promotes",
+                       no_data[0].name)
+    return verdict(DecisionAction.PROMOTE, f"last step healthy for {_secs(step.duration)}: promoting")
+
+
+def _top(results: Sequence[ConditionResult]) -> str | None:
+    """The condition contributing most to the score (for reasons and evidence)."""
+    best = max(results, key=lambda r: r.weight * r.severity, default=None)
+    return best.name if best is not None and best.severity > 0 else None
+
+
+def _secs(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,599 @@
+"""The rollout state machine: ``step(spec, status, observation, now) -> Transition``.
+
+Everything the operator needs to resume lives in the status this returns; the actions
+are idempotent targets (see ``actions.py``). The operator persists the new status
+*before* executing the actions, so after a SIGKILL at any point ``pending_actions``
+re-derives from status what must (still) hold in the cluster, and re-applying it is a
+no-op. Observations are the only way facts enter: a metrics snapshot or query error
+(regular tick), a critical signal (fast path, pod watch), the completion of an action,
+or a manual command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ..api.models import (
+    DecisionAction,
+    DecisionStatus,
+    ConditionStatus,
+    ErrorPolicy,
+    HISTORY_LIMIT,
+    HistoryEntry,
+    KubeCondition,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    RiskLevel,
+    RiskStatus,
+    RollbackStatus,
+    StableRecord,
+)
+from ..api.thresholds import ConditionName
+from .actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
+from .conditions import evaluate_all
+from .conditions.base import ConditionResult, EvaluationContext
+from .decision import Decision, Position, decide
+from .snapshot import Snapshot
+
+# ------------------------------------------------------------------------ observations
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsObserved:
+    """A regular tick: the Prometheus adapter's snapshot for this rollout."""
+
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsFailed:
+    """Prometheus unreachable or erroring: never an exception, always this."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalSignal:
+    """A breach caught outside the tick: the fast path or the canary pod watch."""
+
+    path: str      # fastPath | podWatch
+    trigger: str   # condition name or kubernetesHealth
+    reason: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Initialized:
+    """``StartRollout`` succeeded; carries the stable as it was (recorded only the first time)."""
+
+    stable: StableRecord
+
+
+@dataclass(frozen=True, slots=True)
+class InitFailed:
+    """``StartRollout`` refused: e.g. the model digest does not match. Nothing was changed."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackApplied:
+    phase: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionApplied:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionFailed:
+    reason: str
+
+
+class CommandKind(StrEnum):
+    PROMOTE = "promote"          # skip to the next step (promote from the last)
+    PROMOTE_FULL = "promoteFull"  # promote now
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: CommandKind
+
+
+@dataclass(frozen=True, slots=True)
+class SpecChanged:
+    """Re-read of the spec (new generation, pause/resume): reconcile without metrics."""
+
+
+Observation = (
+    MetricsObserved | MetricsFailed | CriticalSignal | Initialized | InitFailed | RollbackApplied
+    | PromotionApplied | PromotionFailed | Command | SpecChanged
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    status: ModelRolloutStatus
+    actions: tuple[Action, ...] = ()
+    decision: Decision | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def revision_of(spec: ModelRolloutSpec) -> str:
+    """Hash of what the challenger runs; progress is keyed to it (flagger#1152)."""
+    canary = spec.canary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    digest = hashlib.sha256(json.dumps(canary, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def next_tick(now: datetime, interval: timedelta) -> datetime:
+    """The first multiple of ``interval`` (since the epoch) after ``now``.
+
+    Rollouts sharing an interval tick at the same instants, so the operator can batch
+    their Prometheus queries into one per metric.
+    """
+    seconds = interval.total_seconds()
+    epoch = now.timestamp()
+    ticks = int(epoch // seconds) + 1
+    return datetime.fromtimestamp(ticks * seconds, tz=now.tzinfo)
+
+
+def _history(status: ModelRolloutStatus, *entries: HistoryEntry) -> list[HistoryEntry]:
+    return (list(status.history) + list(entries))[-HISTORY_LIMIT:]
+
+
+def set_condition(
+    conditions: list[KubeCondition], type_: str, value: bool, reason: str, message: str, now: datetime
+) -> list[KubeCondition]:
+    status = "True" if value else "False"
+    out: list[KubeCondition] = []
+    found = False
+    for c in conditions:
+        if c.type == type_:
+            found = True
+            when = c.last_transition_time if c.status == status else now
+            out.append(KubeCondition(type=type_, status=status, reason=reason, message=message, last_transition_time=when))
+        else:
+            out.append(c)
+    if not found:
+        out.append(KubeCondition(type=type_, status=status, reason=reason, message=message, last_transition_time=now))
+    return out
+
+
+def _conditions(status: ModelRolloutStatus, now: datetime, **updates: tuple[bool, str, str]) -> list[KubeCondition]:
+    result = list(status.conditions)
+    for type_, (value, reason, message) in updates.items():
+        result = set_condition(result, type_, value, reason, message, now)
+    return result
+
+
+def _status_conditions(results: tuple[ConditionResult, ...], since: Mapping[str, datetime]) -> list[ConditionStatus]:
+    return [
+        ConditionStatus(
+            name=r.name, severity=round(r.severity, 6), triggered=r.triggered, critical=r.critical,
+            inconclusive=r.inconclusive, no_data=r.no_data, triggered_since=since.get(r.name),
+            window_seconds=r.window_seconds, samples=r.samples, min_samples=r.min_samples, observed=dict(r.observed), threshold=dict(r.threshold), message=r.message,
+        )
+        for r in results
+    ]
+
+
+def _risk(decision: Decision, now: datetime) -> RiskStatus:
+    return RiskStatus(score=round(decision.score, 6), level=decision.level, evaluated_at=now,
+                      conditions=_status_conditions(decision.conditions, decision.triggered_since))
+
+
+def evidence_of(decision: Decision | None, status: ModelRolloutStatus) -> dict[str, Any]:
+    """The rollback evidence record: trigger, every condition's values, score, times."""
+    record: dict[str, Any] = {"phase": status.phase.value, "step": status.current_step, "weight": status.canary_weight}
+    if decision is not None:
+        record.update({
+            "score": round(decision.score, 6), "level": decision.level.value, "trigger": decision.trigger,
+            "conditions": [
+                {"name": r.name, "severity": round(r.severity, 6), "critical": r.critical, "inconclusive": r.inconclusive,
+                 "observed": dict(r.observed), "threshold": dict(r.threshold), "message": r.message}
+                for r in decision.conditions
+            ],
+        })
+    elif status.risk is not None:
+        record.update({"score": status.risk.score, "level": status.risk.level.value,
+                       "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.risk.conditions]})
+    return record
+
+
+def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
+                       significance: float | None = None) -> EvaluationContext:
+    age = now - status.step_started_at if status.step_started_at else None
+    return EvaluationContext(
+        thresholds=spec.analysis.resolved_conditions(),
+        significance=spec.analysis.significance if significance is None else significance,
+        canary_weight=status.canary_weight,
+        step_age=age,
+    )
+
+
+def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
+    """Which window each condition's canary counts should cover on the next query.
+
+    The nominal window, grown to the step's age when the nominal window is expected to
+    hold fewer than the minimum samples (SPEC §3 "windows grow at low traffic"). The
+    expectation comes from the previous evaluation's sample rate, so the window does
+    not flap between nominal and grown once evidence suffices only in the larger one.
+    """
+    resolved = spec.analysis.resolved_conditions()
+    previous = {c.name: c for c in (status.risk.conditions if status.risk else [])}
+    age = now - status.step_started_at if status.step_started_at else timedelta(0)
+    plan: dict[str, timedelta] = {}
+    for name in ConditionName:
+        th = getattr(resolved, _field(name))
+        if not th.enabled:
+            continue
+        nominal: timedelta = th.window
+        window = nominal
+        prev = previous.get(name.value)
+        if prev and prev.window_seconds and prev.samples is not None:
+            rate = prev.samples / prev.window_seconds
+            if rate * nominal.total_seconds() < (th.min_samples or 0):
+                window = max(nominal, age)
+        elif prev and prev.inconclusive and not prev.no_data:
+            window = max(nominal, age)
+        plan[name.value] = window
+    return plan
+
+
+def _field(name: ConditionName) -> str:
+    return {"confidenceDrift": "confidence_drift", "errorRate": "error_rate"}.get(name.value, name.value)
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def step(spec: ModelRolloutSpec, status: ModelRolloutStatus | None, observation: Observation, now: datetime,
+         generation: int | None = None) -> Transition:
+    """Advance the rollout by one observation. Pure: same inputs, same output."""
+    status = status or ModelRolloutStatus()
+    if generation is not None and status.observed_generation != generation:
+        status = status.model_copy(update={"observed_generation": generation})
+    revision = revision_of(spec)
+
+    if isinstance(observation, Command):
+        return _command(spec, status, observation.kind, revision, now)
+
+    # A new challenger revision restarts the analysis from the first step, except while
+    # promoting or rolling back: those finish first, then the new revision starts fresh.
+    if status.revision != revision and status.phase not in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        return _start(spec, status, revision, now, restart=status.revision is not None)
+
+    phase = status.phase
+    if phase == Phase.INITIALIZING:
+        return _initializing(spec, status, observation, now)
+    if phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return _progressing(spec, status, observation, now)
+    if phase == Phase.PROMOTING:
+        return _promoting(spec, status, observation, now)
+    if phase == Phase.ROLLING_BACK:
+        return _rolling_back(spec, status, observation, now)
+    return Transition(status)  # terminal or pending with nothing to do
+
+
+def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, now: datetime, restart: bool) -> Transition:
+    keep_record = status.phase in (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED)
+    message = f"revision {revision}: starting rollout" + (" (challenger changed: restarting at step 0)" if restart else "")
+    new = ModelRolloutStatus(
+        phase=Phase.INITIALIZING,
+        observed_generation=status.observed_generation,
+        revision=revision,
+        current_step=0,
+        canary_weight=status.canary_weight if keep_record else 0,
+        stable_record=status.stable_record if keep_record else None,
+        message=message,
+        conditions=_conditions(status, now, Ready=(True, "Initializing", message),
+                               Progressing=(True, "Initializing", message),
+                               Complete=(False, "Initializing", message), Degraded=(False, "Initializing", message)),
+        history=_history(status, HistoryEntry(at=now, kind="revision", message=message)),
+    )
+    if spec.analysis.dry_run:
+        # Dry run never acts: no canary is created, analysis runs on what exists.
+        new = new.model_copy(update={"phase": Phase.PROGRESSING, "step_started_at": now,
+                                     "canary_weight": spec.steps[0].weight,
+                                     "message": message + " (dryRun: analysis only)"})
+        return Transition(new, (EmitEvent(EventType.NORMAL, "DryRun", new.message),))
+    return Transition(new, (StartRollout(revision), EmitEvent(EventType.NORMAL, "RolloutStarted", message)))
+
+
+def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
+    if isinstance(obs, Initialized):
+        record = status.stable_record or obs.stable
+        first = spec.steps[0].weight
+        message = f"step 0: canary at {first}%"
+        new = status.model_copy(update={
+            "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": first,
+            "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
+            "high_risk_since": None, "consecutive_no_data": 0, "consecutive_prometheus_errors": 0, "risk": None,
+            "conditions": _conditions(status, now, Progressing=(True, "StepStarted", message)),
+            "history": _history(status, HistoryEntry(at=now, kind="step", message=message, step=0, weight=first)),
+        })
+        return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "StepStarted", message)))
+    if isinstance(obs, InitFailed):
+        message = f"cannot start: {obs.reason}"
+        new = status.model_copy(update={
+            "phase": Phase.FAILED, "message": message,
+            "conditions": _conditions(status, now, Ready=(False, "StartFailed", message),
+                                      Progressing=(False, "StartFailed", message)),
+            "history": _history(status, HistoryEntry(at=now, kind="decision", message=message)),
+        })
+        return Transition(new, (EmitEvent(EventType.WARNING, "StartFailed", message),))
+    return Transition(status)
+
+
+def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
+    # Pause and resume are spec fields: GitOps and kubectl agree on them.
+    if spec.paused != (status.phase == Phase.PAUSED):
+        phase = Phase.PAUSED if spec.paused else Phase.PROGRESSING
+        message = "paused: analysis continues, nothing advances" if spec.paused else "resumed"
+        status = status.model_copy(update={
+            "phase": phase, "message": message,
+            "history": _history(status, HistoryEntry(at=now, kind="manual", message=message)),
+        })
+        if isinstance(obs, SpecChanged):
+            return Transition(status, (EmitEvent(EventType.NORMAL, "Paused" if spec.paused else "Resumed", message),))
+
+    if isinstance(obs, CriticalSignal):
+        return _begin_rollback(spec, status, now, reason=obs.reason, trigger=obs.trigger, path=obs.path,
+                               decision=None, extra=dict(obs.evidence))
+    if isinstance(obs, MetricsFailed):
+        return _metrics_failed(spec, status, obs, now)
+    if not isinstance(obs, MetricsObserved):
+        return Transition(status)
+
+    snapshot = obs.snapshot
+    ctx = evaluation_context(spec, status, now)
+    results = evaluate_all(snapshot, ctx, spec.analysis.custom)
+    previous_since = {c.name: c.triggered_since for c in (status.risk.conditions if status.risk else [])
+                      if c.triggered_since is not None}
+    assert status.step_started_at is not None
+    position = Position(
+        current_step=status.current_step, canary_weight=status.canary_weight, step_started_at=status.step_started_at,
+        paused=status.phase == Phase.PAUSED, triggered_since=previous_since, high_risk_since=status.high_risk_since,
+        consecutive_no_data=status.consecutive_no_data,
+    )
+    health = snapshot.health.canary if snapshot.health else None
+    decision = decide(spec, results, health, position, now)
+    return apply_decision(spec, status, decision, now)
+
+
+def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision: Decision, now: datetime,
+                   path: str = "tick") -> Transition:
+    """Record a decision in status and turn it into actions (none in dryRun)."""
+    base = status.model_copy(update={
+        "risk": _risk(decision, now),
+        "decision": DecisionStatus(action=decision.action, reason=decision.reason, at=now, path=path),
+        "high_risk_since": decision.high_risk_since,
+        "consecutive_no_data": decision.consecutive_no_data,
+        "consecutive_prometheus_errors": 0,
+        "next_evaluation_at": next_tick(now, decision.next_interval),
+    })
+    dry = spec.analysis.dry_run
+    action = decision.action
+    if dry:
+        if action.acts and (status.decision is None or status.decision.action != action):
+            message = f"dryRun: would {action.value}: {decision.reason}"
+            base = base.model_copy(update={
+                "message": message,
+                "history": _history(base, HistoryEntry(at=now, kind="decision", message=message,
+                                                       step=status.current_step, weight=status.canary_weight,
+                                                       score=round(decision.score, 6))),
+            })
+            return Transition(base, (EmitEvent(EventType.NORMAL, "DryRunDecision", message),), decision)
+        return Transition(base.model_copy(update={"message": f"dryRun: {decision.reason}"}), (), decision)
+
+    if action == DecisionAction.ROLLBACK:
+        return _begin_rollback(spec, base, now, reason=decision.reason, trigger=decision.trigger or "score",
+                               path=path, decision=decision)
+    if action == DecisionAction.PROMOTE:
+        message = f"promoting revision {status.revision}: {decision.reason}"
+        new = base.model_copy(update={
+            "phase": Phase.PROMOTING, "message": message,
+            "conditions": _conditions(base, now, Progressing=(True, "Promoting", message)),
+            "history": _history(base, HistoryEntry(at=now, kind="promotion", message=message, step=status.current_step,
+                                                   weight=status.canary_weight, score=round(decision.score, 6))),
+        })
+        return Transition(new, (Promote(status.revision or ""), EmitEvent(EventType.NORMAL, "Promoting", message)), decision)
+    if action == DecisionAction.ADVANCE:
+        nxt = status.current_step + 1
+        weight = spec.steps[nxt].weight
+        message = f"step {nxt}: canary at {weight}% ({decision.reason})"
+        new = base.model_copy(update={
+            "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
+            "conditions": _conditions(base, now, Progressing=(True, "StepAdvanced", message)),
+            "history": _history(base, HistoryEntry(at=now, kind="step", message=message, step=nxt, weight=weight,
+                                                   score=round(decision.score, 6))),
+        })
+        return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "StepAdvanced", message)), decision)
+    if action in (DecisionAction.REDUCE, DecisionAction.CONTINUE) and decision.new_weight is not None \
+            and decision.new_weight != status.canary_weight:
+        weight = decision.new_weight
+        kind = "decision" if action == DecisionAction.REDUCE else "step"
+        message = f"canary weight {status.canary_weight}% -> {weight}%: {decision.reason}"
+        new = base.model_copy(update={
+            "canary_weight": weight, "step_started_at": now, "message": message,
+            "history": _history(base, HistoryEntry(at=now, kind=kind, message=message, step=status.current_step,
+                                                   weight=weight, score=round(decision.score, 6))),
+        })
+        event = EventType.WARNING if action == DecisionAction.REDUCE else EventType.NORMAL
+        return Transition(new, (SetWeight(weight), EmitEvent(event, "WeightReduced" if action == DecisionAction.REDUCE
+                                                             else "WeightRestored", message)), decision)
+    return Transition(base.model_copy(update={"message": decision.reason}), (), decision)
+
+
+def _metrics_failed(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: MetricsFailed, now: datetime) -> Transition:
+    errors = status.consecutive_prometheus_errors + 1
+    policy = spec.analysis.prometheus_errors
+    interval = spec.analysis.interval
+    if errors >= policy.max_consecutive and policy.then == ErrorPolicy.ROLLBACK and not spec.analysis.dry_run:
+        reason = f"Prometheus failed {errors} times in a row ({obs.error}); prometheusErrors.then rollback"
+        new = status.model_copy(update={"consecutive_prometheus_errors": errors})
+        return _begin_rollback(spec, new, now, reason=reason, trigger="prometheusErrors", path="tick", decision=None)
+    reason = f"hold: Prometheus error {errors}/{policy.max_consecutive}: {obs.error}"
+    new = status.model_copy(update={
+        "consecutive_prometheus_errors": errors,
+        "decision": DecisionStatus(action=DecisionAction.HOLD, reason=reason, at=now),
+        "next_evaluation_at": next_tick(now, interval), "message": reason,
+    })
+    return Transition(new, (EmitEvent(EventType.WARNING, "MetricsUnavailable", reason),) if errors == 1 else ())
+
+
+def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, reason: str, trigger: str,
+                    path: str, decision: Decision | None, extra: dict[str, Any] | None = None) -> Transition:
+    """Every rollback goes through here: one path that records evidence and notifies."""
+    if spec.analysis.dry_run:
+        message = f"dryRun: would roll back ({path}): {reason}"
+        return Transition(status.model_copy(update={"message": message}),
+                          (EmitEvent(EventType.NORMAL, "DryRunDecision", message),), decision)
+    evidence = evidence_of(decision, status)
+    evidence.update({"trigger": trigger, "path": path, "reason": reason, "startedAt": now.isoformat()})
+    if extra:
+        evidence["signal"] = extra
+    message = f"rolling back ({path}): {reason}"
+    new = status.model_copy(update={
+        "phase": Phase.ROLLING_BACK,
+        "rollback": RollbackStatus(reason=reason, trigger=trigger, path=path, started_at=now, completed_phase=0),
+        "decision": DecisionStatus(action=DecisionAction.ROLLBACK, reason=reason, at=now, path=path),
+        "message": message,
+        "conditions": _conditions(status, now, Progressing=(False, "RollingBack", message),
+                                  Degraded=(True, "RollingBack", message)),
+        "history": _history(status, HistoryEntry(at=now, kind="rollback", message=message, step=status.current_step,
+                                                 weight=status.canary_weight,
+                                                 score=round(decision.score, 6) if decision else None,
+                                                 evidence=evidence)),
+    })
+    return Transition(new, (RollbackPhase(1), EmitEvent(EventType.WARNING, "RollbackStarted", message)), decision)
+
+
+def _rolling_back(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
+    assert status.rollback is not None
+    if not isinstance(obs, RollbackApplied) or obs.phase != status.rollback.completed_phase + 1:
+        return Transition(status)
+    rollback = status.rollback.model_copy(update={"completed_phase": obs.phase})
+    if obs.phase < 3:
+        return Transition(status.model_copy(update={"rollback": rollback}), (RollbackPhase(obs.phase + 1),))
+    recovered = (now - status.rollback.started_at).total_seconds()
+    message = f"rolled back: {status.rollback.reason} (recovered in {recovered:.1f}s)"
+    evidence = {"trigger": status.rollback.trigger, "path": status.rollback.path, "reason": status.rollback.reason,
+                "startedAt": status.rollback.started_at.isoformat(), "completedAt": now.isoformat(),
+                "timeToRecoverSeconds": round(recovered, 3)}
+    new = status.model_copy(update={
+        "phase": Phase.ROLLED_BACK, "rollback": rollback, "canary_weight": 0, "message": message,
+        "next_evaluation_at": None,
+        "conditions": _conditions(status, now, Progressing=(False, "RolledBack", message),
+                                  Degraded=(True, "RolledBack", message), Complete=(False, "RolledBack", message)),
+        "history": _history(status, HistoryEntry(at=now, kind="rollback", message=message, evidence=evidence)),
+    })
+    payload = {"rollout_phase": "RolledBack", "message": message, "text": f":rotating_light: {message}", **evidence}
+    return Transition(new, (EmitEvent(EventType.WARNING, "RolledBack", message), Notify("rolledBack", payload)))
+
+
+def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
+    if isinstance(obs, PromotionApplied):
+        message = f"promoted revision {status.revision}: the stable now runs the challenger"
+        new = status.model_copy(update={
+            "phase": Phase.SUCCEEDED, "canary_weight": 0, "promoted_at": now, "message": message,
+            "next_evaluation_at": None,
+            "conditions": _conditions(status, now, Progressing=(False, "Succeeded", message),
+                                      Complete=(True, "Promoted", message), Degraded=(False, "Promoted", message)),
+            "history": _history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+        })
+        payload = {"rollout_phase": "Succeeded", "message": message, "text": f":white_check_mark: {message}"}
+        return Transition(new, (EmitEvent(EventType.NORMAL, "Promoted", message), Notify("promoted", payload)))
+    if isinstance(obs, PromotionFailed):
+        message = f"promotion failed: {obs.reason}; traffic stays on the canary, stable template restored"
+        new = status.model_copy(update={
+            "phase": Phase.FAILED, "message": message, "next_evaluation_at": None,
+            "conditions": _conditions(status, now, Progressing=(False, "PromotionFailed", message),
+                                      Degraded=(True, "PromotionFailed", message)),
+            "history": _history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+        })
+        return Transition(new, (EmitEvent(EventType.WARNING, "PromotionFailed", message),
+                                Notify("promotionFailed", {"message": message, "text": message})))
+    return Transition(status)
+
+
+def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKind, revision: str,
+             now: datetime) -> Transition:
+    phase = status.phase
+    if kind == CommandKind.RETRY:
+        if phase in (Phase.ROLLED_BACK, Phase.FAILED):
+            return _start(spec, status, revision, now, restart=False)
+        return Transition(status)
+    if kind == CommandKind.ABORT:
+        if phase in (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED):
+            return _begin_rollback(spec, status, now, reason="aborted by user", trigger="manual", path="manual",
+                                   decision=None)
+        return Transition(status)
+    if phase not in (Phase.PROGRESSING, Phase.PAUSED):
+        return Transition(status)
+    last = len(spec.steps) - 1
+    if kind == CommandKind.PROMOTE and status.current_step < last:
+        nxt = status.current_step + 1
+        weight = spec.steps[nxt].weight
+        message = f"manual promote: step {nxt}, canary at {weight}%"
+        new = status.model_copy(update={
+            "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
+            "decision": DecisionStatus(action=DecisionAction.ADVANCE, reason="manual promote", at=now, path="manual"),
+            "history": _history(status, HistoryEntry(at=now, kind="manual", message=message, step=nxt, weight=weight)),
+        })
+        return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
+    message = f"manual full promote of revision {status.revision}"
+    new = status.model_copy(update={
+        "phase": Phase.PROMOTING, "message": message,
+        "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path="manual"),
+        "history": _history(status, HistoryEntry(at=now, kind="manual", message=message)),
+    })
+    return Transition(new, (Promote(status.revision or revision), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
+
+
+def pending_actions(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple[Action, ...]:
+    """What must hold in the cluster for this status: re-applied after a restart.
+
+    Every action is a target state, so applying it when it already holds is a no-op.
+    """
+    if spec.analysis.dry_run:
+        return ()
+    phase = status.phase
+    if phase == Phase.INITIALIZING and status.revision:
+        return (StartRollout(status.revision),)
+    if phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return (SetWeight(status.canary_weight),)
+    if phase == Phase.PROMOTING:
+        return (Promote(status.revision or ""),)
+    if phase == Phase.ROLLING_BACK and status.rollback is not None:
+        return (RollbackPhase(min(3, status.rollback.completed_phase + 1)),)
+    return ()
+
+
+def initial_status(spec: ModelRolloutSpec, now: datetime, step_index: int = 0) -> ModelRolloutStatus:
+    """A rollout freshly at ``step_index``: what ``evaluate`` assumes without ``--status``."""
+    return ModelRolloutStatus(
+        phase=Phase.PROGRESSING, revision=revision_of(spec), current_step=step_index,
+        canary_weight=spec.steps[step_index].weight, step_started_at=now,
+    )
+
+
+__all__ = [
+    "Command", "CommandKind", "CriticalSignal", "InitFailed", "Initialized", "MetricsFailed", "MetricsObserved",
+    "Observation", "PromotionApplied", "PromotionFailed", "RollbackApplied", "SpecChanged", "Transition",
+    "apply_decision", "evaluation_context", "initial_status", "pending_actions", "plan_windows", "revision_of", "step",
+    "RiskLevel",
+]

@@ -1,0 +1,118 @@
+"""Replay: carry a rollout's status through a sequence of snapshots, tick by tick.
+
+The same state machine the operator runs, with the cluster replaced by instant success:
+``StartRollout``, each rollback phase and ``Promote`` complete at once. That makes
+replay the tool for tuning thresholds on recorded data and the engine of the judgement
+benchmark, and guarantees that what it reports is what the operator would have decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
+from .actions import Action, Promote, RollbackPhase, StartRollout, describe
+from .decision import Decision
+from .machine import (
+    Initialized,
+    MetricsObserved,
+    PromotionApplied,
+    RollbackApplied,
+    SpecChanged,
+    Transition,
+    step,
+)
+from .snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTick:
+    at: datetime
+    status: ModelRolloutStatus
+    decision: Decision | None
+    actions: tuple[Action, ...]
+
+
+def settle(spec: ModelRolloutSpec, transition: Transition, now: datetime) -> Transition:
+    """Complete the actions of a transition as if the cluster obeyed instantly."""
+    status, actions, decision = transition.status, list(transition.actions), transition.decision
+    queue = list(transition.actions)
+    while queue:
+        action = queue.pop(0)
+        follow: Transition | None = None
+        if isinstance(action, StartRollout):
+            record = StableRecord(replicas=0, template={}, recorded_at=now)
+            follow = step(spec, status, Initialized(record), now)
+        elif isinstance(action, RollbackPhase):
+            follow = step(spec, status, RollbackApplied(action.phase), now)
+        elif isinstance(action, Promote):
+            follow = step(spec, status, PromotionApplied(), now)
+        if follow is not None:
+            status = follow.status
+            actions.extend(follow.actions)
+            queue.extend(follow.actions)
+    return Transition(status, tuple(actions), decision)
+
+
+def start(spec: ModelRolloutSpec, now: datetime) -> ModelRolloutStatus:
+    """A rollout that has just begun its first step at ``now``."""
+    return settle(spec, step(spec, None, SpecChanged(), now), now).status
+
+
+def replay(spec: ModelRolloutSpec, snapshots: Iterable[Snapshot],
+           status: ModelRolloutStatus | None = None) -> Iterator[ReplayTick]:
+    """One ReplayTick per snapshot; the rollout starts at the first snapshot's time."""
+    for snapshot in snapshots:
+        now = snapshot.at
+        if status is None:
+            status = start(spec, now)
+        if status.phase.is_terminal:
+            yield ReplayTick(now, status, None, ())
+            continue
+        transition = settle(spec, step(spec, status, MetricsObserved(snapshot), now), now)
+        status = transition.status
+        yield ReplayTick(now, status, transition.decision, transition.actions)
+
+
+def decision_record(decision: Decision | None, status: ModelRolloutStatus, *, verbose: bool = False) -> dict[str, Any]:
+    """The JSON object ``evaluate`` prints and ``replay`` writes per line."""
+    if decision is None:
+        record: dict[str, Any] = {"action": None, "reason": f"rollout is {status.phase.value}", "score": None,
+                                  "level": None, "conditions": []}
+    else:
+        since = decision.triggered_since
+        record = {
+            "action": decision.action.value,
+            "reason": decision.reason,
+            "score": round(decision.score, 6),
+            "level": decision.level.value,
+            "trigger": decision.trigger,
+            "conditions": [
+                {
+                    "name": r.name, "severity": round(r.severity, 6), "triggered": r.triggered, "critical": r.critical,
+                    "inconclusive": r.inconclusive, "observed": dict(r.observed), "threshold": dict(r.threshold),
+                    "message": r.message,
+                    **({"noData": True} if r.no_data else {}),
+                    **({"triggeredSince": since[r.name].isoformat()} if r.name in since else {}),
+                }
+                for r in decision.conditions
+            ],
+        }
+    if verbose:
+        record.update({"phase": status.phase.value, "step": status.current_step, "weight": status.canary_weight})
+    return record
+
+
+def tick_record(tick: ReplayTick, *, with_status: bool = False) -> dict[str, Any]:
+    record = {"at": tick.at.isoformat().replace("+00:00", "Z"), **decision_record(tick.decision, tick.status, verbose=True)}
+    record["actions"] = [describe(a) for a in tick.actions]
+    if with_status:
+        record["status"] = tick.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return record
+
+
+def is_rolled_back(status: ModelRolloutStatus) -> bool:
+    return status.phase == Phase.ROLLED_BACK

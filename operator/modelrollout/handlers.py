@@ -1,0 +1,212 @@
+"""kopf wiring: one daemon per ModelRollout drives ``Controller.reconcile``.
+
+Handlers only load state, call the controller and sleep; all decisions are in the core
+and all cluster I/O in the adapters. Why a daemon and not timers: each rollout has its
+own cadence (its interval, halved at medium risk, zero while phases are in flight), and
+the next wake-up is in its status, so a restarted operator resumes on time.
+
+Two replicas use kopf peering with distinct priorities: the highest one acts, the others
+freeze (kopf freezes *all* operators when priorities are equal, so the default priority
+is drawn at random per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from .api.models import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec, ModelRolloutStatus
+from .clock import Clock, SystemClock
+from .controller import Controller, RolloutRef
+from .errors import ClusterConflict, ClusterUnavailable
+from .telemetry import OperatorMetrics
+
+log = logging.getLogger("modelrollout.handlers")
+
+RETRY_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class OperatorConfig:
+    prometheus_url: str = "http://127.0.0.1:9090"
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int | None = 8080
+    metrics_addr: str = "0.0.0.0"
+    webhooks: tuple[str, ...] = ()
+    priority: int = field(default_factory=lambda: random.randint(1, 1_000_000))
+    peering_name: str = "modelrollout"
+    standalone: bool = False
+    query_timeout_seconds: float = 5.0
+    liveness_endpoint: str | None = None
+
+
+def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.OperatorRegistry:
+    """A fresh registry with our handlers (a function so tests can run operators side by side)."""
+    registry = kopf.OperatorRegistry()
+    clock = clock or SystemClock()
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrollout.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrollout.io")
+        settings.persistence.finalizer = "modelrollout.io/finalizer"
+        settings.peering.priority = config.priority
+        settings.peering.name = config.peering_name
+        settings.peering.standalone = config.standalone
+        settings.posting.enabled = False  # our Events carry evidence; kopf's log events would be noise
+        settings.watching.server_timeout = 60
+        memo.controller = build_controller(config, clock)
+        memo.wakeups = {}
+        log.info("modelrollout operator starting: priority %s, prometheus %s", config.priority, config.prometheus_url)
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def wake(uid: str, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+        """Spec edits, annotations (manual commands) and pause/resume wake the daemon now."""
+        event = memo.wakeups.get(uid)
+        if event is not None:
+            event.set()
+
+    @kopf.daemon(API_GROUP, API_VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def rollout(name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
+                      **_: Any) -> None:
+        controller: Controller = memo.controller
+        ref = RolloutRef(namespace=namespace, name=name, uid=uid)
+        wake_event: asyncio.Event = memo.wakeups.setdefault(uid, asyncio.Event())
+        resume = True
+        failures = 0
+        try:
+            while not stopped:
+                wake_event.clear()
+                try:
+                    delay = await controller.reconcile(ref, resume=resume)
+                    if delay is None:
+                        return  # deleted
+                    resume = False
+                    failures = 0
+                except (ClusterUnavailable, ClusterConflict) as exc:
+                    delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
+                    failures += 1
+                    log.warning("%s/%s: %s; retrying in %.0fs", namespace, name, exc, delay)
+                except Exception:  # noqa: BLE001 — a bug in one rollout must not stop the others
+                    delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
+                    failures += 1
+                    log.exception("%s/%s: reconcile failed; retrying in %.0fs", namespace, name, delay)
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(wake_event.wait(), timeout=delay)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            memo.wakeups.pop(uid, None)
+
+    @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, registry=registry, optional=True)
+    async def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        controller.telemetry.forget(namespace, name)
+
+    return registry
+
+
+# ------------------------------------------------------------------------------ wiring
+
+
+def api_client() -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the current kubeconfig."""
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+class PrometheusRouter:
+    """Snapshots from the Prometheus each rollout names, else the operator's default.
+
+    One batching source per URL: rollouts sharing a Prometheus share its queries.
+    """
+
+    def __init__(self, default_url: str, timeout: float, telemetry: OperatorMetrics) -> None:
+        self.default_url = default_url
+        self.timeout = timeout
+        self.telemetry = telemetry
+        self._sources: dict[str, Any] = {}
+
+    def source(self, url: str | None) -> Any:
+        from .adapters.prometheus import BatchingMetricsSource, PrometheusMetricsSource
+
+        url = url or self.default_url
+        if url not in self._sources:
+            self._sources[url] = BatchingMetricsSource(PrometheusMetricsSource(
+                url, query_timeout=self.timeout, on_query=self.telemetry.observe_query))
+        return self._sources[url]
+
+    async def snapshot(self, request: tuple[str | None, Any], at: Any) -> Any:
+        url, inner = request
+        return await self.source(url).snapshot(inner, at)
+
+
+def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
+    from .adapters.prometheus import SnapshotRequest
+
+    url = spec.analysis.prometheus.url if spec.analysis.prometheus else None
+    return url, SnapshotRequest.for_rollout(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+
+
+def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Any:
+    from .adapters.kube import rollout_target
+
+    total = status.stable_record.replicas if status.stable_record else 0
+    return rollout_target(ref.namespace, spec, total)
+
+
+def build_controller(config: OperatorConfig, clock: Clock) -> Controller:
+    from .adapters.kube import KubeExecutor
+    from .adapters.notifiers.events import EventRecorder
+    from .adapters.notifiers.webhook import WebhookNotifier
+    from .adapters.rollouts import RolloutStore
+
+    api = api_client()
+    telemetry = OperatorMetrics()
+    if config.metrics_port:
+        telemetry.serve(config.metrics_port, config.metrics_addr)
+    store = RolloutStore(api)
+    return Controller(
+        read_rollout=store.read,
+        executor=KubeExecutor(api, now=clock.now),
+        metrics_source=PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry),
+        events=EventRecorder(api, now=clock.now),
+        notifier=WebhookNotifier(list(config.webhooks)),
+        write_status=store.write_status,
+        clock=clock,
+        telemetry=telemetry,
+        build_request=snapshot_request,
+        build_target=router_target,
+        default_prometheus_url=config.prometheus_url,
+        action_delay=float(os.environ.get("MODELROLLOUT_ACTION_DELAY_SECONDS", "0") or 0),
+    )
+
+
+def run(config: OperatorConfig) -> None:
+    """Run the operator until interrupted (``modelrollout run``)."""
+    registry = make_registry(config)
+    kopf.run(
+        registry=registry,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=config.standalone,
+        priority=config.priority,
+        peering_name=config.peering_name,
+        liveness_endpoint=config.liveness_endpoint,
+        memo=kopf.Memo(),
+    )
+
+
+__all__ = ["OperatorConfig", "make_registry", "run", "ModelRolloutSpec", "ModelRolloutStatus"]

@@ -1,0 +1,71 @@
+"""The operator's own Prometheus metrics (prometheus_client), on a /metrics port.
+
+One registry per process so tests can run several operators in one interpreter.
+Names are stable API: the Grafana dashboard and alerts are built on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .api.models import Phase
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.phase = Gauge("modelrollout_phase", "1 for the rollout's current phase, 0 otherwise",
+                           ["namespace", "name", "phase"], registry=r)
+        self.weight = Gauge("modelrollout_canary_weight_percent", "canary traffic share", ["namespace", "name"], registry=r)
+        self.step = Gauge("modelrollout_current_step", "index of the current step", ["namespace", "name"], registry=r)
+        self.score = Gauge("modelrollout_risk_score", "weighted risk score in [0,1]", ["namespace", "name"], registry=r)
+        self.severity = Gauge("modelrollout_condition_severity", "per-condition severity in [0,1]",
+                              ["namespace", "name", "condition"], registry=r)
+        self.rollbacks = Counter("modelrollout_rollbacks_total", "rollbacks started, by trigger and path",
+                                 ["namespace", "name", "trigger", "path"], registry=r)
+        self.decisions = Counter("modelrollout_decisions_total", "decisions taken, by action and path",
+                                 ["action", "path"], registry=r)
+        self.tick_seconds = Histogram("modelrollout_tick_duration_seconds", "time of one analysis tick",
+                                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.queries = Counter("modelrollout_prometheus_queries_total", "PromQL queries issued, by path",
+                               ["path"], registry=r)
+        self.query_errors = Counter("modelrollout_prometheus_query_errors_total", "PromQL queries that failed",
+                                    ["path"], registry=r)
+        self.query_seconds = Histogram("modelrollout_prometheus_query_duration_seconds", "PromQL query latency",
+                                       ["path"], registry=r)
+
+    def observe_query(self, path: str, seconds: float, ok: bool) -> None:
+        self.queries.labels(path).inc()
+        self.query_seconds.labels(path).observe(seconds)
+        if not ok:
+            self.query_errors.labels(path).inc()
+
+    def record_status(self, namespace: str, name: str, phase: Phase, weight: int, step: int,
+                      score: float | None, severities: Iterable[tuple[str, float]]) -> None:
+        for p in Phase:
+            self.phase.labels(namespace, name, p.value).set(1.0 if p == phase else 0.0)
+        self.weight.labels(namespace, name).set(weight)
+        self.step.labels(namespace, name).set(step)
+        if score is not None:
+            self.score.labels(namespace, name).set(score)
+        for condition, severity in severities:
+            self.severity.labels(namespace, name, condition).set(severity)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted rollout's series so dashboards don't show ghosts."""
+        for gauge in (self.weight, self.step, self.score):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
+        for p in Phase:
+            try:
+                self.phase.remove(namespace, name, p.value)
+            except KeyError:
+                pass
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,449 @@
+"""The Prometheus adapter without Prometheus: selectors, templates, the batch plan, and
+snapshots assembled from canned answers in the JSON shape prometheus-api-client returns.
+
+The fake client answers each planned query from a table keyed by (template name, window)
+and the (namespace, deployment) pairs the query's selector names — so these tests also
+check that every value lands on the right rollout and side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import requests
+from prometheus_api_client import PrometheusApiClientException
+
+from modelrollout.adapters import promql
+from modelrollout.adapters.prometheus import (
+    BatchingMetricsSource,
+    PrometheusMetricsSource,
+    SnapshotRequest,
+    plan_queries,
+)
+from modelrollout.api.models import CustomCondition, MetricLabels, ModelRolloutStatus
+from modelrollout.core.snapshot import Snapshot
+from modelrollout.errors import InvalidSpec, MetricsUnavailable, UnsafeLabelValue
+
+from .factories import make_spec
+
+AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+S = timedelta(seconds=1)
+WINDOWS = {
+    "accuracy": 900 * S, "latency": 60 * S, "confidenceDrift": 900 * S, "errorRate": 300 * S,
+    "cache": 300 * S, "throughput": 300 * S, "anomaly": 900 * S,
+}
+BASELINE = 86400
+
+
+def request(ns: str = "ml", stable: str = "fraud", canary: str = "fraud-canary", **kw: Any) -> SnapshotRequest:
+    kw.setdefault("windows", WINDOWS)
+    kw.setdefault("series_window", 300 * S)
+    kw.setdefault("series_step", 30 * S)
+    return SnapshotRequest(key=f"{ns}/{stable}", namespace=ns, stable=stable, canary=canary, **kw)
+
+
+# ------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("value", ["Fraud", "a_b", 'a"}', "a|b", ".*", "", "a" * 64, "-a"])
+def test_unsafe_namespace_is_refused_naming_the_field(value: str) -> None:
+    with pytest.raises(UnsafeLabelValue, match="metadata.namespace"):
+        request(ns=value)
+
+
+@pytest.mark.parametrize("field,kw", [("spec.stable.deployment", {"stable": 'x",evil="1'}),
+                                      ("spec.canary.deployment", {"canary": "x|.*"})])
+def test_unsafe_deployment_is_refused_naming_the_field(field: str, kw: dict[str, str]) -> None:
+    with pytest.raises(UnsafeLabelValue, match=field.replace(".", r"\.")):
+        request(**kw)
+
+
+def test_unsafe_label_error_is_an_invalid_spec() -> None:
+    assert issubclass(UnsafeLabelValue, InvalidSpec)
+
+
+def test_selector_sorts_dedupes_and_escapes_dots() -> None:
+    sel = promql.build_selector("namespace", "deployment", [("b", "x.v2"), ("a", "y"), ("b", "y")])
+    assert sel == 'namespace=~"a|b",deployment=~"x\\\\.v2|y"'
+
+
+def test_selector_uses_configured_label_names() -> None:
+    sel = promql.build_selector("kubernetes_namespace", "app", [("ml", "fraud")])
+    assert sel == 'kubernetes_namespace=~"ml",app=~"fraud"'
+
+
+def test_unknown_override_is_invalid_spec_naming_field_and_allowed_names() -> None:
+    with pytest.raises(InvalidSpec) as e:
+        request(queries={"latencyP95": "x{selector}[{window}] by ({by})"})
+    assert "spec.analysis.queries.latencyP95" in str(e.value)
+    assert "latency_p95_ms" in str(e.value)
+
+
+def test_override_without_placeholders_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.analysis\.queries\.rps: the template lacks \{selector\}, \{by\}"):
+        request(queries={"rps": "sum(rate(model_requests_total[{window}]))"})
+
+
+def test_override_of_labelled_query_must_keep_its_label() -> None:
+    with pytest.raises(InvalidSpec, match="category"):
+        request(queries={"errors": "sum by ({by}) (increase(e{{selector}}[{window}]))"})
+
+
+# -------------------------------------------------------------------------- rendering
+
+
+def test_render_replaces_placeholders_literally() -> None:
+    text = promql.render('sum by ({by}) (increase(m{result="hit",{selector}}[{window}]))',
+                         selector='namespace=~"ml"', window=timedelta(minutes=15), by="namespace, deployment")
+    assert text == 'sum by (namespace, deployment) (increase(m{result="hit",namespace=~"ml"}[900s]))'
+
+
+def test_window_is_whole_seconds_at_least_one() -> None:
+    assert promql.promql_duration(timedelta(milliseconds=1500)) == "2s"
+    assert promql.promql_duration(timedelta(0)) == "1s"
+    assert promql.promql_duration(timedelta(hours=24)) == "86400s"
+
+
+def test_custom_query_substitutes_rollout_names() -> None:
+    q = 'max(gpu_mem{namespace="{namespace}",deployment="{canary}"}) / max(gpu_mem{deployment="{stable}"})'
+    assert promql.render_custom(q, "ml", "fraud", "fraud-canary") == (
+        'max(gpu_mem{namespace="ml",deployment="fraud-canary"}) / max(gpu_mem{deployment="fraud"})'
+    )
+
+
+def test_every_default_template_has_all_placeholders() -> None:
+    assert promql.resolve_queries(dict(promql.DEFAULT_QUERIES)) == promql.DEFAULT_QUERIES
+
+
+# ------------------------------------------------------------------------------- plan
+
+
+def test_two_rollouts_cost_as_many_queries_as_one() -> None:
+    one = plan_queries([request()])
+    two = plan_queries([request(), request(ns="risk", stable="scorer", canary="scorer-v2")])
+    hundred = plan_queries([request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(100)])
+    assert len(one) == len(two) == len(hundred) == 25
+    assert 'namespace=~"ml|risk",deployment=~"fraud|fraud-canary|scorer|scorer-v2"' in two[0].promql
+
+
+def test_distinct_windows_add_queries_only_for_their_metrics() -> None:
+    grown = dict(WINDOWS, latency=600 * S)
+    plan = plan_queries([request(), request(ns="risk", windows=grown)])
+    assert len(plan) == 25 + 4  # the four latency metrics over 600s
+
+
+def test_override_and_label_names_split_the_query_they_change() -> None:
+    override = "sum by ({by}) (rate(my_requests{{selector}}[{window}]))"
+    plan = plan_queries([request(), request(ns="risk", queries={"rps": override})])
+    assert len(plan) == 26
+    assert any(q.promql.startswith("sum by (namespace, deployment) (rate(my_requests{namespace=~\"risk\"") for q in plan)
+    relabelled = plan_queries([request(), request(ns="risk", labels=MetricLabels(namespace="ns", deployment="app"))])
+    assert len(relabelled) == 50
+
+
+def test_disabled_conditions_and_no_series_query_nothing() -> None:
+    plan = plan_queries([request(windows={"latency": 60 * S}, series_window=None, series_step=None)])
+    assert sorted(q.key.name for q in plan) == sorted(
+        ["latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count"] * 2)
+
+
+def test_for_rollout_builds_the_request_from_spec_and_status() -> None:
+    spec = make_spec(custom=[{"name": "gpu", "query": "max(x)", "threshold": 1, "critical": 2},
+                             {"name": "off", "query": "max(y)", "threshold": 1, "critical": 2, "enabled": False}],
+                     conditions={"cache": {"enabled": False}})
+    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec,
+                                    status=ModelRolloutStatus(canary_weight=5), now=AT)
+    assert r.key == "ml/fraud" and r.stable == "fraud" and r.canary == "fraud-canary"
+    assert "cache" not in r.windows and r.windows["latency"] == 60 * S
+    assert r.series_step == 10 * S and r.series_window == 300 * S  # 30 points at a 10s interval
+    assert [c.name for c in r.custom] == ["gpu"]
+    assert r.minimum("latency") == 1000 and r.canary_weight == 5
+
+
+# ------------------------------------------------------------------ canned answers
+
+
+def vec(ns: str, dep: str, value: float | str, **extra: str) -> dict[str, Any]:
+    return {"metric": {"namespace": ns, "deployment": dep, **extra}, "value": [AT.timestamp(), str(value)]}
+
+
+class FakeClient:
+    """Answers planned queries from ``table[(name, window_s)][(ns, dep)]``.
+
+    A value is a number (vector sample), a dict (labelled samples: {label value: number})
+    or, for range queries, a list of (offset seconds before AT, value)."""
+
+    def __init__(self, table: dict[tuple[str, int], dict[tuple[str, str], Any]], plan: list,
+                 fail: Exception | None = None, fail_on: str | None = None) -> None:
+        self.by_text = {q.promql: q.key for q in plan}
+        self.table = table
+        self.fail, self.fail_on = fail, fail_on
+        self.calls: list[str] = []
+        self.params: list[dict[str, Any]] = []
+
+    def _answer(self, query: str) -> list[dict[str, Any]]:
+        self.calls.append(query)
+        if self.fail is not None and (self.fail_on is None or self.fail_on in query):
+            raise self.fail
+        key = self.by_text.get(query)
+        if key is None:
+            return [{"metric": {}, "value": [AT.timestamp(), "7"]}]  # a custom query
+        out = []
+        for (ns, dep), value in self.table.get((key.name, key.window_s), {}).items():
+            if isinstance(value, dict):
+                label = promql.EXTRA_LABEL[key.name]
+                out += [vec(ns, dep, v, **{label: k}) for k, v in value.items()]
+            elif isinstance(value, list):
+                out.append({"metric": {"namespace": ns, "deployment": dep},
+                            "values": [[AT.timestamp() - off, str(v)] for off, v in value]})
+            else:
+                out.append(vec(ns, dep, value))
+        return out
+
+    def custom_query(self, query: str, params: dict[str, Any] | None = None, timeout: Any = None) -> Any:
+        self.params.append(params or {})
+        return self._answer(query)
+
+    def custom_query_range(self, query: str, start_time: datetime, end_time: datetime, step: str,
+                           params: dict[str, Any] | None = None, timeout: Any = None) -> Any:
+        return self._answer(query)
+
+    def close(self) -> None:
+        pass
+
+
+def healthy_table(ns: str = "ml", stable: str = "fraud", canary: str = "fraud-canary",
+                  stable_latency_count: float = 57000.0) -> dict[tuple[str, int], dict[tuple[str, str], Any]]:
+    c, s = (ns, canary), (ns, stable)
+    conf = {"0.1": 0, "0.5": 10, "1.0": 90, "+Inf": 100, "0.9": 60}
+    conf_stable = {"0.1": 0, "0.5": 900, "0.9": 5000, "+Inf": 10000}
+    return {
+        ("requests", 300): {c: 30000, s: 570000}, ("requests", BASELINE): {s: 9e7},
+        ("errors", 300): {c: {"timeout": 30, "extraction": 3, "weird": 2}, s: {"timeout": 100}},
+        ("errors", BASELINE): {s: {"timeout": 1000}},
+        ("rps", 300): {c: 100.0, s: 1900.0},
+        ("latency_mean_ms", 60): {c: 1.4, s: 1.2}, ("latency_p95_ms", 60): {c: 2.1, s: 1.9},
+        ("latency_p99_ms", 60): {c: "NaN", s: 2.5}, ("latency_count", 60): {c: 6000, s: stable_latency_count},
+        ("latency_mean_ms", BASELINE): {s: 1.0}, ("latency_p95_ms", BASELINE): {s: 1.5},
+        ("latency_p99_ms", BASELINE): {s: 2.0}, ("latency_count", BASELINE): {s: 9e7},
+        ("predictions_evaluated", 900): {c: 500, s: 9000}, ("predictions_correct", 900): {c: 501.3, s: 8300},
+        ("predictions_evaluated", BASELINE): {s: 8e5}, ("predictions_correct", BASELINE): {s: 7e5},
+        ("confidence", 900): {c: conf}, ("confidence", BASELINE): {s: conf_stable},
+        ("cache_requests", 300): {c: {"hit": 29000}, s: {"hit": 560000, "miss": 1000}},
+        ("cache_evictions_per_minute", 300): {c: 0.5, s: 0.0},
+        ("cache_lookup_ms", 300): {c: 0.4, s: 0.3},
+        ("series_rps", 60): {c: [(0, 101), (30, 99), (90, 98)]},
+        ("series_latency_p95_ms", 60): {c: [(0, 2.0), (30, "NaN")]},
+    }
+
+
+def run_snapshots(reqs: list[SnapshotRequest], table: dict, **kw: Any) -> tuple[dict, FakeClient, list]:
+    calls: list[tuple[str, float, bool]] = []
+    fake = FakeClient(table, plan_queries(reqs), fail=kw.pop("fail", None), fail_on=kw.pop("fail_on", None))
+    source = PrometheusMetricsSource("http://prom.test:9090", client=fake,  # type: ignore[arg-type]
+                                     on_query=lambda p, s, ok: calls.append((p, s, ok)), **kw)
+    try:
+        out = asyncio.run(source.snapshots(reqs, AT, path=kw.get("path", "tick")))
+    finally:
+        source.close()
+    return out, fake, calls
+
+
+def test_snapshot_fields_from_canned_answers() -> None:
+    out, fake, calls = run_snapshots([request()], healthy_table())
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot)
+    c, s = snap.canary, snap.stable
+    assert c is not None and s is not None
+    assert c.requests == 30000 and c.rps == 100.0
+    assert c.errors is not None and c.errors.timeout == 30 and c.errors.extraction == 3
+    assert c.errors.serialization == 0 and c.errors.other == 2  # unknown category -> other
+    assert c.latency_ms is not None and (c.latency_ms.mean, c.latency_ms.p95, c.latency_ms.p99) == (1.4, 2.1, None)
+    assert c.latency_ms.count == 6000
+    assert c.predictions_evaluated == 500 and c.predictions_correct == 500  # clamped to evaluated
+    assert c.confidence is not None
+    assert c.confidence.le == [0.1, 0.5, 0.9, 1.0] and c.confidence.counts == [0, 10, 60, 90]
+    assert c.cache is not None and (c.cache.hits, c.cache.misses) == (29000, 0)  # miss series absent -> 0
+    assert c.cache.evictions_per_minute == 0.5 and c.cache.lookup_ms == 0.4
+    # Stable over the same window where it has the minimum samples...
+    assert s.requests == 570000 and s.predictions_evaluated == 9000 and s.latency_ms is not None
+    assert s.latency_ms.p95 == 1.9 and s.rps == 1900.0
+    # ...and drift always over the baseline, +Inf folded into 1.0.
+    assert s.confidence is not None and s.confidence.le == [0.1, 0.5, 0.9, 1.0]
+    assert s.confidence.counts == [0, 900, 5000, 10000]
+    assert snap.windows == {"accuracy": 900, "latency": 60, "confidenceDrift": 900, "errorRate": 300,
+                            "cache": 300, "throughput": 300, "anomaly": 300}
+    assert len(calls) == 25 and all(p == "tick" and ok for p, _, ok in calls)
+    assert all(p["time"] == f"{AT.timestamp():.3f}" and p["timeout"] == "5s" for p in fake.params)
+
+
+def test_series_are_on_the_step_grid_oldest_first_with_gaps_as_none() -> None:
+    out, _, _ = run_snapshots([request()], healthy_table())
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot) and snap.canary is not None and snap.canary.series is not None
+    series = snap.canary.series
+    assert len(series["rps"]) == 11  # 300 s back at 30 s: both ends included
+    assert series["rps"][-4:] == [98, None, 99, 101]
+    assert series["latency_p95_ms"][-2:] == [None, 2.0]
+    assert "error_rate" not in series  # absent series: absent, not zeros
+
+
+def test_stable_below_minimum_is_read_over_the_baseline() -> None:
+    out, _, _ = run_snapshots([request()], healthy_table(stable_latency_count=999))
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot) and snap.stable is not None and snap.stable.latency_ms is not None
+    assert snap.stable.latency_ms.p95 == 1.5 and snap.stable.latency_ms.count == 9e7
+    assert snap.stable.requests == 570000  # errorRate's own choice is independent
+
+
+def test_absent_series_are_none_not_errors() -> None:
+    out, _, _ = run_snapshots([request()], {})
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot) and snap.canary is not None and snap.stable is not None
+    assert snap.canary.requests is None and snap.canary.errors is None and snap.canary.latency_ms is None
+    assert snap.canary.confidence is None and snap.canary.cache is None and snap.canary.series is None
+    assert snap.stable.confidence is None
+
+
+def test_one_batch_serves_two_rollouts_in_different_namespaces() -> None:
+    table = healthy_table()
+    for k, v in healthy_table("risk", "scorer", "scorer-v2").items():
+        table.setdefault(k, {}).update(v)
+    table[("rps", 300)][("risk", "scorer-v2")] = 42.0
+    out, fake, calls = run_snapshots([request(), request("risk", "scorer", "scorer-v2")], table)
+    assert len(calls) == 25 == len(fake.calls)
+    a, b = out["ml/fraud"], out["risk/scorer"]
+    assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
+    assert a.canary is not None and b.canary is not None
+    assert a.canary.rps == 100.0 and b.canary.rps == 42.0
+
+
+def test_custom_conditions_are_queried_per_rollout() -> None:
+    gpu = CustomCondition(name="gpu", query='max(gpu{namespace="{namespace}",deployment="{canary}"})',
+                          threshold=1, critical=2, min_samples_query='count(up{deployment="{stable}"})')
+    out, fake, calls = run_snapshots([request(custom=[gpu])], healthy_table())
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot) and snap.custom is not None
+    assert snap.custom["gpu"].value == 7 and snap.custom["gpu"].samples == 7
+    assert 'max(gpu{namespace="ml",deployment="fraud-canary"})' in fake.calls
+    assert 'count(up{deployment="fraud"})' in fake.calls
+    assert len(calls) == 27
+
+
+def test_connection_refused_makes_every_request_unavailable_without_raising() -> None:
+    reqs = [request(), request("risk", "scorer", "scorer-v2")]
+    out, fake, calls = run_snapshots(reqs, {}, fail=requests.ConnectionError("Connection refused"), max_concurrency=2)
+    assert set(out) == {"ml/fraud", "risk/scorer"}
+    for value in out.values():
+        assert isinstance(value, MetricsUnavailable) and "unreachable" in str(value) and "prom.test" in str(value)
+    # The first transport failure stops the batch: no queueing behind a dead server.
+    assert len(fake.calls) <= 2 and all(not ok for _, _, ok in calls)
+
+
+def test_bad_promql_in_one_override_fails_only_that_rollout() -> None:
+    override = "sum by ({by}) (rate(broken_metric{{selector}}[{window}])"
+    reqs = [request(), request("risk", "scorer", "scorer-v2", queries={"rps": override})]
+    out, _, calls = run_snapshots(reqs, healthy_table(), fail=PrometheusApiClientException(
+        "HTTP Status Code 400 (b'parse error')"), fail_on="broken_metric")
+    assert isinstance(out["ml/fraud"], Snapshot)
+    bad = out["risk/scorer"]
+    assert isinstance(bad, MetricsUnavailable) and "rps" in str(bad) and "400" in str(bad)
+    assert sum(not ok for _, _, ok in calls) == 1
+
+
+def test_custom_query_failure_names_the_field() -> None:
+    gpu = CustomCondition(name="gpu", query="max(", threshold=1, critical=2)
+    out, _, _ = run_snapshots([request(custom=[gpu]), request("risk", "scorer", "scorer-v2")], healthy_table(),
+                              fail=PrometheusApiClientException("HTTP Status Code 400 (b'parse error')"),
+                              fail_on="max(")
+    assert isinstance(out["risk/scorer"], Snapshot)
+    assert isinstance(out["ml/fraud"], MetricsUnavailable)
+    assert "spec.analysis.custom[0].query (gpu)" in str(out["ml/fraud"])
+
+
+def test_timeout_is_enforced_even_if_the_client_hangs() -> None:
+    class Hanging(FakeClient):
+        def custom_query(self, query: str, params: Any = None, timeout: Any = None) -> Any:
+            import time
+            time.sleep(1.5)
+            return []
+
+    source = PrometheusMetricsSource("http://prom.test", client=Hanging({}, []), query_timeout=0.2)  # type: ignore[arg-type]
+    import time
+    t0 = time.monotonic()
+    out = asyncio.run(source.snapshots([request(series_window=None, series_step=None)], AT))
+    elapsed = time.monotonic() - t0
+    source.close()
+    assert isinstance(out["ml/fraud"], MetricsUnavailable) and "timed out" in str(out["ml/fraud"])
+    assert elapsed < 2.0
+
+
+def test_long_window_answers_are_reused_within_the_ttl() -> None:
+    reqs = [request()]
+    fake = FakeClient(healthy_table(), plan_queries(reqs))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+
+    async def twice() -> None:
+        await source.snapshots(reqs, AT)
+        await source.snapshots(reqs, AT + timedelta(seconds=1), path="fastPath")
+        await source.snapshots(reqs, AT + timedelta(seconds=120))
+
+    asyncio.run(twice())
+    source.close()
+    baseline = [q for q in fake.calls if "[86400s]" in q]
+    assert len(baseline) == 2 * 9  # first and third batch; the second reused them
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+def test_concurrent_callers_share_one_batch() -> None:
+    reqs = [request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(20)]
+    fake = FakeClient({}, plan_queries(reqs))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+    batching = BatchingMetricsSource(source, window=0.05)
+
+    async def tick_all() -> list[Any]:
+        async def one(r: SnapshotRequest, delay: float) -> Any:
+            await asyncio.sleep(delay)
+            return await batching.snapshot(r, AT + timedelta(milliseconds=delay * 1000))
+        return await asyncio.gather(*(one(r, i * 0.001) for i, r in enumerate(reqs)))
+
+    results = asyncio.run(tick_all())
+    source.close()
+    assert batching.batches == 1 and len(fake.calls) == 25
+    assert all(isinstance(r, Snapshot) for r in results)
+    assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
+
+
+def test_batches_follow_one_another() -> None:
+    fake = FakeClient({}, plan_queries([request()]))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+    batching = BatchingMetricsSource(source, window=0.01)
+
+    async def sequential() -> None:
+        for _ in range(3):
+            assert isinstance(await batching.snapshot(request(), AT), Snapshot)
+
+    asyncio.run(sequential())
+    source.close()
+    assert batching.batches == 3
+
+
+def test_confidence_histogram_folding_and_monotonicity() -> None:
+    h = promql.confidence_histogram({"0.5": 10.2, "0.25": 11.0, "+Inf": 40, "0.75": 30})
+    assert h is not None and h.le == [0.25, 0.5, 0.75, 1.0] and h.counts == [11.0, 11.0, 30, 40]
+    h2 = promql.confidence_histogram({"1.0": 5, "+Inf": 5, "0.5": None})
+    assert h2 is not None and h2.le == [0.5, 1.0] and h2.counts == [0.0, 5]
+    assert promql.confidence_histogram({}) is None
+
+
+def test_sample_values() -> None:
+    assert promql.sample_value("1.5") == 1.5
+    assert promql.sample_value("NaN") is None and promql.sample_value("+Inf") is None
+    assert promql.sample_value(None) is None and promql.sample_value("x") is None
+    assert math.isclose(promql.sample_value("1e3") or 0, 1000)
