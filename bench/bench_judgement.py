@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rollouts per healthy cell (default 1000; --quick 50)")
     parser.add_argument("--degraded-rollouts", type=int, default=None,
                         help="rollouts per degradation cell (default: same as --rollouts)")
+    parser.add_argument("--low-degraded-rollouts", type=int, default=None,
+                        help="rollouts per degradation cell at low traffic (default: min(200, --degraded-rollouts); "
+                             "they are slow and have no detection target)")
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="50 rollouts per cell")
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     healthy_n = args.rollouts or (50 if args.quick else 1000)
     degraded_n = args.degraded_rollouts or (args.rollouts or (50 if args.quick else 1000))
+    low_degraded_n = args.low_degraded_rollouts or min(200, degraded_n)
     all_scenarios = scenarios(args.evictions_per_minute)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     chosen = {k: v for k, v in all_scenarios.items() if not wanted or any(w in k for w in wanted)}
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             key = len(cells)
             cells.append((name, level))
-            n = healthy_n if name.startswith("healthy") else degraded_n
+            n = healthy_n if name.startswith("healthy") else low_degraded_n if level == "low" else degraded_n
             for first in range(0, n, chunk):
                 tasks.append((key, name, si, level, TRAFFIC[level], behaviour, ti, first, min(chunk, n - first),
                               args.label_share, args.rps_window))
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- degradations (canary only, from the start): accuracy 0.92 → 0.80; latency × 1.6 (all quantiles); "
         f"serialization errors 0.01 % → 1.2 %; confidence Beta(9,2) → Beta(6,2) (binned KS D ≈ 0.20: "
         f"above the 0.1 trigger, below the 0.3 critical bound)",
-        f"- rollouts per cell: healthy {healthy_n}, each degradation {degraded_n}; seed {args.seed}; "
+        f"- rollouts per cell: healthy {healthy_n}, each degradation {degraded_n} ({low_degraded_n} at low traffic); "
+        f"seed {args.seed}; "
         f"{args.workers} worker process(es)",
     ]
     print("\n".join(config_lines), flush=True)

@@ -8,8 +8,8 @@
 # and moved into place only when complete, so an interrupted build is redone and
 # a finished one is never repeated: a second run does nothing.
 #
-# Usage: e2e/build.sh [part...]   parts: prometheus etcd kubernetes kwok helm
-#                                        gateway-api kwok-stages (default: all)
+# Usage: e2e/build.sh [part...]   parts: prometheus etcd kubernetes kwok
+#                                        gateway-api kwok-stages helm (default: all)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +20,7 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
 
-ALL_PARTS=(prometheus etcd kubernetes kwok helm gateway-api kwok-stages)
+ALL_PARTS=(prometheus etcd kubernetes kwok gateway-api kwok-stages helm)
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }

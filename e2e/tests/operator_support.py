@@ -100,10 +100,41 @@ def crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
+def delete_rollouts(cluster: Cluster, namespace: str, timeout: float = 20.0) -> None:
+    """Delete the namespace's ModelRollouts while an operator still runs to release them.
+
+    The operator's finalizer holds a deleted rollout until its daemon has stopped; if
+    no operator is left (or it is too slow), the finalizers are removed so the test
+    namespace can go.
+    """
+    custom = cluster.custom
+    try:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    except ApiException:
+        return
+    for item in items:
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"])
+        except ApiException:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+            return
+        time.sleep(0.3)
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+        try:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"],
+                                                  {"metadata": {"finalizers": None}})
+        except ApiException:
+            pass
+
+
 @pytest.fixture
 def operator(crds: Cluster, namespace: str, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(crds, namespace).start()
     yield proc
+    delete_rollouts(crds, namespace)
     proc.stop()
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:

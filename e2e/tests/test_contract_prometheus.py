@@ -184,10 +184,12 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
 def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Services) -> None:
     source, calls = make_source(cluster)
     try:
-        run(source, [services.fraud])
+        out, _ = run(source, [services.fraud])
+        assert all(isinstance(v, Snapshot) for v in out.values()), out
         one = len(calls)
         calls.clear()
-        run(source, [services.fraud, services.ranker])
+        out, _ = run(source, [services.fraud, services.ranker])
+        assert all(isinstance(v, Snapshot) for v in out.values()), out
         two = len(calls)
         # 50 rollouts (48 of them with nothing in Prometheus): still the same queries.
         phantom = [make_request(services.namespace, f"svc{i}", f"svc{i}-canary") for i in range(48)]
@@ -199,6 +201,8 @@ def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Servic
     print(f"\n[contract] queries: 1 rollout {one}, 2 rollouts {two}, 50 rollouts {fifty} "
           f"(batch of 50 in {elapsed * 1000:.0f} ms)", file=sys.stderr)
     assert one == two == fifty == 25
+    assert all(isinstance(v, Snapshot) for v in out.values()), out
+    assert all(ok for _, _, ok in calls)
     ghost = out[f"{services.namespace}/svc0"]
     assert isinstance(ghost, Snapshot) and ghost.canary is not None and ghost.canary.rps is None  # absent ≠ error
 

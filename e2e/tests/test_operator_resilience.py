@@ -20,6 +20,7 @@ from .operator_support import (  # noqa: F401 — fixtures
     OperatorProcess,
     RolloutScenario,
     crds,
+    delete_rollouts,
     operator,
     rollout_manifest,
 )
@@ -141,6 +142,7 @@ def test_sigkill_mid_step_resumes_and_succeeds(scenario: RolloutScenario, crds: 
         assert s.replicas(s.canary) == 0
         assert s.template_of(s.stable)["spec"]["containers"][0]["image"] == "registry.example/model:v2"
     finally:
+        delete_rollouts(crds, namespace)
         op.stop()
 
 
@@ -172,6 +174,7 @@ def test_sigkill_mid_rollback_resumes_and_restores(scenario: RolloutScenario, cr
         assert s.template_of(s.stable) == s.original_template
         assert s.replicas(s.canary) == 0
     finally:
+        delete_rollouts(crds, namespace)
         op.stop()
 
 
@@ -270,6 +273,7 @@ def test_two_operator_replicas_only_one_acts(scenario: RolloutScenario, crds: Cl
         assert decisions(low) == 0
         assert_no_duplicates(s.status())
     finally:
+        delete_rollouts(crds, namespace)
         low.stop()
         high.stop()
 

@@ -53,14 +53,20 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
     registry = kopf.OperatorRegistry()
     clock = clock or SystemClock()
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        """The kubernetes client's config: in-cluster, or the current kubeconfig."""
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrollout.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrollout.io")
         settings.persistence.finalizer = "modelrollout.io/finalizer"
         settings.peering.priority = config.priority
-        settings.peering.name = config.peering_name
         settings.peering.standalone = config.standalone
+        if not config.standalone:
+            settings.peering.name = config.peering_name
         settings.posting.enabled = False  # our Events carry evidence; kopf's log events would be noise
         settings.watching.server_timeout = 60
         memo.controller = build_controller(config, clock)
@@ -203,7 +209,8 @@ def run(config: OperatorConfig) -> None:
         namespaces=list(config.namespaces),
         standalone=config.standalone,
         priority=config.priority,
-        peering_name=config.peering_name,
+        # A peering name makes peering mandatory in kopf: only when replicas must coordinate.
+        peering_name=None if config.standalone else config.peering_name,
         liveness_endpoint=config.liveness_endpoint,
         memo=kopf.Memo(),
     )

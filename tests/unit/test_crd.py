@@ -276,9 +276,18 @@ def test_cel_rules_name_the_field_and_are_costed(schema: Schema) -> None:
     assert custom_name["maxLength"] == 63
 
 
-def test_the_rule_table_matches_the_schema() -> None:
-    for path in crd.CEL_RULES:
-        crd._node_at(crd.openapi_schema(), path)  # raises when a model rename orphaned a rule
+def test_every_rule_points_at_existing_fields() -> None:
+    """A model rename must not orphan a rule: its node and its fieldPath both exist."""
+    root = crd.openapi_schema()
+    for path, rules in crd.CEL_RULES.items():
+        node = crd._node_at(root, path)
+        for rule in rules:
+            for segment in filter(None, rule.get("fieldPath", "").split(".")):
+                assert segment in node.get("properties", {}), f"{'.'.join(path)}: fieldPath {rule['fieldPath']} is gone"
+                node = node["properties"][segment]
+            node = crd._node_at(root, path)
+            for field in re.findall(r"self\.(\w+)\b(?!\()", rule["rule"]):
+                assert field in node.get("properties", {}), f"{'.'.join(path)}: rule uses missing field {field!r}"
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)

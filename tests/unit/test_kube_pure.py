@@ -318,3 +318,45 @@ def test_canary_health_counts_and_availability():
     assert canary_health_of(scaled_down, [], NOW, 30) == canary_health_of(scaled_down, [], NOW, 30).model_copy(
         update={"unavailable_for_seconds": 0.0, "progress_deadline_exceeded": False})
     assert is_crash_looping(OOM_CRASHLOOP) and not is_crash_looping(OOM_FAILED)
+
+
+# ------------------------------------------------------------------------ API errors and Events
+
+
+def test_client_errors_are_translated_naming_the_object():
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    from modelrollout.adapters.kubeapi import Conflict, NotFound, Refused, translate
+    from modelrollout.errors import ClusterUnavailable
+
+    what = "Deployment ml/fraud"
+    body = '{"kind":"Status","message":"spec.template.spec.containers[0].resources.requests: Invalid value"}'
+    assert isinstance(translate(ApiException(status=404), what), NotFound)
+    assert str(translate(ApiException(status=404), what)) == "Deployment ml/fraud not found"
+    assert isinstance(translate(ApiException(status=409), what), Conflict)
+    refused = translate(ApiException(status=422, body=body), what)
+    assert isinstance(refused, Refused) and isinstance(refused, ClusterConflict)
+    assert "refused (422): spec.template.spec.containers[0].resources.requests: Invalid value" in str(refused)
+    for exc in (ApiException(status=503), ApiException(status=429),
+                urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), ConnectionRefusedError()):
+        assert isinstance(translate(exc, what), ClusterUnavailable), exc
+
+
+def test_event_body_names_the_modelrollout():
+    from dataclasses import dataclass
+
+    from modelrollout.adapters.notifiers.events import event_body
+
+    @dataclass
+    class Ref:
+        namespace: str = "ml"
+        name: str = "fraud"
+        uid: str = "u-1"
+
+    body = event_body(Ref(), "Warning", "RolledBack", "m" * 5000, NOW, "pod-a")
+    assert body["involvedObject"] == {"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
+                                      "name": "fraud", "namespace": "ml", "uid": "u-1"}
+    assert body["type"] == "Warning" and body["reason"] == "RolledBack" and len(body["message"]) == 1024
+    assert body["reportingComponent"] == "modelrollout" and body["source"] == {"component": "modelrollout"}
+    assert body["firstTimestamp"] == "2026-11-26T12:00:00Z"

@@ -393,7 +393,10 @@ def test_long_window_answers_are_reused_within_the_ttl() -> None:
         await source.snapshots(reqs, AT + timedelta(seconds=120))
 
     asyncio.run(twice())
+    # A new event loop (a CLI, a test) reuses the same source.
+    again = asyncio.run(source.snapshots(reqs, AT + timedelta(seconds=125)))
     source.close()
+    assert isinstance(again["ml/fraud"], Snapshot)
     baseline = [q for q in fake.calls if "[86400s]" in q]
     assert len(baseline) == 2 * 9  # first and third batch; the second reused them
 

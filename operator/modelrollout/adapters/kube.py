@@ -47,6 +47,7 @@ from ..errors import InvalidSpec
 from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
 from .routers import ROUTERS, RouterFactory
 from .routers.base import RolloutTarget, TrafficRouter
+from .routers.gateway_api import verify_route
 from .routers.replicas import split_replicas
 from .workload import (
     ROLLOUT_LABEL,
@@ -89,10 +90,12 @@ class KubeExecutor:
     promotion wait re-reads the stable; ``request_timeout`` bounds every API call.
     """
 
-    def __init__(self, api_client: ApiClient, now: Callable[[], datetime], *, poll_interval: float = 1.0,
+    def __init__(self, api_client: ApiClient | KubeApi, now: Callable[[], datetime], *, poll_interval: float = 1.0,
                  request_timeout: float = 10.0, sleep: Sleep = asyncio.sleep,
                  routers: Mapping[RouterKind, RouterFactory] = ROUTERS) -> None:
-        self.api = KubeApi(api_client, request_timeout=request_timeout)
+        # A ready KubeApi (or a fake with its methods) is used as is: tests need no cluster.
+        self.api = api_client if isinstance(api_client, KubeApi) or hasattr(api_client, "read_deployment") \
+            else KubeApi(api_client, request_timeout=request_timeout)
         self.now = now
         self.poll_interval = poll_interval
         self._sleep = sleep
@@ -125,7 +128,7 @@ class KubeExecutor:
 
     async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
                             rollout: str | None = None) -> Initialized | InitFailed:
-        """Verify the digest, record the stable (once), create or update the canary at its replicas.
+        """Verify the digest (and the HTTPRoute), record the stable (once), create or update the canary.
 
         ``rollout`` (the ModelRollout's name) labels a created canary
         ``modelrollout.io/rollout``. Nothing is changed when the answer is InitFailed.
@@ -136,6 +139,10 @@ class KubeExecutor:
         except NotFound:
             return InitFailed(f"spec.stable.deployment: Deployment {ns}/{stable_name} not found; the stable "
                               "(champion) Deployment must exist before the rollout starts")
+        if spec.traffic.router == RouterKind.GATEWAY_API:
+            problem = await verify_route(self.api, rollout_target(ns, spec, replicas_of(stable)))
+            if problem is not None:
+                return InitFailed(problem)
         record = status.stable_record or StableRecord(
             replicas=replicas_of(stable), template=copy.deepcopy(stable["spec"]["template"]), recorded_at=self.now())
         try:

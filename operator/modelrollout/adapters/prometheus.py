@@ -25,9 +25,12 @@ The PromQL text lives in ``adapters/promql.py``; docs/prometheus.md is the refer
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +46,7 @@ from urllib3.util.retry import Retry
 from ..api.models import CustomCondition, MetricLabels, ModelRolloutSpec, ModelRolloutStatus
 from ..api.thresholds import PROFILES, ConditionName, Profile
 from ..core.snapshot import ERROR_CATEGORIES, Snapshot
-from ..errors import InvalidSpec, MetricsUnavailable
+from ..errors import MetricsUnavailable
 from . import promql
 from .promql import Pair
 
@@ -367,11 +370,10 @@ class _Assembler:
                 continue
             canary.update(getattr(self, fill)(window, canary_pair))
             stable.update(getattr(self, fill)(self.stable_window(condition, window), stable_pair))
-        series = self.series(canary_pair)
-        if series is not None:
-            canary["series"] = series
+        if self.plan.series_names(r):
             assert r.series_window is not None
             windows[ConditionName.ANOMALY.value] = float(_seconds(r.series_window))
+            canary["series"] = self.series(canary_pair)
         return Snapshot.model_validate(_without_none({
             "version": 1, "at": self.at, "canary": canary, "stable": stable, "windows": windows,
         }))
@@ -469,7 +471,8 @@ class PrometheusMetricsSource:
             retry=Retry(total=0, raise_on_status=False),  # our tick is the retry; never stall a batch
         )
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="prometheus")
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -581,9 +584,37 @@ class PrometheusMetricsSource:
             out["value" if field_name == "query" else "samples"] = _single_value(raw, where)
         return out
 
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The concurrency limit of the running loop (a semaphore is bound to one loop;
+        tests and CLIs may run several loops one after another)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self._max_concurrency))
+        return self._slots[1]
+
+    def _classify(self, name: str, exc: BaseException) -> MetricsUnavailable:
+        """A client exception as the error the core sees; _TransportDown when Prometheus
+        itself is down (connection, timeout, HTTP 5xx) rather than one query refused."""
+        timed_out = f"Prometheus {self.url}: query {name} timed out after {self.query_timeout:g}s"
+        if isinstance(exc, (asyncio.TimeoutError, requests.Timeout)):
+            return _TransportDown(timed_out)
+        if isinstance(exc, requests.ConnectionError):
+            reason = _connection_reason(exc)
+            if isinstance(reason, ReadTimeoutError):  # urllib3 wraps it when retries are off
+                return _TransportDown(timed_out)
+            return _TransportDown(f"Prometheus {self.url} unreachable: {_short(_clean(reason))}")
+        if isinstance(exc, PrometheusApiClientException):
+            text = _api_error(exc)
+            if str(exc).startswith("HTTP Status Code 5"):
+                return _TransportDown(f"Prometheus {self.url}: query {name}: {text}")
+            return MetricsUnavailable(f"Prometheus {self.url}: query {name} refused: {text}")
+        if isinstance(exc, MetricsUnavailable):
+            return exc
+        return MetricsUnavailable(f"Prometheus {self.url}: query {name} failed: {type(exc).__name__}: {_short(exc)}")
+
     async def _run(self, name: str, path: str, down: list[_TransportDown], call: Callable[[], Any]) -> Any:
         """Run one blocking query in the pool; translate every failure to MetricsUnavailable."""
-        async with self._slots:
+        async with self._semaphore():
             if down:  # Prometheus already failed in this batch: do not queue behind a dead server
                 raise down[0]
             loop = asyncio.get_running_loop()
@@ -594,29 +625,11 @@ class PrometheusMetricsSource:
                                                 timeout=self.query_timeout + 0.5)
                 ok = True
                 return result
-            except (asyncio.TimeoutError, requests.Timeout):
-                err: MetricsUnavailable = _TransportDown(
-                    f"Prometheus {self.url}: query {name} timed out after {self.query_timeout:g}s")
-                down.append(err)  # type: ignore[arg-type]
-                raise err from None
-            except requests.ConnectionError as exc:
-                reason = _connection_reason(exc)
-                if isinstance(reason, ReadTimeoutError):  # urllib3 wraps it when retries are off
-                    err = _TransportDown(f"Prometheus {self.url}: query {name} timed out after {self.query_timeout:g}s")
-                else:
-                    err = _TransportDown(f"Prometheus {self.url} unreachable: {_short(_clean(reason))}")
-                down.append(err)  # type: ignore[arg-type]
-                raise err from None
-            except PrometheusApiClientException as exc:
-                text = str(exc)
-                if text.startswith("HTTP Status Code 5"):
-                    err = _TransportDown(f"Prometheus {self.url}: query {name}: {_short(exc)}")
-                    down.append(err)  # type: ignore[arg-type]
-                    raise err from None
-                raise MetricsUnavailable(f"Prometheus {self.url}: query {name} refused: {_short(exc)}") from None
-            except Exception as exc:  # noqa: BLE001 - JSON errors, requests errors, anything
-                raise MetricsUnavailable(f"Prometheus {self.url}: query {name} failed: {type(exc).__name__}: "
-                                         f"{_short(exc)}") from None
+            except Exception as exc:  # noqa: BLE001 - every failure becomes data, see _classify
+                error = self._classify(name, exc)
+                if isinstance(error, _TransportDown):
+                    down.append(error)
+                raise error from None
             finally:
                 if self.on_query is not None:
                     try:
@@ -630,6 +643,22 @@ def _connection_reason(exc: BaseException) -> BaseException:
     inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
     reason = getattr(inner, "reason", None)
     return reason if isinstance(reason, BaseException) else inner
+
+
+def _api_error(exc: PrometheusApiClientException) -> str:
+    """'HTTP 400: 1:61: parse error: …' from the client's "HTTP Status Code 400 (b'{json}')"."""
+    text = str(exc)
+    match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
+    if not match:
+        return _short(text)
+    code, body = match.groups()
+    detail = body
+    try:
+        payload = json.loads(ast.literal_eval(body))
+        detail = payload.get("error") or payload.get("errorType") or body
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        pass
+    return _short(f"HTTP {code}: {detail}")
 
 
 def _clean(exc: BaseException) -> str:

@@ -224,6 +224,9 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
     )
 
 
+MIN_THROUGHPUT_WINDOW = timedelta(seconds=10)
+
+
 def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
     """Which window each condition's canary counts should cover on the next query.
 
@@ -249,6 +252,10 @@ def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
                 window = max(nominal, age)
         elif prev and prev.inconclusive and not prev.no_data:
             window = max(nominal, age)
+        if name == ConditionName.THROUGHPUT:
+            # A rate over time before the step's weight took effect is compared with the
+            # wrong share; keep the throughput window inside the step (at least 10s).
+            window = max(min(window, age), min(nominal, MIN_THROUGHPUT_WINDOW))
         plan[name.value] = window
     return plan
 

@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 SNAPSHOT_VERSION = 1
 ERROR_CATEGORIES = ("extraction", "serialization", "timeout", "cache", "other")
@@ -27,8 +27,14 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-Num = Annotated[float | None, BeforeValidator(_finite_or_none), Field(default=None, ge=0.0)]
-Count = Annotated[float | None, BeforeValidator(_finite_or_none), Field(default=None, ge=0.0)]
+def _non_negative(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError(f"{value} is negative; counts, rates and times are >= 0")
+    return value
+
+
+Num = Annotated[float | None, BeforeValidator(_finite_or_none), AfterValidator(_non_negative)]
+Count = Num
 
 
 class SnapshotModel(BaseModel):

@@ -14,7 +14,10 @@ evaluations per second on one core, so:
 * the KS p-value uses the asymptotic Kolmogorov distribution
   (``scipy.special.kolmogorov``) rather than ``scipy.stats.kstwo`` (~0.5 ms);
 * the anomaly detectors run on one small 2-D array for all series at once, and
-  finish the per-series arithmetic on Python floats (k <= a handful of series).
+  finish the per-series arithmetic on Python floats (k <= a handful of series);
+* results built on every evaluation are ``NamedTuple``s — immutable like a frozen
+  dataclass, but built several times faster (a frozen dataclass sets each field
+  through ``object.__setattr__``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy.special import bdtr, bdtrc, kolmogorov
@@ -38,9 +41,8 @@ _COUNT_TOLERANCE = 1e-6
 # ------------------------------------------------------------------ binomial gate
 
 
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """Outcome of a one-sided binomial gate.
+class GateResult(NamedTuple):
+    """Outcome of a one-sided binomial gate (a NamedTuple: built on the hot path, see module doc).
 
     ``beyond`` is True only when the observed rate is beyond the bound *and* the exact
     test rejects "the true rate is on the good side" at α. ``p_value`` is None when the
@@ -98,8 +100,7 @@ def binomial_gate(x: float, n: float, bound: float, worse: Worse, alpha: float) 
 # ------------------------------------------------------------- KS on histograms
 
 
-@dataclass(frozen=True, slots=True)
-class KSResult:
+class KSResult(NamedTuple):
     """Two-sample Kolmogorov–Smirnov result computed from binned (cumulative) data."""
 
     statistic: float
@@ -195,14 +196,15 @@ MIN_CORRELATION_HALF = 8
 _RHO_CAP = 0.999999
 
 
-@dataclass(frozen=True, slots=True)
-class AnomalyScores:
+class AnomalyScores(NamedTuple):
     """Ensemble verdict on the latest point of a handful of short series.
 
     Scores are in [0, 1] (1: the detector's statistic reached its sensitivity cut-off).
     ``series`` names the series whose point detectors scored highest, ``pair`` the two
     series whose correlation changed most; ``z``, ``iqr_distance`` and
-    ``correlation_change`` are the raw statistics behind the scores.
+    ``correlation_change`` are the raw statistics behind the scores. ``points`` is the
+    largest number of non-null points in any series and ``used`` how many series had
+    enough points to be scored.
     """
 
     confidence: float
@@ -214,6 +216,8 @@ class AnomalyScores:
     correlation_change: float
     series: str | None
     pair: tuple[str, str] | None
+    points: int = 0
+    used: int = 0
 
 
 def _ramp(ratio: float) -> float:
@@ -222,19 +226,11 @@ def _ramp(ratio: float) -> float:
     return 0.0 if s <= 0.0 else 1.0 if s >= 1.0 else s
 
 
-def _ratio_score(num: float, den: float, cut: float) -> float:
-    """``_ramp(num / den / cut)``, with 0/0 scoring 0 and x/0 scoring 1 (a flat series that moved)."""
-    if den > 0.0:
-        return _ramp(num / den / cut)
-    return 1.0 if num > 0.0 else 0.0
-
-
 _FLAT = 1e-12
 """Relative variance below which a series counts as flat (sums of squares round)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Moments:
+class _Moments(NamedTuple):
     """Everything the detectors need from a block of k aligned series, as Python floats.
 
     ``gram_*`` are the (k+1)×(k+1) cross-product matrices of the earlier half (``h``
@@ -263,85 +259,87 @@ def _moments(rows: Sequence[Sequence[float]]) -> _Moments:
     block = np.array([*rows, [1.0] * n], dtype=float)
     early, recent = block[:, :h], block[:, h:]
     return _Moments(
-        n=n, h=h,
-        gram_early=np.dot(early, early.T).tolist(), gram_recent=np.dot(recent, recent.T).tolist(),
-        sorted_rest=[sorted(r[:-1]) for r in rows], last=[r[-1] for r in rows],
+        n, h, np.dot(early, early.T).tolist(), np.dot(recent, recent.T).tolist(),
+        [sorted(r[:-1]) for r in rows], [r[-1] for r in rows],
     )
 
 
-def _point_scores(mo: _Moments, i: int, cut: Cutoffs) -> tuple[float, float, float, float]:
-    """Row i's z-score and IQR-fence scores and raw statistics (z, distance in IQRs).
+def _point_scores(mo: _Moments, cut: Cutoffs) -> list[tuple[float, float, float, float]]:
+    """Per row: z-score and IQR-fence scores and their raw statistics (z, distance in IQRs).
 
     The rest's mean and sample sd come from the sums; its quartiles by numpy's default
     (linear) interpolation on the sorted rest.
     """
     m = mo.n - 1
-    last = mo.last[i]
     k = len(mo.last)
-    early, recent = mo.gram_early, mo.gram_recent
-    total = early[i][k] + recent[i][k] - last
-    squares = early[i][i] + recent[i][i] - last * last
-    mean = total / m
-    var = (squares - total * mean) / (m - 1)
-    sd = math.sqrt(var) if var > _FLAT * (squares / m) else 0.0
-    dev = abs(last - mean)
-    if dev <= 1e-9 * abs(mean):
-        dev = 0.0
-    rest = mo.sorted_rest[i]
     p1, p3 = (m - 1) * 0.25, (m - 1) * 0.75
     i1, i3 = int(p1), int(p3)
+    f1, f3 = p1 - i1, p3 - i3
     j1, j3 = min(i1 + 1, m - 1), min(i3 + 1, m - 1)
-    q1 = rest[i1] + (rest[j1] - rest[i1]) * (p1 - i1)
-    q3 = rest[i3] + (rest[j3] - rest[i3]) * (p3 - i3)
-    out = max(last - q3, q1 - last, 0.0)
-    iqr = q3 - q1
-    z_score, iqr_score = _ratio_score(dev, sd, cut.z), _ratio_score(out, iqr, cut.iqr_k)
-    z = dev / sd if sd > 0.0 else (math.inf if dev > 0.0 else 0.0)
-    distance = out / iqr if iqr > 0.0 else (math.inf if out > 0.0 else 0.0)
-    return z_score, iqr_score, z, distance
-
-
-def _correlation(gram: list[list[float]], i: int, j: int) -> float | None:
-    """Pearson correlation of rows i and j from a gram with a ones row; None if a row is flat."""
-    k = len(gram) - 1
-    count = gram[k][k]
-    si, sj = gram[i][k], gram[j][k]
-    cii = gram[i][i] - si * si / count
-    cjj = gram[j][j] - sj * sj / count
-    if cii <= _FLAT * gram[i][i] or cjj <= _FLAT * gram[j][j]:
-        return None
-    r = (gram[i][j] - si * sj / count) / math.sqrt(cii * cjj)
-    return max(-_RHO_CAP, min(_RHO_CAP, r))
+    early, recent = mo.gram_early, mo.gram_recent
+    out: list[tuple[float, float, float, float]] = []
+    for i in range(k):
+        last = mo.last[i]
+        total = early[i][k] + recent[i][k] - last
+        squares = early[i][i] + recent[i][i] - last * last
+        mean = total / m
+        var = (squares - total * mean) / (m - 1)
+        sd = math.sqrt(var) if var > _FLAT * (squares / m) else 0.0
+        dev = abs(last - mean)
+        if dev <= 1e-9 * abs(mean):
+            dev = 0.0
+        rest = mo.sorted_rest[i]
+        q1 = rest[i1] + (rest[j1] - rest[i1]) * f1
+        q3 = rest[i3] + (rest[j3] - rest[i3]) * f3
+        beyond = max(last - q3, q1 - last, 0.0)
+        iqr = q3 - q1
+        z = dev / sd if sd > 0.0 else (math.inf if dev > 0.0 else 0.0)
+        distance = beyond / iqr if iqr > 0.0 else (math.inf if beyond > 0.0 else 0.0)
+        out.append((_ramp(z / cut.z), _ramp(distance / cut.iqr_k), z, distance))
+    return out
 
 
 def _correlation_change(mo: _Moments, names: Sequence[str]) -> tuple[float, tuple[str, str] | None]:
     """Largest Fisher-z statistic of a change in pairwise correlation, earlier vs recent half.
 
     ``z = |atanh r_recent − atanh r_early| / sqrt(1/(h₁−3) + 1/(h₂−3))``, approximately
-    standard normal when nothing changed. Pairs where either half of either series is
-    flat have no correlation to compare and are left out.
+    standard normal when nothing changed. Correlations come from the grams (a ones row
+    gives the sums). Pairs where either half of either series is flat have no
+    correlation to compare and are left out.
     """
-    h, rest = mo.h, mo.n - mo.h
-    if len(names) < 2 or h < MIN_CORRELATION_HALF:
+    k = len(names)
+    h = mo.h
+    if k < 2 or h < MIN_CORRELATION_HALF:
         return 0.0, None
-    se = math.sqrt(1.0 / (h - 3) + 1.0 / (rest - 3))
+    se = math.sqrt(1.0 / (h - 3) + 1.0 / (mo.n - h - 3))
+    halves = []
+    for gram in (mo.gram_early, mo.gram_recent):
+        count = gram[k][k]
+        sums = [gram[i][k] for i in range(k)]
+        spread = [gram[i][i] - sums[i] * sums[i] / count for i in range(k)]
+        halves.append((gram, count, sums, [v if v > _FLAT * gram[i][i] else 0.0 for i, v in enumerate(spread)]))
     best, pair = 0.0, None
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            r1 = _correlation(mo.gram_early, i, j)
-            r2 = _correlation(mo.gram_recent, i, j)
-            if r1 is None or r2 is None:
-                continue
-            z = abs(math.atanh(r2) - math.atanh(r1)) / se
-            if z > best:
-                best, pair = z, (names[i], names[j])
+    for i in range(k):
+        for j in range(i + 1, k):
+            fisher = []
+            for gram, count, sums, spread in halves:
+                if spread[i] == 0.0 or spread[j] == 0.0:
+                    break
+                r = (gram[i][j] - sums[i] * sums[j] / count) / math.sqrt(spread[i] * spread[j])
+                fisher.append(math.atanh(-_RHO_CAP if r < -_RHO_CAP else _RHO_CAP if r > _RHO_CAP else r))
+            else:
+                z = abs(fisher[1] - fisher[0]) / se
+                if z > best:
+                    best, pair = z, (names[i], names[j])
     return best, pair
 
 
 _NOTHING = AnomalyScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
 
 
-def anomaly_scores(series: Mapping[str, Sequence[float | None]], sensitivity: Sensitivity) -> AnomalyScores:
+def anomaly_scores(
+    series: Mapping[str, Sequence[float | None]], sensitivity: Sensitivity, min_points: int = 4
+) -> AnomalyScores:
     """Ensemble anomaly confidence of the latest point of each series (oldest first).
 
     Detectors, each scored in [0, 1] by ``_ramp(statistic / cut-off)`` — 0 below half the
@@ -358,24 +356,28 @@ def anomaly_scores(series: Mapping[str, Sequence[float | None]], sensitivity: Se
     ``+ 0.2·correlation`` (largest over pairs). Null points are dropped per series;
     the correlation uses only the ticks where every series has a value, series being
     aligned on their latest point. A series whose rest is perfectly flat scores 1 on
-    both point detectors if its latest point differs at all. Series with fewer than 4
-    points are ignored; callers apply the real minimum (``minSamples``).
+    both point detectors if its latest point differs at all. Series with fewer than
+    ``min_points`` non-null points (at least 4) sit out; with none left, every score is 0.
     """
     cut = SENSITIVITY_CUTOFFS[sensitivity]
+    floor = max(4, min_points)
     names: list[str] = []
     values: list[Sequence[float | None]] = []
     gaps = False
-    for name, points in series.items():
-        nulls = points.count(None) if isinstance(points, list) else sum(p is None for p in points)
-        if len(points) - nulls >= 4:
+    most = 0
+    for name, raw in series.items():
+        nulls = raw.count(None) if isinstance(raw, list) else sum(p is None for p in raw)
+        count = len(raw) - nulls
+        most = max(most, count)
+        if count >= floor:
             names.append(name)
-            values.append(points)
-            gaps = gaps or nulls > 0 or len(points) != len(values[0])
+            values.append(raw)
+            gaps = gaps or nulls > 0 or len(raw) != len(values[0])
     if not names:
-        return _NOTHING
+        return _NOTHING._replace(points=most)
     if gaps:
         rows = [[p for p in v if p is not None] for v in values]
-        points = [_point_scores(_moments([r]), 0, cut) for r in rows]
+        points = [_point_scores(_moments([r]), cut)[0] for r in rows]
         length = max(len(v) for v in values)
         padded = [[None] * (length - len(v)) + list(v) for v in values]
         aligned = [list(col) for col in zip(*padded) if None not in col]
@@ -385,7 +387,7 @@ def anomaly_scores(series: Mapping[str, Sequence[float | None]], sensitivity: Se
             corr, pair = 0.0, None
     else:
         mo = _moments(values)  # type: ignore[arg-type]
-        points = [_point_scores(mo, i, cut) for i in range(len(names))]
+        points = _point_scores(mo, cut)
         corr, pair = _correlation_change(mo, names)
     w_z, w_iqr, w_corr = DETECTOR_WEIGHTS
     best, best_i = -1.0, 0
@@ -396,7 +398,6 @@ def anomaly_scores(series: Mapping[str, Sequence[float | None]], sensitivity: Se
     z_score, iqr_score, z, distance = points[best_i]
     corr_score = _ramp(corr / cut.z)
     return AnomalyScores(
-        confidence=min(1.0, best + w_corr * corr_score), z_score=z_score, iqr_score=iqr_score,
-        correlation_score=corr_score, z=z, iqr_distance=distance, correlation_change=corr,
-        series=names[best_i], pair=pair,
+        min(1.0, best + w_corr * corr_score), z_score, iqr_score, corr_score, z, distance, corr,
+        names[best_i], pair, most, len(names),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ def ctx(
     *,
     significance: float = 0.05,
     canary_weight: int = 5,
+    step_age: timedelta | None = None,
 ) -> EvaluationContext:
     resolved = resolve_conditions(Profile(profile), ConditionOverrides.model_validate(overrides or {}))
-    return EvaluationContext(thresholds=resolved, significance=significance, canary_weight=canary_weight)
+    return EvaluationContext(thresholds=resolved, significance=significance, canary_weight=canary_weight,
+                             step_age=step_age)

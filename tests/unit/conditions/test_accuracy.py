@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,6 +91,14 @@ def test_shortfall_estimates_time_to_minimum_from_the_window():
     # 64 in 900 s -> 36 more at 0.0711/s ~ 506 s
     assert r.message == "64/100 labelled predictions, minimum in ~8m at the current rate"
     assert r.window_seconds == 900.0
+
+
+def test_shortfall_without_windows_assumes_the_window_grew_to_the_step_age():
+    # 64 over max(15 min, 30 min) -> 36 more at 0.0356/s ~ 1012 s
+    r = accuracy.evaluate(canary(60, 64), ctx(step_age=timedelta(minutes=30)))
+    assert r.message == "64/100 labelled predictions, minimum in ~17m at the current rate"
+    r = accuracy.evaluate(canary(60, 64), ctx(step_age=timedelta(minutes=5)))  # nominal 15 min: ~8m
+    assert r.message == "64/100 labelled predictions, minimum in ~8m at the current rate"
 
 
 @pytest.mark.parametrize("changes", [

@@ -15,7 +15,8 @@ BALANCED = ctx()  # hit rate 0.98 (critical 0.90); evictions 0.1/min (0.2); look
 
 
 def canary(hits=98_500, misses=1_500, evictions=0.02, lookup=1.1):
-    return snap(**{"canary.cache": {"hits": hits, "misses": misses, "evictions_per_minute": evictions, "lookup_ms": lookup}})
+    cache_ = {"hits": hits, "misses": misses, "evictions_per_minute": evictions, "lookup_ms": lookup}
+    return snap(**{"canary.cache": cache_})
 
 
 def test_healthy_is_not_triggered():
@@ -53,13 +54,17 @@ def test_hit_rate_gate_flips_where_scipy_says():
     assert not cache.evaluate(canary(boundary + 1, n - boundary - 1), BALANCED).triggered
 
 
-@pytest.mark.parametrize("evictions, severity, critical", [(0.1, 0.0, False), (0.15, 0.5, False), (0.2, 1.0, True), (1.0, 1.0, True)])
+@pytest.mark.parametrize("evictions, severity, critical", [
+    (0.1, 0.0, False), (0.15, 0.5, False), (0.2, 1.0, True), (1.0, 1.0, True),
+])
 def test_evictions(evictions, severity, critical):
     r = cache.evaluate(canary(evictions=evictions), BALANCED)
     assert r.severity == pytest.approx(severity) and r.critical is critical
 
 
-@pytest.mark.parametrize("lookup, severity, critical", [(5.0, 0.0, False), (7.5, 0.5, False), (10.0, 1.0, True), (40.0, 1.0, True)])
+@pytest.mark.parametrize("lookup, severity, critical", [
+    (5.0, 0.0, False), (7.5, 0.5, False), (10.0, 1.0, True), (40.0, 1.0, True),
+])
 def test_lookup_time(lookup, severity, critical):
     r = cache.evaluate(canary(lookup=lookup), BALANCED)
     assert r.severity == pytest.approx(severity) and r.critical is critical
@@ -75,7 +80,7 @@ def test_missing_eviction_or_lookup_is_inconclusive_but_counts():
 def test_too_few_lookups_is_inconclusive_with_progress():
     r = cache.evaluate(snap(**{"canary.cache": {"hits": 60, "misses": 4}, "windows": {"cache": 300.0}}), BALANCED)
     assert r.inconclusive and not r.no_data
-    assert r.message == "64/100 cache lookups, minimum in ~2m at the current rate"
+    assert r.message == "64/100 cache lookups, minimum in ~3m at the current rate"
 
 
 @pytest.mark.parametrize("changes", [

@@ -23,7 +23,7 @@ import copy
 from typing import Any
 
 from ...errors import ClusterConflict, InvalidSpec
-from ..kubeapi import KubeApi, retry_conflicts
+from ..kubeapi import KubeApi, NotFound, retry_conflicts
 from ..workload import replicas_of
 from .base import RolloutTarget
 from .replicas import canary_replicas
@@ -89,6 +89,25 @@ def canary_weight_of(route: Json, stable: str, canary: str) -> int | None:
     return seen.pop() if len(seen) == 1 else None
 
 
+async def verify_route(api: KubeApi, target: RolloutTarget) -> str | None:
+    """Why the route cannot carry this rollout (naming route and backend), or None when it can.
+
+    Called before a rollout starts, so a wrong route fails the start with nothing
+    changed instead of failing every later weight change.
+    """
+    ns, name = GatewayAPIRouter._route(target)
+    where = f"HTTPRoute {ns}/{name} (spec.traffic.httpRoute)"
+    try:
+        route = await api.read_httproute(ns, name)
+    except NotFound:
+        return f"spec.traffic.httpRoute.name: HTTPRoute {ns}/{name} not found; create it or fix the name"
+    try:
+        _pairs(route, target.stable, target.canary, where)
+    except ClusterConflict as exc:
+        return str(exc)
+    return None
+
+
 class GatewayAPIRouter:
     """``TrafficRouter`` over a ``gateway.networking.k8s.io/v1`` HTTPRoute."""
 
@@ -105,12 +124,17 @@ class GatewayAPIRouter:
     async def set_canary_weight(self, target: RolloutTarget, percent: int) -> None:
         ns, name = self._route(target)
         want = canary_replicas(target.total_replicas, percent)
-        canary = await self._api.read_deployment(target.namespace, target.canary)
-        grow = want > replicas_of(canary)
+        try:
+            current: int | None = replicas_of(await self._api.read_deployment(target.namespace, target.canary))
+        except NotFound:
+            if want > 0:
+                raise
+            current = None  # 0 % with the canary gone: only the route has anything to do
+        grow = current is not None and want > current
         if grow:
             await self._api.scale_deployment(target.namespace, target.canary, want)
         await self._set_route(ns, name, target, percent)
-        if not grow and want != replicas_of(canary):
+        if current is not None and not grow and want != current:
             await self._api.scale_deployment(target.namespace, target.canary, want)
 
     async def _set_route(self, ns: str, name: str, target: RolloutTarget, percent: int) -> None:

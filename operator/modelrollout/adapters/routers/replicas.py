@@ -18,8 +18,9 @@ pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from ..kubeapi import KubeApi
+from ..kubeapi import KubeApi, NotFound
 from ..workload import replicas_of
 from .base import RolloutTarget
 
@@ -71,7 +72,11 @@ class ReplicasRouter:
     async def set_canary_weight(self, target: RolloutTarget, percent: int) -> None:
         stable_want, canary_want = split_replicas(target.total_replicas, percent)
         stable, canary = await asyncio.gather(self._api.read_deployment(target.namespace, target.stable),
-                                              self._api.read_deployment(target.namespace, target.canary))
+                                              self._read_canary(target, required=canary_want > 0))
+        if canary is None:  # 0 % with the canary gone: only the stable has anything to do
+            if replicas_of(stable) != stable_want:
+                await self._api.scale_deployment(target.namespace, target.stable, stable_want)
+            return
         annotations = canary.get("metadata", {}).get("annotations") or {}
         canary_ok = replicas_of(canary) == canary_want and annotations.get(WEIGHT_ANNOTATION) == str(percent)
         stable_ok = replicas_of(stable) == stable_want
@@ -94,6 +99,14 @@ class ReplicasRouter:
         else:
             await stable_write()
             await canary_write()
+
+    async def _read_canary(self, target: RolloutTarget, required: bool) -> dict[str, Any] | None:
+        try:
+            return await self._api.read_deployment(target.namespace, target.canary)
+        except NotFound:
+            if required:
+                raise
+            return None
 
     async def read_canary_weight(self, target: RolloutTarget) -> int | None:
         stable, canary = await asyncio.gather(self._api.read_deployment(target.namespace, target.stable),

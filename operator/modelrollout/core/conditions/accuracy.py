@@ -10,8 +10,6 @@ predictions the relative check is skipped, never inconclusive.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
@@ -41,7 +39,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     assert canary is not None and n is not None
     if n < t.min_samples:
         return shortfall(NAME, weight, WHAT, n, t.min_samples, window_seconds=window,
-                         rate=sample_rate(n, window), threshold=threshold, observed={"n": n})
+                         rate=sample_rate(n, window, nominal=t.window, step_age=ctx.step_age),
+                         threshold=threshold, observed={"n": n})
     correct = canary.predictions_correct
     if correct is None:
         return missing(NAME, weight, f"predictions_correct missing for the canary ({n:g} evaluated)",
@@ -63,7 +62,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         threshold["relative_bound"], threshold["relative_critical"] = bound, critical
         relative = proportion_check("accuracy", correct, n, bound, critical, "below", alpha)
         if relative is not None:
-            relative = replace(relative, note=f" (stable {stable_accuracy:.3f} × {keep:g})")
+            relative = relative._replace(note=f" (stable {stable_accuracy:.3f} × {keep:g})")
         checks.append(relative)
         healthy_bound = max(t.min_accuracy, bound)
     else:

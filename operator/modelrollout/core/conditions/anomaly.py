@@ -42,26 +42,24 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "min_confidence": t.min_confidence, "sensitivity": sensitivity.value, "min_samples": t.min_samples,
     }
     series = snapshot.canary.series if snapshot.canary is not None else None
-    counts = {name: len(points) - points.count(None) for name, points in series.items()} if series else {}
-    samples = max(counts.values(), default=0)
+    scores = anomaly_scores(series or {}, sensitivity, t.min_samples)
+    samples = scores.points
     if samples == 0:
         return no_data(NAME, weight, "no series points from the canary", samples=samples,
                        min_samples=t.min_samples, window_seconds=window, threshold=threshold)
     if samples < t.min_samples:
         return shortfall(NAME, weight, WHAT, samples, t.min_samples, window_seconds=window,
                          rate=sample_rate(samples, window), threshold=threshold, observed={"points": samples})
-    assert series is not None
-    used = {name: series[name] for name, count in counts.items() if count >= t.min_samples}
-    scores = anomaly_scores(used, sensitivity)
     confidence = scores.confidence
     severity = 0.0
     if confidence >= t.min_confidence:
         severity = max(SEVERITY_FLOOR, clamp01((confidence - t.min_confidence) / (1.0 - t.min_confidence)))
     observed: dict[str, float | int | str | bool | None] = {
         "confidence": confidence, "z_score": scores.z_score, "iqr_score": scores.iqr_score,
-        "correlation_score": scores.correlation_score, "z": _finite(scores.z), "iqr_distance": _finite(scores.iqr_distance),
+        "correlation_score": scores.correlation_score,
+        "z": _finite(scores.z), "iqr_distance": _finite(scores.iqr_distance),
         "correlation_change": scores.correlation_change, "series": scores.series,
-        "pair": "/".join(scores.pair) if scores.pair else None, "points": samples, "series_used": len(used),
+        "pair": "/".join(scores.pair) if scores.pair else None, "points": samples, "series_used": scores.used,
     }
     verdict = "anomalous" if severity > 0.0 else "normal"
     message = (

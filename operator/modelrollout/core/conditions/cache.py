@@ -15,7 +15,17 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
-from .checks import Check, bound_check, conclude, no_data, positive, proportion_check, sample_rate, shortfall, window_seconds
+from .checks import (
+    Check,
+    bound_check,
+    conclude,
+    no_data,
+    positive,
+    proportion_check,
+    sample_rate,
+    shortfall,
+    window_seconds,
+)
 
 NAME = ConditionName.CACHE.value
 WHAT = "cache lookups"
@@ -47,7 +57,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     assert hits is not None and lookups is not None
     if lookups < t.min_samples:
         return shortfall(NAME, weight, WHAT, lookups, t.min_samples, window_seconds=window,
-                         rate=sample_rate(lookups, window), threshold=threshold, observed={"lookups": lookups})
+                         rate=sample_rate(lookups, window, nominal=t.window, step_age=ctx.step_age),
+                         threshold=threshold, observed={"lookups": lookups})
 
     hit_rate = hits / lookups
     evictions, lookup_ms = cache.evictions_per_minute, cache.lookup_ms
@@ -55,7 +66,9 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "hit_rate": hit_rate, "hits": hits, "lookups": lookups, "p_value": None,
         "evictions_per_minute": evictions, "lookup_ms": lookup_ms,
     }
-    checks: list[Check | None] = [proportion_check("hit rate", hits, lookups, t.min_hit_rate, t.critical_hit_rate, "below", alpha, digits=4)]
+    checks: list[Check | None] = [
+        proportion_check("hit rate", hits, lookups, t.min_hit_rate, t.critical_hit_rate, "below", alpha, digits=4),
+    ]
     absent = []
     if evictions is None:
         absent.append("evictions_per_minute")
@@ -65,7 +78,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     if lookup_ms is None:
         absent.append("lookup_ms")
     else:
-        checks.append(bound_check("lookup", lookup_ms, t.max_lookup_ms, t.max_lookup_ms * factor, "above", unit="ms", digits=2))
+        checks.append(bound_check("lookup", lookup_ms, t.max_lookup_ms, t.max_lookup_ms * factor, "above",
+                                  unit="ms", digits=2))
     notes = [f"{' and '.join(absent)} missing: inconclusive"] if absent else None
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes, inconclusive=bool(absent),

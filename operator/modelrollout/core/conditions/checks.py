@@ -14,7 +14,8 @@ at which the minimum will be reached) lives here too, so that every condition sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import timedelta
+from typing import NamedTuple
 
 from ..snapshot import Snapshot
 from ..stats import Worse, binomial_gate
@@ -27,9 +28,11 @@ from .base import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One check whose value lies beyond its warning bound (significantly or not).
+
+    A NamedTuple rather than a frozen dataclass: as immutable, several times cheaper to
+    build, and conditions build several per evaluation when a rollout goes bad.
 
     ``severity`` is 0 when a gated proportion is beyond its bound without significance;
     ``note`` says where a relative bound comes from (" (stable 0.920 × 0.95)").
@@ -103,7 +106,8 @@ def bound_check(
         if not value < bound:
             return None
         severity = severity_lower_is_worse(value, bound, critical_bound)
-    return Check(label, value, bound, critical_bound, worse, severity, severity >= 1.0, unit=unit, digits=digits, note=note)
+    return Check(label, value, bound, critical_bound, worse, severity, severity >= 1.0,
+                 unit=unit, digits=digits, note=note)
 
 
 def _num(value: float, digits: int, unit: str) -> str:
@@ -120,7 +124,8 @@ def describe(check: Check, alpha: float) -> str:
         return f"{check.label} {value} beyond its critical bound {crit}{p}"
     bound = _num(check.bound, check.digits, check.unit)
     if check.severity <= 0.0:
-        return f"{check.label} {value} {op} {bound}{check.note} but not significant (p={check.p_value:.2g} ≥ α={alpha:g})"
+        return (f"{check.label} {value} {op} {bound}{check.note} "
+                f"but not significant (p={check.p_value:.2g} ≥ α={alpha:g})")
     return f"{check.label} {value} {op} {bound}{check.note}{p}"
 
 
@@ -197,11 +202,25 @@ def window_seconds(snapshot: Snapshot, name: str) -> float | None:
     return windows.get(name) if windows else None
 
 
-def sample_rate(samples: float, window: float | None, per_second: float | None = None) -> float | None:
-    """Samples per second: from the window the counts cover, else a caller's estimate."""
+def sample_rate(
+    samples: float, window: float | None, per_second: float | None = None, *,
+    nominal: timedelta | None = None, step_age: timedelta | None = None,
+) -> float | None:
+    """Samples per second, for the "minimum in ~N minutes" estimate; None when unknown.
+
+    In order: the window the counts covered (``snapshot.windows``); a caller's direct
+    estimate (the canary's RPS when samples are requests); the window SPEC §3 prescribes
+    at low traffic — the nominal window grown to the step's age — when the step's age is
+    known.
+    """
     if window:
         return samples / window
-    return per_second if per_second and per_second > 0 else None
+    if per_second and per_second > 0:
+        return per_second
+    if nominal is not None and step_age is not None:
+        seconds = max(nominal, step_age).total_seconds()
+        return samples / seconds if seconds > 0 else None
+    return None
 
 
 def no_data(

@@ -50,7 +50,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
                        min_samples=t.min_samples, window_seconds=window, threshold=threshold)
     if samples < t.min_samples:
         return shortfall(NAME, weight, WHAT, samples, t.min_samples, window_seconds=window,
-                         rate=sample_rate(samples, window), threshold=threshold, observed={"n_canary": samples})
+                         rate=sample_rate(samples, window, nominal=t.window, step_age=ctx.step_age),
+                         threshold=threshold, observed={"n_canary": samples})
     reference = snapshot.stable.confidence if snapshot.stable is not None else None
     observed: dict[str, float | int | str | bool | None] = {
         "statistic": None, "p_value": None, "n_canary": samples, "n_stable": None,

@@ -16,8 +16,6 @@ present ones). ``errors`` absent altogether while there are requests is inconclu
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ...api.thresholds import ConditionName
 from ..snapshot import ERROR_CATEGORIES, Snapshot
 from .base import ConditionResult, EvaluationContext
@@ -35,6 +33,10 @@ from .checks import (
 
 NAME = ConditionName.ERROR_RATE.value
 WHAT = "requests"
+_KEYS = tuple(
+    (c, f"{c} errors", f"{c}_rate", f"{c}_max_rate", f"{c}_critical_rate") for c in ERROR_CATEGORIES
+)
+"""Per category: field, label, observed key, threshold keys (built once: this runs every tick)."""
 
 
 def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
@@ -51,10 +53,10 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "relative_bound": None, "relative_critical": None,
     }
     bounds = t.categories
-    for category in ERROR_CATEGORIES:
+    for category, _, _, max_key, critical_key in _KEYS:
         bound = getattr(bounds, category)
-        threshold[f"{category}_max_rate"] = bound
-        threshold[f"{category}_critical_rate"] = bound * factor if bound is not None else None
+        threshold[max_key] = bound
+        threshold[critical_key] = bound * factor if bound is not None else None
     threshold["alpha"] = alpha
     threshold["min_samples"] = t.min_samples
 
@@ -66,7 +68,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     assert canary is not None and n is not None
     if n < t.min_samples:
         return shortfall(NAME, weight, WHAT, n, t.min_samples, window_seconds=window,
-                         rate=sample_rate(n, window, canary.rps), threshold=threshold, observed={"n": n})
+                         rate=sample_rate(n, window, canary.rps, nominal=t.window, step_age=ctx.step_age),
+                         threshold=threshold, observed={"n": n})
     errors = canary.errors
     total = errors.total() if errors is not None else None
     if errors is None or total is None:
@@ -77,7 +80,9 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     observed: dict[str, float | int | str | bool | None] = {
         "error_rate": rate, "errors": total, "n": n, "p_value": None, "stable_error_rate": None,
     }
-    checks: list[Check | None] = [proportion_check("error rate", total, n, t.max_rate, t.max_rate * factor, "above", alpha, digits=4)]
+    checks: list[Check | None] = [
+        proportion_check("error rate", total, n, t.max_rate, t.max_rate * factor, "above", alpha, digits=4),
+    ]
     notes: list[str] = []
     stable = snapshot.stable
     stable_total = stable.errors.total() if stable is not None and stable.errors is not None else None
@@ -89,16 +94,16 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         threshold["relative_bound"], threshold["relative_critical"] = bound, critical
         relative = proportion_check("error rate", total, n, bound, critical, "above", alpha, digits=4)
         if relative is not None:
-            relative = replace(relative, note=f" (stable {stable_rate:.4f} + {headroom:g})")
+            relative = relative._replace(note=f" (stable {stable_rate:.4f} + {headroom:g})")
         checks.append(relative)
     else:
         notes.append("the stable has no error rate: relative check skipped")
-    for category in ERROR_CATEGORIES:
+    for category, label, rate_key, _, _ in _KEYS:
         count = getattr(errors, category) or 0.0
-        observed[f"{category}_rate"] = count / n
+        observed[rate_key] = count / n
         bound = getattr(bounds, category)
         if bound is not None:
-            checks.append(proportion_check(f"{category} errors", count, n, bound, bound * factor, "above", alpha, digits=4))
+            checks.append(proportion_check(label, count, n, bound, bound * factor, "above", alpha, digits=4))
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes,
         healthy=f"error rate {rate:.4f} ({total:g}/{n:g}) within bounds",

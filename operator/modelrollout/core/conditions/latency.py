@@ -13,8 +13,6 @@ present still count; a missing stable statistic only skips its relative check.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
@@ -23,6 +21,8 @@ from .checks import Check, bound_check, conclude, missing, no_data, positive, sa
 NAME = ConditionName.LATENCY.value
 WHAT = "requests"
 STATISTICS = ("mean", "p95", "p99")
+_KEYS = tuple((s, f"{s}_ms", f"stable_{s}_ms", f"relative_{s}_ms", f"relative_critical_{s}_ms") for s in STATISTICS)
+"""Per statistic: field, observed keys, threshold keys (built once: this runs every tick)."""
 
 
 def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
@@ -35,7 +35,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     bounds = {"mean": t.mean_ms, "p95": t.p95_ms, "p99": t.p99_ms}
     threshold: dict[str, float | int | str | bool | None] = {
         "mean_ms": t.mean_ms, "p95_ms": t.p95_ms, "p99_ms": t.p99_ms,
-        "critical_mean_ms": t.mean_ms * factor, "critical_p95_ms": t.p95_ms * factor, "critical_p99_ms": t.p99_ms * factor,
+        "critical_mean_ms": t.mean_ms * factor, "critical_p95_ms": t.p95_ms * factor,
+        "critical_p99_ms": t.p99_ms * factor,
         "max_stable_ratio": ratio, "critical_factor": factor, "min_samples": t.min_samples,
     }
     canary = snapshot.canary
@@ -50,7 +51,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     assert canary is not None and samples is not None
     if samples < t.min_samples:
         return shortfall(NAME, weight, WHAT, samples, t.min_samples, window_seconds=window,
-                         rate=sample_rate(samples, window, canary.rps), threshold=threshold,
+                         rate=sample_rate(samples, window, canary.rps, nominal=t.window, step_age=ctx.step_age),
+                         threshold=threshold,
                          observed={"requests": samples})
 
     stable_latency = snapshot.stable.latency_ms if snapshot.stable is not None else None
@@ -58,11 +60,11 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     checks: list[Check | None] = []
     absent: list[str] = []
     skipped: list[str] = []
-    for stat in STATISTICS:
+    for stat, key, stable_key, relative_key, relative_critical_key in _KEYS:
         value = getattr(latency, stat)
         stable_value = getattr(stable_latency, stat) if stable_latency is not None else None
-        observed[f"{stat}_ms"] = value
-        observed[f"stable_{stat}_ms"] = stable_value
+        observed[key] = value
+        observed[stable_key] = stable_value
         if value is None:
             absent.append(stat)
             continue
@@ -71,15 +73,15 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         if positive(stable_value):
             assert stable_value is not None
             relative_bound = stable_value * ratio
-            threshold[f"relative_{stat}_ms"] = relative_bound
-            threshold[f"relative_critical_{stat}_ms"] = relative_bound * factor
+            threshold[relative_key] = relative_bound
+            threshold[relative_critical_key] = relative_bound * factor
             relative = bound_check(stat, value, relative_bound, relative_bound * factor, "above", unit="ms", digits=2)
             if relative is not None:
-                relative = replace(relative, note=f" (stable {stable_value:.2f}ms × {ratio:g})")
+                relative = relative._replace(note=f" (stable {stable_value:.2f}ms × {ratio:g})")
             checks.append(relative)
         else:
-            threshold[f"relative_{stat}_ms"] = None
-            threshold[f"relative_critical_{stat}_ms"] = None
+            threshold[relative_key] = None
+            threshold[relative_critical_key] = None
             skipped.append(stat)
     if len(absent) == len(STATISTICS):
         return missing(NAME, weight, "latency has no mean, p95 or p99 for the canary", samples=samples,
@@ -91,7 +93,10 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         notes.append("the stable has no latency: relative checks skipped")
     elif skipped:
         notes.append(f"the stable has no {', '.join(skipped)}: relative check skipped")
-    shown = ", ".join(f"{s} {observed[f'{s}_ms']:.2f}ms" for s in STATISTICS if observed[f"{s}_ms"] is not None)
+    if absent:
+        shown = ", ".join(f"{s} {getattr(latency, s):.2f}ms" for s in STATISTICS if s not in absent)
+    else:
+        shown = f"mean {latency.mean:.2f}ms, p95 {latency.p95:.2f}ms, p99 {latency.p99:.2f}ms"
     return conclude(
         NAME, weight, checks, ctx.significance, notes=notes, inconclusive=bool(absent),
         healthy=f"{shown} within bounds", observed=observed, threshold=threshold,

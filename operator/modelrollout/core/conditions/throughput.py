@@ -8,7 +8,13 @@
   ``criticalShareDrop``). A canary that sheds load or times out serves less than its
   share even when the router sends it its share.
 
-The minimum sample is one RPS reading from the canary. The share check compares with
+The share check is also skipped while the step is younger than the throughput window:
+the rate would reach back to before the step's weight took effect (``plan_windows``
+caps this condition's window at the step's age, so the check resumes quickly).
+
+The minimum sample is one RPS reading from the canary; a canary serving nothing (RPS 0
+or zero requests) is *no data*, like every other condition with zero requests (SPEC §3),
+not a 100% share drop: it holds and counts toward ``noData``. The share check compares with
 the stable, so it is skipped (never inconclusive) at w = 0 or 100 or when the stable's
 RPS is absent or zero. The service check needs the stable's RPS while the stable serves
 (0 ≤ w < 100): absent, it makes the condition inconclusive; at w = 100 an absent stable
@@ -20,7 +26,7 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
-from .checks import Check, bound_check, conclude, no_data, positive, window_seconds
+from .checks import Check, bound_check, conclude, no_data, window_seconds
 
 NAME = ConditionName.THROUGHPUT.value
 
@@ -36,9 +42,11 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "min_service_rps": t.min_service_rps, "critical_service_rps": t.critical_service_rps,
         "max_share_drop": t.max_share_drop, "critical_share_drop": t.critical_share_drop,
     }
-    canary_rps = snapshot.canary.rps if snapshot.canary is not None else None
-    if canary_rps is None:
-        return no_data(NAME, weight, "no RPS reading for the canary", samples=0, min_samples=t.min_samples,
+    canary = snapshot.canary
+    canary_rps = canary.rps if canary is not None else None
+    if canary_rps is None or canary_rps <= 0.0 or (canary is not None and canary.requests == 0):
+        what = "no RPS reading for the canary" if canary_rps is None else "no requests to the canary"
+        return no_data(NAME, weight, what, samples=0, min_samples=t.min_samples,
                        window_seconds=window, threshold=threshold)
     stable_rps = snapshot.stable.rps if snapshot.stable is not None else None
     observed: dict[str, float | int | str | bool | None] = {
@@ -55,14 +63,23 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         else:
             service = canary_rps + (stable_rps or 0.0)
             observed["service_rps"] = service
-            checks.append(bound_check("service RPS", service, t.min_service_rps, t.critical_service_rps, "below", digits=0))
-    if 0 < w < 100 and positive(stable_rps):
-        assert stable_rps is not None
-        ratio = (canary_rps / w) / (stable_rps / (100 - w))
-        drop = 1.0 - ratio
+            checks.append(bound_check("service RPS", service, t.min_service_rps, t.critical_service_rps, "below",
+                                      digits=0))
+    stable_per_percent = 0.0
+    span = window if window is not None else (t.window.total_seconds() if t.window else 0.0)
+    young = ctx.step_age is not None and ctx.step_age.total_seconds() < span
+    if young and 0 < w < 100:
+        # The rate window reaches back before this step's weight took effect: the canary's
+        # RPS would be compared with a share it did not have yet.
+        notes.append(f"step younger than the {span:.0f}s window: share check skipped")
+    elif 0 < w < 100 and stable_rps is not None and stable_rps > 0.0:
+        stable_per_percent = stable_rps / (100 - w)
+    if stable_per_percent > 0.0:
+        drop = 1.0 - (canary_rps / w) / stable_per_percent
         observed["share_drop"] = drop
-        checks.append(bound_check("canary share-normalised RPS drop", drop, t.max_share_drop, t.critical_share_drop, "above"))
-    elif 0 < w < 100:
+        checks.append(bound_check("canary share-normalised RPS drop", drop, t.max_share_drop, t.critical_share_drop,
+                                  "above"))
+    elif 0 < w < 100 and not young:
         notes.append("the stable serves no RPS: share check skipped")
     service_text = f"service {observed['service_rps']:.0f} RPS, " if observed["service_rps"] is not None else ""
     return conclude(

@@ -1,0 +1,240 @@
+"""KubeExecutor's order of operations on an in-memory fake apiserver (no cluster).
+
+The fake keeps resourceVersion and generation like the apiserver does, so
+"idempotent" is checked the same way the contract tests check it: no write, no new
+generation. The real apiserver is exercised by e2e/tests/test_contract_kube.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from modelrollout.adapters.kube import KubeExecutor, rollout_target
+from modelrollout.adapters.kubeapi import Conflict, NotFound
+from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
+from modelrollout.core.machine import InitFailed, Initialized, PromotionApplied, PromotionFailed, RollbackApplied
+from modelrollout.errors import ClusterConflict, InvalidSpec
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+DIGEST = "sha256:" + "c" * 64
+Json = dict[str, Any]
+
+
+def _merge(target: Json, patch: Json) -> None:
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, dict) and isinstance(target.get(k), dict):
+            _merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+class FakeApi:
+    """Deployments in a dict, with resourceVersion/generation semantics and injectable 409s."""
+
+    def __init__(self) -> None:
+        self.deployments: dict[tuple[str, str], Json] = {}
+        self.writes: list[tuple[str, str]] = []
+        self.conflicts = 0
+        self._rv = 0
+        self.available = True  # whether a written Deployment's controller reports it rolled out
+
+    def _bump(self, obj: Json, spec_changed: bool) -> None:
+        self._rv += 1
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self._rv)
+        if spec_changed:
+            meta["generation"] = meta.get("generation", 0) + 1
+        want = obj["spec"].get("replicas", 1)
+        if self.available:
+            obj["status"] = {"observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
+                             "availableReplicas": want}
+        else:
+            obj["status"] = {"observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
+                             "availableReplicas": 0}
+
+    def add(self, ns: str, body: Json) -> None:
+        body = copy.deepcopy(body)
+        body["metadata"].update({"namespace": ns, "uid": body["metadata"]["name"]})
+        self._bump(body, spec_changed=True)
+        self.deployments[(ns, body["metadata"]["name"])] = body
+
+    async def read_deployment(self, ns: str, name: str) -> Json:
+        try:
+            return copy.deepcopy(self.deployments[(ns, name)])
+        except KeyError:
+            raise NotFound(f"Deployment {ns}/{name} not found") from None
+
+    async def create_deployment(self, ns: str, body: Json) -> Json:
+        name = body["metadata"]["name"]
+        if (ns, name) in self.deployments:
+            raise Conflict(f"Deployment {ns}/{name} exists")
+        self.writes.append(("create", name))
+        self.add(ns, body)
+        return await self.read_deployment(ns, name)
+
+    async def replace_deployment(self, ns: str, name: str, body: Json) -> Json:
+        current = self.deployments[(ns, name)]
+        if self.conflicts:
+            self.conflicts -= 1
+            self._bump(current, spec_changed=False)  # someone else wrote in between
+            raise Conflict(f"Deployment {ns}/{name}: conflict")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict(f"Deployment {ns}/{name}: stale resourceVersion")
+        self.writes.append(("replace", name))
+        new = copy.deepcopy(body)
+        new["metadata"]["generation"] = current["metadata"]["generation"]
+        self._bump(new, spec_changed=new["spec"] != current["spec"])
+        self.deployments[(ns, name)] = new
+        return copy.deepcopy(new)
+
+    async def patch_deployment(self, ns: str, name: str, patch: Json) -> Json:
+        obj = self.deployments[(ns, name)]
+        before = copy.deepcopy(obj["spec"])
+        _merge(obj, patch)
+        self.writes.append(("patch", name))
+        self._bump(obj, spec_changed=obj["spec"] != before)
+        return copy.deepcopy(obj)
+
+    async def scale_deployment(self, ns: str, name: str, replicas: int) -> Json:
+        return await self.patch_deployment(ns, name, {"spec": {"replicas": replicas}})
+
+    async def list_pods(self, ns: str, selector: str) -> list[Json]:
+        return []
+
+    async def list_replicasets(self, ns: str, selector: str) -> list[Json]:
+        return []
+
+
+def stable_body(replicas: int = 3) -> Json:
+    return {"metadata": {"name": "fraud", "labels": {"app": "fraud"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "fraud"}},
+                     "template": {"metadata": {"labels": {"app": "fraud"}},
+                                  "spec": {"containers": [{"name": "server", "image": "fraud:v1",
+                                                           "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+
+
+def spec(**template: Any) -> ModelRolloutSpec:
+    return ModelRolloutSpec.model_validate({
+        "stable": {"deployment": "fraud"},
+        "canary": {"deployment": "fraud-canary", "template": template or {"image": "fraud:v2"}},
+        "analysis": {"progressDeadlineSeconds": 30}})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def world() -> tuple[FakeApi, FakeClock, KubeExecutor]:
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body())
+    return api, clock, KubeExecutor(api, clock.now, poll_interval=1.0, sleep=clock.sleep)  # type: ignore[arg-type]
+
+
+def test_start_is_idempotent_and_keeps_the_first_record(world) -> None:
+    api, clock, ex = world
+    first = asyncio.run(ex.start_rollout("ml", spec(), ModelRolloutStatus(), rollout="fraud"))
+    assert isinstance(first, Initialized) and first.stable.replicas == 3 and first.stable.recorded_at == T0
+    assert api.writes == [("create", "fraud-canary")]
+    # The stable was scaled meanwhile (replicas router at 25 %): the record still says 3.
+    asyncio.run(api.scale_deployment("ml", "fraud", 2))
+    api.writes.clear()
+    clock.t += timedelta(minutes=1)
+    again = asyncio.run(ex.start_rollout("ml", spec(), ModelRolloutStatus(stable_record=first.stable), rollout="fraud"))
+    assert isinstance(again, Initialized) and again.stable == first.stable
+    assert api.writes == []
+
+
+def test_start_survives_a_409_race(world) -> None:
+    api, _, ex = world
+    asyncio.run(ex.start_rollout("ml", spec(), ModelRolloutStatus()))
+    api.conflicts = 2
+    result = asyncio.run(ex.start_rollout("ml", spec(image="fraud:v3"), ModelRolloutStatus()))
+    assert isinstance(result, Initialized)
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["template"]["spec"]["containers"][0]["image"] == "fraud:v3"
+    api.conflicts = 99
+    with pytest.raises(ClusterConflict):
+        asyncio.run(ex.start_rollout("ml", spec(image="fraud:v4"), ModelRolloutStatus()))
+
+
+def test_start_refuses_a_bad_container_and_a_digest_mismatch_without_writing(world) -> None:
+    api, _, ex = world
+    bad = asyncio.run(ex.start_rollout("ml", spec(container="nope"), ModelRolloutStatus()))
+    assert isinstance(bad, InitFailed) and bad.reason.startswith("spec.canary.template.container: 'nope'")
+    user = stable_body(0)
+    user["metadata"]["name"] = "fraud-canary"
+    api.add("ml", user)
+    api.writes.clear()
+    refused = asyncio.run(ex.start_rollout("ml", spec(modelDigest=DIGEST), ModelRolloutStatus()))
+    assert isinstance(refused, InitFailed)
+    assert f"{MODEL_DIGEST_ANNOTATION} (absent)" in refused.reason
+    assert api.writes == []
+
+
+def test_promote_waits_then_routes_and_fails_back_after_the_deadline(world) -> None:
+    api, clock, ex = world
+    s = spec(image="fraud:v2", resources={"limits": {"nvidia.com/gpu": "2"}})
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    status = ModelRolloutStatus(stable_record=record, canary_weight=100)
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 0
+
+    api.available = False
+    failed = asyncio.run(ex.promote("ml", s, status))
+    assert isinstance(failed, PromotionFailed) and "within 30s" in failed.reason
+    assert clock.t - T0 >= timedelta(seconds=30)
+    stable = api.deployments[("ml", "fraud")]
+    assert stable["spec"]["template"] == record.template and stable["spec"]["replicas"] == 0
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 3
+
+    api.available = True
+    assert isinstance(asyncio.run(ex.promote("ml", s, status)), PromotionApplied)
+    stable = api.deployments[("ml", "fraud")]
+    assert stable["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert stable["spec"]["template"]["metadata"]["labels"] == {"app": "fraud"}
+    assert stable["spec"]["replicas"] == 3
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 0
+
+
+def test_rollback_phases_are_resumable_and_exact(world) -> None:
+    api, _, ex = world
+    s = spec(image="fraud:v2", env={"A": "1"})
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 25))
+    canary = api.deployments[("ml", "fraud-canary")]
+    asyncio.run(api.patch_deployment("ml", "fraud", {"spec": {"template": canary["spec"]["template"]}}))
+    status = ModelRolloutStatus(stable_record=record, canary_weight=25)
+    for phase in (1, 2, 3):
+        assert asyncio.run(ex.rollback_phase("ml", s, status, phase)) == RollbackApplied(phase)
+    stable = api.deployments[("ml", "fraud")]
+    assert stable["spec"]["template"] == record.template and stable["spec"]["replicas"] == 3
+    api.writes.clear()
+    for phase in (1, 2, 3):
+        asyncio.run(ex.rollback_phase("ml", s, status, phase))
+    assert api.writes == []
+    with pytest.raises(ValueError):
+        asyncio.run(ex.rollback_phase("ml", s, status, 4))
+    # Aborted before anything was recorded: phase 1 leaves the stable's count alone.
+    del api.deployments[("ml", "fraud-canary")]
+    assert asyncio.run(ex.rollback_phase("ml", s, ModelRolloutStatus(), 1)) == RollbackApplied(1)
+    assert asyncio.run(ex.rollback_phase("ml", s, ModelRolloutStatus(), 3)) == RollbackApplied(3)
+
+
+def test_unknown_router_is_an_error(world) -> None:
+    _, _, ex = world
+    with pytest.raises(InvalidSpec, match="spec.traffic.router: 'linkerd'"):
+        asyncio.run(ex.set_weight(rollout_target("ml", spec(), 3), "linkerd", 5))  # type: ignore[arg-type]
