@@ -104,7 +104,8 @@ is_done() { [[ -f "$1/.complete" ]]; }
 go_build_part() {
     local part="$1" dest="$2" modver="$3" ldflags="$4"
     shift 4
-    local src="$MR_SRC/$(basename "$dest")" tmp="$dest.tmp"
+    local src tmp="$dest.tmp"
+    src="$MR_SRC/$(basename "$dest")"
     new_module "$src" "modelrollout.local/build/$part"
     (
         cd "$src"

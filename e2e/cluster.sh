@@ -19,6 +19,7 @@
 #   MODELROLLOUT_PROMETHEUS_PORT (19090)  MODELROLLOUT_SIMULATOR_PORT (19100)
 # MODELROLLOUT_PYTHON: interpreter for the simulator (default <repo>/.venv/bin/python).
 # MODELROLLOUT_SKIP_BUILD=1: fail instead of building missing binaries.
+# MODELROLLOUT_NODE_COUNT (2), MODELROLLOUT_NODE_GPUS (64): the fake GPU nodes.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,7 +54,10 @@ SIM_PORT="${SIM_PORT:-${MODELROLLOUT_SIMULATOR_PORT:-19100}}"
 PYTHON="${MODELROLLOUT_PYTHON:-$REPO/.venv/bin/python}"
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
-NODE_NAMES=(kwok-gpu-0 kwok-gpu-1)
+# Fake nodes: MODELROLLOUT_NODE_COUNT of them, each with MODELROLLOUT_NODE_GPUS GPUs.
+NODE_GPUS="${MODELROLLOUT_NODE_GPUS:-64}"
+NODE_NAMES=()
+for ((i = 0; i < ${MODELROLLOUT_NODE_COUNT:-2}; i++)); do NODE_NAMES+=("kwok-gpu-$i"); done
 # Components in start order; `down` walks it backwards.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus simulator)
 
@@ -84,12 +88,26 @@ all_ports() {
 
 port_bound() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
-pid_of() { [[ -f "$PIDS/$1.pid" ]] && cat "$PIDS/$1.pid" || true; }
+pid_of() {
+    if [[ -f "$PIDS/$1.pid" ]]; then cat "$PIDS/$1.pid"; fi
+}
+
+# cmdline_marker NAME: a string the component's command line must contain, so
+# a recorded pid reused by an unrelated process (after a reboot) is never
+# taken for ours, let alone signalled.
+cmdline_marker() {
+    case "$1" in
+    simulator) echo "e2e.simulator" ;;
+    prometheus) echo "prometheus" ;;
+    *) echo "$1" ;;
+    esac
+}
 
 alive() {
     local pid
     pid="$(pid_of "$1")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+    [[ -n "$pid" ]] && ! dead "$pid" &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(cmdline_marker "$1")"
 }
 
 # healthy COMPONENT: one quick probe, no waiting.
@@ -107,16 +125,17 @@ healthy() {
     esac
 }
 
-# wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.2 s, bounded.
+# wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.1 s, bounded.
+# (DESCRIPTION documents the call site; callers print their own error.)
 wait_until() {
-    local timeout="$1" desc="$2"
+    local timeout="$1"
     shift 2
     local deadline=$((SECONDS + timeout))
     until "$@"; do
         if ((SECONDS >= deadline)); then
             return 1
         fi
-        sleep 0.2
+        sleep 0.1
     done
 }
 
@@ -132,6 +151,7 @@ start() {
     mkdir -p "$PIDS" "$LOGS"
     # The pid is written by the process itself just before exec, so the pid
     # file names the real daemon, not a wrapper.
+    # shellcheck disable=SC2016 # expanded by the inner bash, on purpose
     setsid bash -c 'echo $$ > "$0"; exec "$@"' "$PIDS/$name.pid" "$@" \
         >"$LOGS/$name.log" 2>&1 </dev/null &
     wait_until 5 "$name pid file" test -s "$PIDS/$name.pid" || die "$name did not start"
@@ -265,8 +285,8 @@ metadata:
     node-role.kubernetes.io/agent: ""
     nvidia.com/gpu.present: "true"
 status:
-  capacity: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "64"}
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "64"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "$NODE_GPUS"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "$NODE_GPUS"}
 EOF
     done
 }
@@ -306,6 +326,9 @@ cmd_up() {
         cmd_down
     fi
     ensure_binaries
+    # A cluster started here is nobody's but its starter's: the pytest fixture
+    # marks the ones it starts itself (see e2e/conftest.py).
+    rm -f "$STATE/started-by-pytest"
     cat >"$STATE/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
@@ -409,19 +432,25 @@ EOF
     print_env
 }
 
+# dead PID: gone, or a zombie waiting for a reaper (it holds no port or file).
+dead() {
+    ! kill -0 "$1" 2>/dev/null && return 0
+    [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" == Z ]]
+}
+
 # stop NAME: SIGTERM, wait up to 20 s, then SIGKILL; only the recorded pid.
 stop() {
-    local name="$1" pid
+    local name="$1" pid t0=$SECONDS
     pid="$(pid_of "$name")"
     [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$name"; then
         kill -TERM "$pid" 2>/dev/null || true
-        if ! wait_until 20 "$name exit" bash -c "! kill -0 $pid 2>/dev/null"; then
+        if ! wait_until 20 "$name exit" dead "$pid"; then
             log "$name (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
-            wait_until 5 "$name exit" bash -c "! kill -0 $pid 2>/dev/null" || log "WARNING: $name (pid $pid) still alive"
+            wait_until 5 "$name exit" dead "$pid" || log "WARNING: $name (pid $pid) still alive"
         fi
-        log "$name stopped (pid $pid)"
+        log "$name stopped (pid $pid, $((SECONDS - t0)) s)"
     fi
     rm -f "$PIDS/$name.pid"
 }
@@ -437,7 +466,7 @@ cmd_down() {
     if ((${#busy[@]})); then
         log "WARNING: ports still bound after stopping: ${busy[*]} (another process owns them?)"
     fi
-    rm -f "$STATE/ports.env"
+    rm -f "$STATE/ports.env" "$STATE/started-by-pytest"
     log "cluster down (state $STATE: data removed; pki, kubeconfig and logs kept)"
 }
 

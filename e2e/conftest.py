@@ -3,7 +3,8 @@
 `cluster` attaches to a running cluster (make cluster-up) or starts one with
 e2e/cluster.sh — building the binaries first on a fresh machine, which takes
 several minutes (progress is printed) — and stops it at the end of the session
-if it started it, unless MODELROLLOUT_KEEP_CLUSTER=1.
+if it started it (and no other pytest session still uses it), unless
+MODELROLLOUT_KEEP_CLUSTER=1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -51,10 +53,50 @@ def _cluster_healthy() -> bool:
     return proc.returncode == 0
 
 
+def _sessions_dir() -> Path:
+    d = state_dir() / "sessions"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _other_live_sessions() -> list[int]:
+    """Other pytest processes attached to this cluster (stale leases are removed)."""
+    live = []
+    for f in _sessions_dir().glob("*"):
+        try:
+            pid = int(f.name)
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        if _pid_alive(pid):
+            live.append(pid)
+        else:
+            f.unlink(missing_ok=True)
+    return live
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The running local cluster (started here when absent)."""
-    started = False
+    """The running local cluster (started here when absent).
+
+    Several pytest sessions may share one cluster (developers run suites side
+    by side): each holds a lease file in <state>/sessions/, and a cluster that
+    a fixture started is stopped by the last session to leave, never under
+    another one's feet. A cluster started by hand (make cluster-up) is left
+    running.
+    """
+    started_marker = state_dir() / "started-by-pytest"
     if not _cluster_healthy():
         with _uncaptured(request.config):
             print(f"\n[e2e] no healthy cluster in {state_dir()}: starting one "
@@ -67,15 +109,25 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                 pytest.fail(f"e2e/cluster.sh up failed (exit {proc.returncode}); logs in {state_dir()}/logs",
                             pytrace=False)
             print(f"[e2e] cluster up in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
-        started = True
+        started_marker.touch()
+    lease = _sessions_dir() / str(os.getpid())
+    lease.touch()
     c = Cluster.from_state()
     try:
         yield c
     finally:
-        if started and os.environ.get("MODELROLLOUT_KEEP_CLUSTER") != "1":
+        lease.unlink(missing_ok=True)
+        others = _other_live_sessions()
+        keep = os.environ.get("MODELROLLOUT_KEEP_CLUSTER") == "1"
+        if started_marker.exists() and not keep and not others:
+            started_marker.unlink(missing_ok=True)
             with _uncaptured(request.config):
                 subprocess.run(["bash", str(CLUSTER_SH), "down"], env=_script_env(),
                                stdout=sys.stderr, stderr=sys.stderr, timeout=300)
+        elif started_marker.exists() and others and not keep:
+            with _uncaptured(request.config):
+                print(f"\n[e2e] leaving the cluster up: still used by pytest pid(s) {others}",
+                      file=sys.stderr, flush=True)
 
 
 def _slug(text: str, limit: int = 30) -> str:
@@ -103,3 +155,5 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         except ApiException as e:
             if e.status != 404:
                 raise
+        # Not waited for: the namespace controller takes 5-10 s per namespace, and
+        # the fake nodes have GPUs to spare (MODELROLLOUT_NODE_GPUS, 64 each).

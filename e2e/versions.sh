@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # Sourced by e2e/build.sh and e2e/cluster.sh: one place for the pinned versions
 # and the cache layout, so the builder and the launcher never disagree.
 # Versions are the ones measured to build and work together on this machine

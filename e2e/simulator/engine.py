@@ -188,12 +188,13 @@ class Simulator:
         try:
             for ns in sorted({s.namespace for s in services}):
                 pods = self._reader.namespace_pods(ns)
+                deployments = self._reader.namespace_deployments(ns)
                 for s in services:
                     if s.namespace != ns:
                         continue
                     for d in s.deployments():
                         if (ns, d) not in views:
-                            views[(ns, d)] = self._reader.deployment(ns, d, pods)
+                            views[(ns, d)] = self._reader.deployment_view(deployments.get(d), pods)
                     if s.router == "gatewayAPI" and s.http_route and (ns, s.http_route) not in routes:
                         routes[(ns, s.http_route)] = self._reader.http_route(ns, s.http_route)
         except Exception as e:  # keep the last known state; report the error in /state

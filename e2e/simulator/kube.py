@@ -66,14 +66,17 @@ class KubeReader:
         """All pods of a namespace (one call, matched to Deployments locally)."""
         return self._core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT_S).items
 
-    def deployment(self, namespace: str, name: str, pods: list[Any]) -> DeploymentView:
+    def namespace_deployments(self, namespace: str) -> dict[str, Any]:
+        """All Deployments of a namespace by name: one list call however many
+        services the namespace has, so polling stays cheap with many rollouts."""
+        items = self._apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT_S).items
+        return {d.metadata.name: d for d in items}
+
+    @staticmethod
+    def deployment_view(d: Any | None, pods: list[Any]) -> DeploymentView:
         """The Deployment's ready replicas, template image and ready pods."""
-        try:
-            d = self._apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
-        except ApiException as e:
-            if e.status == 404:
-                return DeploymentView(exists=False)
-            raise
+        if d is None:
+            return DeploymentView(exists=False)
         selector = dict((d.spec.selector.match_labels or {}) if d.spec.selector else {})
         containers = d.spec.template.spec.containers or []
         image = containers[0].image if containers else None

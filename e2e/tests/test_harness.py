@@ -45,7 +45,8 @@ def test_fake_gpu_nodes_advertise_gpus(cluster: Cluster) -> None:
     assert KWOK_NODES <= set(nodes)
     for name in KWOK_NODES:
         n = nodes[name]
-        assert n.status.allocatable["nvidia.com/gpu"] == "64"
+        # What cluster.sh advertised (MODELROLLOUT_NODE_GPUS, default 64).
+        assert n.status.allocatable["nvidia.com/gpu"] == os.environ.get("MODELROLLOUT_NODE_GPUS", "64")
         assert n.status.capacity["cpu"] == "32"
         assert any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
 

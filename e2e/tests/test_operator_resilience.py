@@ -67,9 +67,29 @@ class TcpProxy:
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(64)
         self.port = self.server.getsockname()[1]
-        self.up = True
+        self._up = True
         self.stopped = False
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        """Going down also cuts established (keep-alive) connections, like a dead server."""
+        self._up = value
+        if not value:
+            with self._lock:
+                for sock in list(self._open):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                        sock.close()
+                    except OSError:
+                        pass
+                self._open.clear()
 
     def _accept(self) -> None:
         while not self.stopped:
@@ -85,6 +105,8 @@ class TcpProxy:
             except OSError:
                 conn.close()
                 continue
+            with self._lock:
+                self._open.update((conn, upstream))
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -114,12 +136,16 @@ def test_prometheus_down_holds_never_promotes_then_applies_policy(scenario: Roll
     proxy = TcpProxy(prom_port)
     try:
         s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary,
+                                 steps=[{"weight": 25, "duration": "8s"}, {"weight": 100, "duration": "8s"}],
                                  analysis={"prometheus": {"url": f"http://127.0.0.1:{proxy.port}"},
-                                           "prometheusErrors": {"maxConsecutive": 6, "then": "rollback"}}))
+                                           "prometheusErrors": {"maxConsecutive": 12, "then": "rollback"}}))
         s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=60, message="analysing")
         proxy.up = False
         held = s.wait_status(lambda st: st.get("consecutivePrometheusErrors", 0) >= 2, timeout=60,
                              message="errors counted")
+        # Held past the step's 8 s: errors never advance a step.
+        time.sleep(8)
+        held = s.status()
         assert held["phase"] == "Progressing" and held["canaryWeight"] == 25 and held["decision"]["action"] == "hold"
         status = s.wait_phase("RolledBack", timeout=60)
         assert [h for h in status["history"] if h["kind"] == "rollback"][0]["evidence"]["trigger"] == "prometheusErrors"
@@ -238,15 +264,14 @@ def test_spec_past_admission_but_invalid_sets_invalid_spec_and_touches_nothing(
         scenario: RolloutScenario, operator: OperatorProcess) -> None:
     s = scenario
     manifest = rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary)
-    # Valid for the CRD schema, invalid for the operator: the override makes the critical
-    # latency factor inconsistent... use a cross-field rule only pydantic knows:
-    manifest["spec"]["analysis"]["custom"] = [
-        {"name": "latency", "query": "vector(1)", "threshold": 1, "critical": 2}]  # clashes with a built-in
+    # Valid for the CRD schema, invalid for the operator: a critical bound on the wrong side
+    # of the *profile's* warning bound (0.85) — admission only sees fields written in the manifest.
+    manifest["spec"]["analysis"]["conditions"]["accuracy"] = {"criticalAccuracy": 0.9}
     s.apply(manifest)
     status = s.wait_status(lambda st: any(c.get("reason") == "InvalidSpec" for c in st.get("conditions", [])),
                            timeout=30, message="InvalidSpec")
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
-    assert ready["status"] == "False" and "spec.analysis.custom" in ready["message"]
+    assert ready["status"] == "False" and "spec.analysis" in ready["message"] and "criticalAccuracy" in ready["message"]
     time.sleep(2)
     assert s.replicas(s.stable) == s.original_replicas and s.template_of(s.stable) == s.original_template
     with pytest.raises(Exception):

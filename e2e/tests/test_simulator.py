@@ -36,12 +36,15 @@ class FakeReader:
     def namespace_pods(self, namespace: str) -> list:
         return []
 
-    def deployment(self, namespace: str, name: str, pods: list) -> DeploymentView:
-        if name not in self.replicas:
+    def namespace_deployments(self, namespace: str) -> dict[str, str]:
+        return {name: name for name in self.replicas}
+
+    def deployment_view(self, d: str | None, pods: list) -> DeploymentView:
+        if d is None:
             return DeploymentView(exists=False)
-        n = self.replicas[name]
-        img = self.images.get(name, f"{name}:v1")
-        return DeploymentView(True, n, img, tuple(PodView(f"{name}-{i}", img) for i in range(n)), {"app": name})
+        n = self.replicas[d]
+        img = self.images.get(d, f"{d}:v1")
+        return DeploymentView(True, n, img, tuple(PodView(f"{d}-{i}", img) for i in range(n)), {"app": d})
 
     def http_route(self, namespace: str, name: str) -> RouteView:
         return RouteView(self.route is not None, dict(self.route or {}))
