@@ -314,6 +314,19 @@ any_alive() {
     return 1
 }
 
+# A listening port inside the kernel's ephemeral range can be taken at any
+# moment by an outgoing connection's local port (kubectl, curl, the apiserver's
+# etcd client...), and then bind fails at random: warn about such choices.
+warn_ephemeral_ports() {
+    local lo hi p
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || return 0
+    for p in $(all_ports); do
+        if ((p >= lo && p <= hi)); then
+            log "WARNING: port $p is inside the ephemeral range $lo-$hi; pick ports below $lo to avoid random bind failures"
+        fi
+    done
+}
+
 cmd_up() {
     local t0=$SECONDS
     if all_healthy; then
@@ -326,6 +339,7 @@ cmd_up() {
         cmd_down
     fi
     ensure_binaries
+    warn_ephemeral_ports
     # A cluster started here is nobody's but its starter's: the pytest fixture
     # marks the ones it starts itself (see e2e/conftest.py).
     rm -f "$STATE/started-by-pytest"

@@ -264,7 +264,9 @@ def test_cluster_down_leaves_nothing_running(cluster: Cluster) -> None:
 
     (The session's cluster is left alone; it only proves the binaries exist.)
     """
-    offset = 10000
+    # Below the session cluster's ports, so still under the kernel's ephemeral
+    # range (a listener there can collide with outgoing connections).
+    offset = -1000
     env = dict(os.environ)
     env.setdefault("MODELROLLOUT_PYTHON", sys.executable)
     base = read_ports(cluster.state)
@@ -275,6 +277,8 @@ def test_cluster_down_leaves_nothing_running(cluster: Cluster) -> None:
         "PROM_PORT": "MODELROLLOUT_PROMETHEUS_PORT", "SIM_PORT": "MODELROLLOUT_SIMULATOR_PORT",
     }
     ports = {k: base[k] + offset for k in names}
+    busy = [p for p in ports.values() if _port_bound(p)]
+    assert not busy, f"ports for the throwaway cluster already in use: {busy}"
     for k, var in names.items():
         env[var] = str(ports[k])
     with tempfile.TemporaryDirectory(prefix="mr-e2e-down-") as tmp:
