@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement crds demo demo-offline clean
+.PHONY: install unit test e2e bench bench-judgement bench-operator crds demo demo-offline clean
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -50,3 +50,6 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 -include e2e/cluster.mk
+
+bench-operator: install
+	$(PY) bench/bench_operator.py

@@ -17,9 +17,10 @@ Replay them with::
 
     modelrollout replay -f examples/rollouts/replay-2k.yaml --snapshots examples/replay/accuracy-drop.jsonl
 
-``modelrollout replay`` starts the rollout at the first line, 30 s after the simulation
-did, so its step boundaries fall one tick later than the simulation's; the decisions are
-otherwise the same.
+The first line is the rollout's first moment (the canary has served nothing yet: no
+data, hold), because ``modelrollout replay`` starts the rollout at the first line; the
+simulation starts there too, so replaying a file gives exactly the decisions the
+simulation took.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ sys.path.insert(0, str(HERE))
 from synthetic import HEALTHY, TrafficConfig, simulate  # noqa: E402
 
 from modelrollout.api.manifests import load_rollout  # noqa: E402
+from modelrollout.core.replay import replay  # noqa: E402
+from modelrollout.core.snapshot import load_snapshot  # noqa: E402
 
 from bench_judgement import T0  # noqa: E402
 
@@ -67,15 +70,22 @@ def main() -> None:
     for name, (behaviour, ticks, seed) in EXAMPLES.items():
         config = TrafficConfig(total_rps=2_000.0, canary=behaviour)
         lines = []
+        decisions = []
         last = None
         for tick in simulate(spec, config, np.random.default_rng(seed), T0, timedelta(hours=2),
-                             keep_snapshots=True, validate="all"):
+                             keep_snapshots=True, validate="all", tick_at_start=True):
             lines.append(json.dumps(_round(tick.snapshot), separators=(",", ":")))
+            decisions.append(tick.transition.decision)
             last = tick
             if len(lines) >= ticks:
                 break
         path = OUT / f"{name}.jsonl"
         path.write_text("\n".join(lines) + "\n")
+        # The file must replay to the simulation's own decisions (rounding must not matter).
+        replayed = [t.decision for t in replay(spec, (load_snapshot(json.loads(line)) for line in lines))]
+        same = sum(a is not None and b is not None and (a.action, a.reason) == (b.action, b.reason)
+                   for a, b in zip(replayed, decisions))
+        assert same == len(lines), f"{name}: replay agrees with the simulation on {same}/{len(lines)} ticks"
         assert last is not None and last.transition.decision is not None
         print(f"wrote {path.relative_to(ROOT)}: {len(lines)} ticks; last decision "
               f"{last.transition.decision.action.value}: {last.transition.decision.reason[:80]}")

@@ -397,7 +397,8 @@ class Tick:
 
 
 def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Generator, t0: datetime,
-             horizon: timedelta, *, keep_snapshots: bool = False, validate: str = "first") -> Iterator[Tick]:
+             horizon: timedelta, *, keep_snapshots: bool = False, validate: str = "first",
+             tick_at_start: bool = False) -> Iterator[Tick]:
     """Drive one rollout through ``core.replay``'s machinery until it ends or the horizon passes.
 
     Each tick's traffic is drawn at the weight of the *current* status (so weights follow
@@ -405,6 +406,8 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
     next tick comes at ``status.nextEvaluationAt`` (half the interval on medium risk), as
     in the operator. ``validate``: "all" parses every snapshot with pydantic, "first"
     (the default) only the first of the rollout and constructs the rest unvalidated.
+    ``tick_at_start`` adds a tick at ``t0`` itself, before the canary has served anything
+    (what ``modelrollout replay`` does with a file's first line: the rollout starts there).
     """
     from modelrollout.core.machine import MetricsObserved, plan_windows, step
     from modelrollout.core.replay import settle, start
@@ -415,13 +418,17 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
     now = t0
     end = t0 + horizon
     first = True
+    pending_start = tick_at_start
     while not status.phase.is_terminal:
-        nxt = status.next_evaluation_at or now + interval
-        if nxt <= now:
-            nxt = now + interval
-        if nxt > end:
-            return
-        now = nxt
+        if pending_start:
+            pending_start = False
+        else:
+            nxt = status.next_evaluation_at or now + interval
+            if nxt <= now:
+                nxt = now + interval
+            if nxt > end:
+                return
+            now = nxt
         weight = status.canary_weight
         traffic.advance(now, weight)
         data = traffic.snapshot_dict(now, plan_windows(spec, status, now), status)

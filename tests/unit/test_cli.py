@@ -66,9 +66,6 @@ def test_evaluate_gives_the_decision_each_example_implies(name: str, action: str
     assert 0.0 <= out["score"] <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="throughput reads a canary with 0 requests and rps 0.0 as a 100 % share "
-                                       "drop (critical -> rollback) instead of no data (SPEC §3: zero requests is "
-                                       "no data, which holds and counts toward noData)")
 def test_evaluate_no_data_holds() -> None:
     out = evaluate(EXAMPLES / "snapshots/no-data.json")
     assert out["action"] == "hold" and out["reason"].startswith("Inconclusive"), out["reason"]

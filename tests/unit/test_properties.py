@@ -228,9 +228,6 @@ NULLABLE = [p for p in REQUIRED if p.count(".") >= 1 and p not in ("canary.error
 """Numeric leaves: null must read as absent (SPEC §3 "any field may be absent or null")."""
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="core/snapshot.py: Num/Count put ge=0 on the Optional, so a null (or NaN, which is "
-                          "normalised to None) number raises TypeError instead of reading as absent")
 @pytest.mark.parametrize("path", NULLABLE)
 def test_a_null_number_reads_as_missing_and_never_advances(path: str) -> None:
     data = _remove(_healthy(5), path, null=True)
@@ -238,7 +235,6 @@ def test_a_null_number_reads_as_missing_and_never_advances(path: str) -> None:
     assert t.decision is not None and t.decision.action not in (DecisionAction.ADVANCE, DecisionAction.PROMOTE)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="same bug: NaN is normalised to None, then ge=0 fails")
 def test_nan_reads_as_missing() -> None:
     data = _healthy(5)
     data["canary"]["latency_ms"]["p95"] = float("nan")
