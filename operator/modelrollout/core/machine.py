@@ -37,7 +37,7 @@ from ..api.models import (
 )
 from ..api.thresholds import ConditionName
 from .actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from .conditions import evaluate_all
+from .conditions import evaluate_all, thresholds_of
 from .conditions.base import ConditionResult, EvaluationContext
 from .decision import Decision, Position, decide
 from .snapshot import Snapshot
@@ -240,7 +240,7 @@ def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
     age = now - status.step_started_at if status.step_started_at else timedelta(0)
     plan: dict[str, timedelta] = {}
     for name in ConditionName:
-        th = getattr(resolved, _field(name))
+        th = thresholds_of(resolved, name)
         if not th.enabled:
             continue
         nominal: timedelta = th.window
@@ -258,10 +258,6 @@ def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
             window = max(min(window, age), min(nominal, MIN_THROUGHPUT_WINDOW))
         plan[name.value] = window
     return plan
-
-
-def _field(name: ConditionName) -> str:
-    return {"confidenceDrift": "confidence_drift", "errorRate": "error_rate"}.get(name.value, name.value)
 
 
 # ---------------------------------------------------------------------------- the step

@@ -29,7 +29,7 @@ from itertools import chain
 from typing import Literal, NamedTuple
 
 import numpy as np
-from scipy.special import bdtr, bdtrc, kolmogorov
+from scipy.special import bdtr, bdtrc, kolmogorov, pdtrc
 
 from ..api.thresholds import Sensitivity
 
@@ -95,6 +95,30 @@ def binomial_gate(x: float, n: float, bound: float, worse: Worse, alpha: float) 
         if successes >= trials:
             return GateResult(False, 1.0)
         p = float(bdtr(successes, trials, bound))  # P(X <= successes)
+    return GateResult(p < alpha, p)
+
+
+def poisson_gate(count: float, exposure: float, bound_rate: float, alpha: float) -> GateResult:
+    """Is an event rate ``count / exposure`` significantly above ``bound_rate``?
+
+    For rare events counted over a window (cache evictions): crossed when the observed
+    rate is above the bound and the one-sided exact Poisson test rejects "the true rate
+    is at most the bound": ``P(X >= count | mean = bound_rate · exposure) < alpha``.
+    Without it, one eviction in a 5-minute window reads as 0.2/min, twice a 0.1/min
+    bound — a healthy model rolled back for a single event. The count is rounded down
+    (a fraction of an event never rejects); no exposure is never beyond.
+    """
+    if exposure <= 0.0:
+        return _NOT_BEYOND
+    if not count / exposure > bound_rate:
+        return _NOT_BEYOND
+    events = math.floor(count + _COUNT_TOLERANCE)
+    if events < 1:
+        return GateResult(False, 1.0)
+    mean = bound_rate * exposure
+    if mean <= 0.0:
+        return GateResult(True, 0.0)
+    p = float(pdtrc(events - 1, mean))  # P(X >= events)
     return GateResult(p < alpha, p)
 
 

@@ -55,10 +55,13 @@ def test_hit_rate_gate_flips_where_scipy_says():
 
 
 @pytest.mark.parametrize("evictions, severity, critical", [
-    (0.1, 0.0, False), (0.15, 0.5, False), (0.2, 1.0, True), (1.0, 1.0, True),
+    (0.1, 0.0, False), (0.15, 0.5, False), (0.2, 1.0, False), (0.3, 1.0, True), (1.0, 1.0, True),
 ])
-def test_evictions(evictions, severity, critical):
-    r = cache.evaluate(canary(evictions=evictions), BALANCED)
+def test_evictions_over_a_day_of_evidence(evictions, severity, critical):
+    """With 24 h of evidence the Poisson gate passes and the severity formula decides;
+    exactly at the critical bound is not significantly beyond it, so not critical."""
+    data = snap(**{"canary.cache.evictions_per_minute": evictions, "windows": {"cache": 86_400.0}})
+    r = cache.evaluate(data, BALANCED)
     assert r.severity == pytest.approx(severity) and r.critical is critical
 
 
@@ -106,3 +109,34 @@ def test_fewer_hits_never_lower_severity(a, b, ev, lk):
     r_lo = cache.evaluate(canary(lo, 10_000 - lo, ev, lk), BALANCED)
     r_hi = cache.evaluate(canary(hi, 10_000 - hi, ev, lk), BALANCED)
     assert r_lo.severity >= r_hi.severity and r_lo.critical >= r_hi.critical
+
+
+def test_a_single_eviction_in_the_window_is_noise_not_a_breach() -> None:
+    """0.2/min from one eviction in 5 minutes: beyond 0.1/min, not significant (Poisson)."""
+    from modelrollout.core.conditions import cache as cache_condition
+    from modelrollout.core.snapshot import load_snapshot
+
+    from ..factories import snapshot_dict, with_changes
+    from modelrollout.core.conditions.base import EvaluationContext
+    from modelrollout.api.thresholds import Profile, resolve_conditions
+
+    ctx = EvaluationContext(thresholds=resolve_conditions(Profile.BALANCED, None))
+    data = with_changes(snapshot_dict(), "canary.cache.evictions_per_minute", 0.2)
+    data["windows"] = {"cache": 300.0}
+    one = cache_condition.evaluate(load_snapshot(data), ctx)
+    assert one.severity == 0.0 and not one.critical
+    data = with_changes(data, "canary.cache.evictions_per_minute", 1.0)  # 5 events where 0.5 are expected
+    many = cache_condition.evaluate(load_snapshot(data), ctx)
+    assert many.critical and many.severity == 1.0
+
+
+def test_poisson_gate_flips_where_scipy_says() -> None:
+    from scipy import stats as st
+
+    from modelrollout.core.stats import poisson_gate
+
+    mean = 0.1 * 5  # bound 0.1/min over 5 minutes
+    for events in range(1, 8):
+        gate = poisson_gate(events, 5.0, 0.1, 0.05)
+        assert gate.p_value == pytest.approx(st.poisson.sf(events - 1, mean))
+        assert gate.beyond == (st.poisson.sf(events - 1, mean) < 0.05)

@@ -3,7 +3,8 @@
 * hit rate = hits / (hits + misses), lower is worse, a gated proportion (one-sided exact
   binomial test) against ``minHitRate``, critical ``criticalHitRate``;
 * evictions per minute, higher is worse, against ``maxEvictionsPerMinute``, critical at
-  × ``criticalFactor``;
+  × ``criticalFactor`` — gated by a one-sided exact Poisson test on the count over the
+  window (evictions are rare events: one in 5 minutes is 0.2/min, and must not decide);
 * lookup time in ms, higher is worse, against ``maxLookupMs``, critical at × ``criticalFactor``.
 
 Samples are lookups (hits + misses). A missing eviction rate or lookup time makes the
@@ -19,6 +20,7 @@ from .checks import (
     Check,
     bound_check,
     conclude,
+    event_rate_check,
     no_data,
     positive,
     proportion_check,
@@ -73,8 +75,9 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     if evictions is None:
         absent.append("evictions_per_minute")
     else:
-        checks.append(bound_check("evictions", evictions, t.max_evictions_per_minute,
-                                  t.max_evictions_per_minute * factor, "above", unit="/min"))
+        minutes = (window if window is not None else (t.window.total_seconds() if t.window else 300.0)) / 60.0
+        checks.append(event_rate_check("evictions", evictions, minutes, t.max_evictions_per_minute,
+                                       t.max_evictions_per_minute * factor, alpha, unit="/min"))
     if lookup_ms is None:
         absent.append("lookup_ms")
     else:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from ..snapshot import Snapshot
-from ..stats import Worse, binomial_gate
+from ..stats import Worse, binomial_gate, poisson_gate
 from .base import (
     ConditionResult,
     ObservedValues,
@@ -81,6 +81,35 @@ def proportion_check(
         severity = severity_lower_is_worse(rate, bound, critical_bound)
     critical = severity >= 1.0 and binomial_gate(x, n, critical_bound, worse, alpha).beyond
     return Check(label, rate, bound, critical_bound, worse, severity, critical, gate.p_value, digits=digits, note=note)
+
+
+def event_rate_check(
+    label: str,
+    rate: float,
+    exposure: float,
+    bound: float,
+    critical_bound: float,
+    alpha: float,
+    *,
+    unit: str = "",
+    digits: int = 3,
+) -> Check | None:
+    """A rate of rare events (per unit of ``exposure``), gated by an exact Poisson test.
+
+    Like ``proportion_check`` for counts without a denominator of trials: beyond the
+    warning bound only when significant; critical only when also significantly beyond
+    the critical bound. None when the rate is within bound.
+    """
+    count = rate * exposure
+    gate = poisson_gate(count, exposure, bound, alpha)
+    if gate.p_value is None:
+        return None
+    if not gate.beyond:
+        return Check(label, rate, bound, critical_bound, "above", 0.0, False, gate.p_value, unit=unit, digits=digits)
+    severity = severity_higher_is_worse(rate, bound, critical_bound)
+    critical = severity >= 1.0 and poisson_gate(count, exposure, critical_bound, alpha).beyond
+    return Check(label, rate, bound, critical_bound, "above", severity, critical, gate.p_value, unit=unit,
+                 digits=digits)
 
 
 def bound_check(
