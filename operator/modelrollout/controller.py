@@ -40,7 +40,7 @@ from .core.machine import (
     step,
 )
 from .core.snapshot import CanaryHealth, Health, Snapshot
-from .errors import ClusterConflict, ClusterUnavailable, MetricsUnavailable, ModelRolloutError
+from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError
 from .telemetry import OperatorMetrics
 
 log = logging.getLogger("modelrollout.controller")
@@ -178,7 +178,11 @@ class Controller:
 
         if status.phase.is_analysing and status.revision is not None and spec.paused == (status.phase == Phase.PAUSED) \
                 and status.step_started_at is not None:
-            observation = await self._observe(ref, spec, status, now)
+            try:
+                observation = await self._observe(ref, spec, status, now)
+            except InvalidSpec as exc:  # e.g. an unusable query override or an unsafe label value
+                await self._invalid_spec(ref, status, str(exc), generation)
+                return 3600.0
         else:
             observation = SpecChanged()
         started = time.perf_counter()
