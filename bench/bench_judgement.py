@@ -12,8 +12,8 @@ running at the horizon ("unfinished"), share of ticks held, median and p90 time 
 rollback from the rollout's start, the share rolled back within
 ``sustainedHighSeconds`` + one interval, and the most common trigger (condition and rule).
 
-    .venv/bin/python bench/bench_judgement.py            # the full run (~15 min on 2 cores)
-    .venv/bin/python bench/bench_judgement.py --quick    # 50 rollouts each: what a developer runs
+    .venv/bin/python bench/bench_judgement.py            # the full run (~10 min on 2 idle cores)
+    .venv/bin/python bench/bench_judgement.py --quick    # 50 rollouts each (~30 s): what a developer runs
 
 This is a benchmark, not a test: it prints a table, checks the targets of issue 8 and
 writes bench/results/judgement.md.
@@ -221,6 +221,13 @@ def check_targets(rows: list[tuple[str, str, dict[str, Any]]], within_seconds: f
 # ------------------------------------------------------------------------------- main
 
 
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=None,
@@ -242,9 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rps-window", choices=("step", "nominal"), default="step",
                         help="window of the RPS reading: clamped to the time since the weight changed (default), "
                              "or the nominal 5m across weight changes")
-    parser.add_argument("--output", type=Path, default=HERE / "results/judgement.md")
+    parser.add_argument("-f", "--rollout", type=Path, default=None,
+                        help="ModelRollout manifest whose spec is rolled out (default: the fraud-scorer example)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="Markdown report (default bench/results/judgement.md; judgement-quick.md with --quick)")
     args = parser.parse_args(argv)
 
+    global ROLLOUT
+    if args.rollout is not None:
+        ROLLOUT = args.rollout.resolve()  # read by load_spec, here and in the (forked) workers
+    if args.output is None:
+        args.output = HERE / ("results/judgement-quick.md" if args.quick else "results/judgement.md")
     healthy_n = args.rollouts or (50 if args.quick else 1000)
     degraded_n = args.degraded_rollouts or (args.rollouts or (50 if args.quick else 1000))
     low_degraded_n = args.low_degraded_rollouts or min(200, degraded_n)
@@ -277,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     tasks.sort(key=lambda t: (-(cost[t[3]] * (3 if t[1].startswith("healthy") or "serial" in t[1] else 1))))
     total = sum(t[8] for t in tasks)
 
+    steps_text = ", ".join(f"{s.weight} % {_duration(s.duration)}" for s in spec.steps)
     overrides = [level for level in traffic if load_spec(TRAFFIC[level])[1]]
     config_lines = [
-        f"- rollout: `{ROLLOUT.relative_to(ROOT)}` (steps 5 % 15m, 25 % 30m, 100 % 1h; interval {interval:.0f} s; "
-        f"profile balanced; sustainedHighSeconds {spec.analysis.sustained_high_seconds})",
+        f"- rollout: `{ROLLOUT.relative_to(ROOT) if ROLLOUT.is_relative_to(ROOT) else ROLLOUT}` (steps {steps_text}; interval {interval:.0f} s; "
+        f"profile {spec.analysis.profile.value}; sustainedHighSeconds {spec.analysis.sustained_high_seconds})",
         "- throughput: service-wide bound `minServiceRps` 30,000 (profile) at high traffic; "
         f"overridden with `throughput: {{minServiceRps: 0}}` at {', '.join(overrides) or 'no level'}",
         f"- horizon {HORIZON.total_seconds() / 3600:.0f} h simulated per rollout (still running then: 'unfinished')",

@@ -221,6 +221,7 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
         significance=spec.analysis.significance if significance is None else significance,
         canary_weight=status.canary_weight,
         step_age=age,
+        interval=spec.analysis.interval,
     )
 
 

@@ -20,7 +20,7 @@ from ...api.thresholds import ConditionName, Sensitivity
 from ..snapshot import Snapshot
 from ..stats import anomaly_scores
 from .base import ConditionResult, EvaluationContext, clamp01
-from .checks import no_data, sample_rate, shortfall, window_seconds
+from .checks import no_data, shortfall, window_seconds
 
 NAME = ConditionName.ANOMALY.value
 WHAT = "points"
@@ -49,7 +49,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
                        min_samples=t.min_samples, window_seconds=window, threshold=threshold)
     if samples < t.min_samples:
         return shortfall(NAME, weight, WHAT, samples, t.min_samples, window_seconds=window,
-                         rate=sample_rate(samples, window), threshold=threshold, observed={"points": samples})
+                         rate=1.0 / ctx.interval.total_seconds() if ctx.interval else None,
+                         threshold=threshold, observed={"points": samples})
     confidence = scores.confidence
     severity = 0.0
     if confidence >= t.min_confidence:

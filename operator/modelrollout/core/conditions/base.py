@@ -61,6 +61,7 @@ class EvaluationContext:
     significance: float = 0.05
     canary_weight: int = 5
     step_age: timedelta | None = None
+    interval: timedelta | None = None  # analysis interval: anomaly series gain one point per interval
 
 
 class Condition(Protocol):
