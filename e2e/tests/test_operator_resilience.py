@@ -16,7 +16,6 @@ import pytest
 from e2e.harness.cluster import Cluster
 
 from .operator_support import (  # noqa: F401 — fixtures
-    ROOT,
     OperatorProcess,
     RolloutScenario,
     crds,
@@ -302,5 +301,3 @@ def test_two_operator_replicas_only_one_acts(scenario: RolloutScenario, crds: Cl
         low.stop()
         high.stop()
 
-
-assert ROOT.exists()

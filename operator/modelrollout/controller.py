@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .api.manifests import ManifestError, parse_spec
-from .api.models import DecisionAction, ModelRolloutSpec, ModelRolloutStatus, Phase
+from .api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
 from .core.machine import (
@@ -36,7 +36,6 @@ from .core.machine import (
     Transition,
     set_condition,
     pending_actions,
-    plan_windows,
     step,
 )
 from .core.snapshot import CanaryHealth, Health, Snapshot
