@@ -144,6 +144,7 @@ class SnapshotRequest:
         Windows come from ``plan_windows``; the anomaly series covers ``max(series_points,
         anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``).
         """
+        from ..core.conditions import thresholds_of
         from ..core.machine import plan_windows  # core never imports adapters; the reverse is fine
 
         status = status or ModelRolloutStatus()
@@ -151,7 +152,7 @@ class SnapshotRequest:
         resolved = analysis.resolved_conditions()
         windows = plan_windows(spec, status, now)
         minimums = {
-            c.value: float(getattr(resolved, _field(c)).min_samples or 0) for c in ConditionName
+            c.value: float(thresholds_of(resolved, c).min_samples or 0) for c in ConditionName
         }
         series_window = series_step = None
         if ConditionName.ANOMALY.value in windows:
@@ -169,10 +170,6 @@ class SnapshotRequest:
     def minimum(self, condition: str) -> float:
         value = self.min_samples.get(condition)
         return float(value) if value is not None else _DEFAULT_MIN_SAMPLES.get(condition, 1.0)
-
-
-def _field(name: ConditionName) -> str:
-    return {"confidenceDrift": "confidence_drift", "errorRate": "error_rate"}.get(name.value, name.value)
 
 
 class MetricsSource(Protocol):
