@@ -247,9 +247,12 @@ class Controller:
         severities = [(c.name, c.severity) for c in (status.risk.conditions if status.risk else [])]
         self.telemetry.record_status(ref.namespace, ref.name, status.phase, status.canary_weight,
                                      status.current_step, status.risk.score if status.risk else None, severities)
+        started_rollback = any(isinstance(a, RollbackPhase) and a.phase == 1 for a in transition.actions)
         if transition.decision is not None:
             self.telemetry.decisions.labels(transition.decision.action.value, "tick").inc()
-        if any(isinstance(a, RollbackPhase) and a.phase == 1 for a in transition.actions) and status.rollback:
+        elif started_rollback and status.rollback:  # a signal: fast path, pod watch or a command
+            self.telemetry.decisions.labels("rollback", status.rollback.path).inc()
+        if started_rollback and status.rollback:
             self.telemetry.rollbacks.labels(ref.namespace, ref.name, status.rollback.trigger, status.rollback.path).inc()
 
     async def _execute(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,

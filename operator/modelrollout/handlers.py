@@ -26,7 +26,9 @@ from kubernetes import config as k8s_config
 from .api.models import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock, SystemClock
 from .controller import Controller, RolloutRef
+from .adapters.workload import CANARY_ROLE, ROLE_LABEL, pod_failure
 from .errors import ClusterConflict, ClusterUnavailable
+from .fastpath import FastPath, deployment_of_pod
 from .telemetry import OperatorMetrics
 
 log = logging.getLogger("modelrollout.handlers")
@@ -71,14 +73,40 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
         settings.watching.server_timeout = 60
         memo.controller = build_controller(config, clock)
         memo.wakeups = {}
+        memo.fast_path = build_fast_path(memo.controller, clock)
+        memo.fast_path_task = asyncio.create_task(memo.fast_path.run(), name="modelrollout-fast-path")
         log.info("modelrollout operator starting: priority %s, prometheus %s", config.priority, config.prometheus_url)
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop_fast_path(memo: kopf.Memo, **_: Any) -> None:
+        task: asyncio.Task[None] | None = getattr(memo, "fast_path_task", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    async def wake(uid: str, memo: kopf.Memo, type: str | None, **_: Any) -> None:
-        """Spec edits, annotations (manual commands) and pause/resume wake the daemon now."""
+    async def wake(uid: str, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
+                   **_: Any) -> None:
+        """Spec edits, annotations (manual commands) and pause/resume wake the daemon now;
+        every body also refreshes what the fast path knows of the rollout."""
+        fast_path: FastPath = memo.fast_path
+        if type == "DELETED":
+            fast_path.forget(uid)
+        else:
+            fast_path.observe(RolloutRef(namespace=namespace, name=name, uid=uid), body)
         event = memo.wakeups.get(uid)
         if event is not None:
             event.set()
+
+    @kopf.on.event("", "v1", "pods", labels={ROLE_LABEL: CANARY_ROLE}, registry=registry)
+    async def canary_pod(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
+                         **_: Any) -> None:
+        """An OOMKilled or crash-looping canary pod rolls back now, not at the next tick."""
+        if type == "DELETED" or pod_failure(body) is None:
+            return
+        deployment = deployment_of_pod(body)
+        if deployment is not None:
+            await memo.fast_path.pod_failed(namespace, deployment, name)
 
     @kopf.daemon(API_GROUP, API_VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def rollout(name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
@@ -86,6 +114,8 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
         controller: Controller = memo.controller
         ref = RolloutRef(namespace=namespace, name=name, uid=uid)
         wake_event: asyncio.Event = memo.wakeups.setdefault(uid, asyncio.Event())
+        fast_path: FastPath = memo.fast_path
+        fast_path.activate(uid)  # a frozen peer's daemons stop, and with them its fast path
         resume = True
         failures = 0
         try:
@@ -112,11 +142,13 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
                         pass
         finally:
             memo.wakeups.pop(uid, None)
+            fast_path.deactivate(uid)
 
     @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, registry=registry, optional=True)
-    async def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    async def forget(name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         controller.telemetry.forget(namespace, name)
+        memo.fast_path.forget(uid)
 
     return registry
 
@@ -158,6 +190,10 @@ class PrometheusRouter:
         url, inner = request
         return await self.source(url).snapshot(inner, at)
 
+    def batch_source(self, url: str | None) -> Any:
+        """The unbatched source of a URL: the fast path sends its own whole batches."""
+        return self.source(url).source
+
 
 def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
     from .adapters.prometheus import SnapshotRequest
@@ -171,6 +207,17 @@ def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutS
 
     total = status.stable_record.replicas if status.stable_record else 0
     return rollout_target(ref.namespace, spec, total)
+
+
+def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
+    from .adapters.prometheus import SnapshotRequest
+
+    return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+
+
+def build_fast_path(controller: Controller, clock: Clock) -> FastPath:
+    router: PrometheusRouter = controller.metrics_source  # type: ignore[assignment]
+    return FastPath(controller, router.batch_source, fast_path_request, clock, controller.telemetry)
 
 
 def build_controller(config: OperatorConfig, clock: Clock) -> Controller:

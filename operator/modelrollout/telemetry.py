@@ -1,7 +1,13 @@
 """The operator's own Prometheus metrics (prometheus_client), on a /metrics port.
 
 One registry per process so tests can run several operators in one interpreter.
-Names are stable API: the Grafana dashboard and alerts are built on them.
+Names are stable API: the Grafana dashboard (``charts/modelrollout/dashboards/``) and
+alerts are built on them, and ``tests/unit/test_dashboard.py`` fails when a panel reads a
+metric that is not defined here.
+
+Series that a dashboard panel divides or rates are created at zero when the process
+starts (the query counters for every path), so "no errors yet" shows as 0, not as
+"no data".
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from .api.models import Phase
 
+QUERY_PATHS = ("tick", "fastPath")
+"""Values of the ``path`` label of the Prometheus-query metrics (who issued the query)."""
+
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._conditions: dict[tuple[str, str], set[str]] = {}
         r = self.registry
         self.phase = Gauge("modelrollout_phase", "1 for the rollout's current phase, 0 otherwise",
                            ["namespace", "name", "phase"], registry=r)
@@ -37,6 +47,17 @@ class OperatorMetrics:
         self.query_seconds = Histogram("modelrollout_prometheus_query_duration_seconds", "PromQL query latency",
                                        ["path"], registry=r)
 
+        self.fast_path_seconds = Histogram(
+            "modelrollout_fast_path_cycle_duration_seconds", "time of one fast-path cycle (queries + decisions)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.fast_path_rollouts = Gauge("modelrollout_fast_path_rollouts",
+                                        "rollouts checked by the last fast-path cycle", registry=r)
+
+        for path in QUERY_PATHS:  # exported at 0 from the start (see the module docstring)
+            self.queries.labels(path)
+            self.query_errors.labels(path)
+            self.query_seconds.labels(path)
+
     def observe_query(self, path: str, seconds: float, ok: bool) -> None:
         self.queries.labels(path).inc()
         self.query_seconds.labels(path).observe(seconds)
@@ -51,8 +72,10 @@ class OperatorMetrics:
         self.step.labels(namespace, name).set(step)
         if score is not None:
             self.score.labels(namespace, name).set(score)
+        known = self._conditions.setdefault((namespace, name), set())
         for condition, severity in severities:
             self.severity.labels(namespace, name, condition).set(severity)
+            known.add(condition)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted rollout's series so dashboards don't show ghosts."""
@@ -64,6 +87,11 @@ class OperatorMetrics:
         for p in Phase:
             try:
                 self.phase.remove(namespace, name, p.value)
+            except KeyError:
+                pass
+        for condition in self._conditions.pop((namespace, name), set()):
+            try:
+                self.severity.remove(namespace, name, condition)
             except KeyError:
                 pass
 

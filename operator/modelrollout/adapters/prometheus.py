@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -166,6 +167,20 @@ class SnapshotRequest:
             labels=analysis.labels, queries=dict(analysis.queries),
             custom=tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
         )
+
+    @classmethod
+    def for_fast_path(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                      now: datetime) -> "SnapshotRequest":
+        """The fast path's request: the tick's windows for the critical conditions only.
+
+        No anomaly series and no custom conditions (per-rollout queries would make the
+        fast path's cost grow with rollouts); ``core.fastpath`` says which conditions.
+        """
+        from ..core.fastpath import fast_path_windows
+
+        tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, now=now)
+        return dataclasses.replace(tick, windows=fast_path_windows(spec, status, now), series_window=None,
+                                   series_step=None, custom=())
 
     def minimum(self, condition: str) -> float:
         value = self.min_samples.get(condition)

@@ -1,0 +1,122 @@
+"""The critical fast path and the canary pod watch, end to end (issue 9).
+
+The analysis interval is 30 s in these tests, so a rollback within a few seconds of the
+breach can only come from the fast path (Prometheus, every second) or the pod watch
+(kopf's stream of the canary's pods); ``status.rollback.path`` says which one acted, and
+the tests assert both the path and the time. A healthy rollout checked by the fast path
+every second for its whole life must end Succeeded with no fast-path decision at all.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.harness.cluster import Cluster
+
+from .operator_support import (  # noqa: F401 — fixtures
+    OperatorProcess,
+    RolloutScenario,
+    crds,
+    operator,
+    rollout_manifest,
+)
+
+pytestmark = pytest.mark.e2e
+
+SLOW_INTERVAL = "30s"
+LATENCY_CRITICAL_MS = 6.0  # balanced: p95 bound 3 ms × critical factor 2
+
+
+@pytest.fixture
+def scenario(crds: Cluster, namespace: str) -> RolloutScenario:
+    return RolloutScenario(crds, namespace)
+
+
+def operator_metrics(op: OperatorProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def metric(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in values.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+def at_first_step(s: RolloutScenario, interval: str) -> None:
+    s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary, interval=interval,
+                             steps=[{"weight": 25, "duration": "1h"}, {"weight": 100, "duration": "1h"}]))
+    s.wait_status(lambda st: st.get("phase") == "Progressing" and st.get("canaryWeight") == 25 and st.get("risk"),
+                  timeout=90, message="first step analysed")
+    s.cluster.wait_for(lambda: s.replicas(s.canary) == 1, timeout=30, message="canary scaled to its share")
+
+
+def test_latency_breach_at_30s_interval_is_caught_by_the_fast_path(scenario: RolloutScenario,
+                                                                   operator: OperatorProcess) -> None:
+    s = scenario
+    at_first_step(s, SLOW_INTERVAL)
+    query = (f'histogram_quantile(0.95, sum by (le) (rate(model_request_duration_seconds_bucket'
+             f'{{namespace="{s.namespace}",deployment="{s.canary}"}}[20s]))) * 1000')
+    s.cluster.simulator.set_behaviour(s.namespace, s.canary, latency_ms={"median": 9.0, "p95": 16.0})
+    visible = zero = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (visible is None or zero is None):
+        now = time.monotonic()
+        if visible is None:
+            value = s.cluster.prom_scalar(query)
+            if value is not None and value > LATENCY_CRITICAL_MS:
+                visible = now
+        if zero is None and s.replicas(s.canary) == 0:
+            zero = now
+        time.sleep(0.1)
+    assert zero is not None, f"canary never reached 0 replicas; status: {s.status()}"
+    status = s.wait_phase("RolledBack", timeout=60)
+    assert status["rollback"]["path"] == "fastPath", status["rollback"]
+    assert status["rollback"]["trigger"] == "latency"
+    started = next(h for h in status["history"] if h["kind"] == "rollback")
+    assert started["evidence"]["path"] == "fastPath"
+    assert started["evidence"]["signal"]["significance"] == pytest.approx(0.005)
+    # Well under the 30 s interval: the breach reached 0 replicas within a few seconds of
+    # Prometheus showing it (generous bound: this is a shared 2-core machine).
+    assert visible is not None
+    assert zero - visible < 10.0, f"visible→0 took {zero - visible:.1f}s"
+    values = operator_metrics(operator)
+    assert metric(values, "modelrollout_rollbacks_total", path="fastPath", trigger="latency") == 1
+    assert metric(values, "modelrollout_prometheus_queries_total", path="fastPath") > 0
+
+
+@pytest.mark.parametrize("inject", ["oomkilled", "crashloop-oom"])
+def test_oomkilled_canary_pod_is_caught_by_the_pod_watch(scenario: RolloutScenario, operator: OperatorProcess,
+                                                         inject: str) -> None:
+    s = scenario
+    at_first_step(s, SLOW_INTERVAL)
+    injected = time.monotonic()
+    s.cluster.apps.patch_namespaced_deployment(s.canary, s.namespace, {
+        "spec": {"template": {"metadata": {"labels": {"modelrollout.io/inject": inject}}}}})
+    status = s.wait_phase("RolledBack", timeout=60)
+    took = time.monotonic() - injected
+    assert status["rollback"]["path"] == "podWatch", status["rollback"]
+    assert status["rollback"]["trigger"] == "kubernetesHealth"
+    assert "OOMKilled" in status["rollback"]["reason"] or "CrashLoopBackOff" in status["rollback"]["reason"]
+    assert s.replicas(s.canary) == 0
+    assert took < 25.0, f"pod failure → RolledBack took {took:.1f}s (interval {SLOW_INTERVAL})"
+
+
+def test_healthy_rollout_is_never_touched_by_the_fast_path(scenario: RolloutScenario,
+                                                           operator: OperatorProcess) -> None:
+    s = scenario
+    s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary, interval="2s",
+                             steps=[{"weight": 25, "duration": "10s"}, {"weight": 50, "duration": "10s"},
+                                    {"weight": 100, "duration": "10s"}]))
+    status = s.wait_phase("Succeeded", "RolledBack", "Failed", timeout=150)
+    assert status["phase"] == "Succeeded", status.get("message")
+    values = operator_metrics(operator)
+    assert metric(values, "modelrollout_prometheus_queries_total", path="fastPath") > 0, "the fast path never ran"
+    assert metric(values, "modelrollout_decisions_total", path="fastPath") == 0
+    assert metric(values, "modelrollout_rollbacks_total") == 0

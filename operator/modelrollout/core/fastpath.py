@@ -1,0 +1,139 @@
+"""The critical fast path's judgement (SPEC §4): which breaches may skip the tick.
+
+The regular tick scores every condition and may advance, promote or roll back; the fast
+path looks far more often (every ``analysis.fastPathSeconds``) and may only *start a
+rollback*, and only for a breach the tick would also call critical. It runs the very
+same condition functions on a narrower snapshot, with two differences that keep it from
+becoming a noise amplifier:
+
+* **α/10.** Checking thirty times per interval multiplies the chances of a false alarm;
+  the binomial and Poisson gates run at a tenth of ``analysis.significance`` (a
+  Bonferroni-style correction for the extra looks), so the fast path fires only on
+  evidence the tick would find overwhelming.
+* **Critical only.** A triggered-but-not-critical condition is the tick's business
+  (persistence, the score): the fast path never returns anything but a rollback signal.
+
+Pure: no I/O, the clock is an argument. The adapter that batches the queries and the
+loop that calls ``critical_breach`` every second live in ``modelrollout.fastpath``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
+from ..api.thresholds import ConditionName
+from .conditions import BUILTIN, thresholds_of
+from .conditions.base import ConditionResult
+from .decision import health_failure
+from .machine import CriticalSignal, evaluation_context, plan_windows
+from .snapshot import CanaryHealth, Snapshot
+
+FAST_PATH_CONDITIONS: tuple[ConditionName, ...] = (
+    ConditionName.ACCURACY,
+    ConditionName.LATENCY,
+    ConditionName.CONFIDENCE_DRIFT,
+    ConditionName.ERROR_RATE,
+    ConditionName.CACHE,
+)
+"""Conditions with a critical bound that a counter query can show within a second.
+
+Throughput is left to the tick: its share-normalised drop jumps at every weight change
+and its service-wide RPS needs a stable window. Anomaly has no critical bound."""
+
+ALPHA_DIVISOR = 10.0
+FAST_PATH = "fastPath"
+POD_WATCH = "podWatch"
+
+
+def watches(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """Whether the fast path looks at this rollout at all.
+
+    Only while the canary serves traffic (Progressing or Paused with weight > 0) and the
+    rollout may act: a dry run is left to the tick, which records its decisions once per
+    interval instead of once per second.
+    """
+    return (status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.canary_weight > 0
+            and status.step_started_at is not None and status.revision is not None
+            and not spec.analysis.dry_run)
+
+
+def fast_path_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
+    """The tick's windows (``plan_windows``) for the enabled fast-path conditions only.
+
+    Same windows as the tick, so "visible in Prometheus" means the same thing on both
+    paths and a breach the fast path sees is one the next tick would see too.
+    """
+    resolved = spec.analysis.resolved_conditions()
+    enabled = {c.value for c in FAST_PATH_CONDITIONS if thresholds_of(resolved, c).enabled is not False}
+    return {name: window for name, window in plan_windows(spec, status, now).items() if name in enabled}
+
+
+def fast_path_significance(spec: ModelRolloutSpec) -> float:
+    return spec.analysis.significance / ALPHA_DIVISOR
+
+
+def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot: Snapshot,
+                     now: datetime) -> list[ConditionResult]:
+    """The fast-path conditions' results at α/10, critical ones only, in SPEC order."""
+    ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
+    resolved = ctx.thresholds
+    out = []
+    for name in FAST_PATH_CONDITIONS:
+        if thresholds_of(resolved, name).enabled is False:
+            continue
+        result = BUILTIN[name](snapshot, ctx)
+        if result.critical:
+            out.append(result)
+    return out
+
+
+def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot: Snapshot,
+                    now: datetime) -> CriticalSignal | None:
+    """A rollback signal when a fast-path condition is critical at α/10, else None.
+
+    The reason reads like the tick's (``critical: latency: …``) so Events and history
+    look the same whichever path caught the breach; ``path`` tells them apart.
+    """
+    if not watches(spec, status):
+        return None
+    critical = critical_results(spec, status, snapshot, now)
+    if not critical:
+        return None
+    first = critical[0]
+    evidence = {
+        "condition": first.name,
+        "observed": dict(first.observed),
+        "threshold": dict(first.threshold),
+        "significance": fast_path_significance(spec),
+        "alsoCritical": [r.name for r in critical[1:]],
+    }
+    return CriticalSignal(path=FAST_PATH, trigger=first.name, reason=f"critical: {first.name}: {first.message}",
+                          evidence=evidence)
+
+
+def pod_health_signal(spec: ModelRolloutSpec, status: ModelRolloutStatus, health: CanaryHealth,
+                      pod: str | None = None) -> CriticalSignal | None:
+    """A rollback signal when the canary's current pods are OOMKilled or crash-looping.
+
+    Only those two: they are facts, not statistics, so they need no tick to confirm them.
+    Availability and progress deadlines stay with the tick, which measures how long.
+    """
+    if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or spec.analysis.dry_run:
+        return None
+    if not (health.oom_killed or health.crash_looping):
+        return None
+    failure = health_failure(CanaryHealth(oom_killed=health.oom_killed, crash_looping=health.crash_looping),
+                             spec.analysis.progress_deadline_seconds)
+    assert failure is not None
+    evidence: dict[str, object] = {"oomKilled": health.oom_killed, "crashLooping": health.crash_looping}
+    if pod:
+        evidence["pod"] = pod
+    return CriticalSignal(path=POD_WATCH, trigger="kubernetesHealth", reason=f"critical: {failure}",
+                          evidence=evidence)
+
+
+__all__ = [
+    "ALPHA_DIVISOR", "FAST_PATH", "FAST_PATH_CONDITIONS", "POD_WATCH", "critical_breach", "critical_results",
+    "fast_path_significance", "fast_path_windows", "pod_health_signal", "watches",
+]

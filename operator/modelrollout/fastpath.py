@@ -1,0 +1,232 @@
+"""The critical fast path and the canary pod watch: rollbacks that do not wait for a tick.
+
+SPEC §4: a critical breach must reach "canary at 0 %" in about a second whatever the
+analysis interval. Two sources feed ``Controller.signal``:
+
+* **The fast path loop.** One task per operator, not per rollout: every
+  ``analysis.fastPathSeconds`` it builds the fast-path request of every rollout due,
+  sends them as *one* batch per Prometheus (the batch issues one query per metric and
+  window for all rollouts, grouped by namespace and deployment, so the query rate is
+  flat from 1 to 100 rollouts) and hands each snapshot to the pure
+  ``core.fastpath.critical_breach``. It never advances or promotes: its only output is
+  a rollback signal.
+* **The pod watch.** kopf streams the canary pods' changes (label
+  ``modelrollout.io/role: canary``); a pod that is OOMKilled or crash-looping makes us
+  re-read the canary's *current* ReplicaSet's pods (a failed pod of an earlier revision
+  must not condemn the new one) and signal at once.
+
+What the loop knows of each rollout comes from the watch stream (kopf's event handler
+calls ``observe`` with every new body), so a check costs no apiserver GET; the signal
+itself re-reads the rollout fresh under its lock before acting, so a stale body can
+never apply a rollback twice or to a rollout that moved on. Only rollouts whose kopf
+daemon runs in this process are checked: a peer frozen by a higher-priority operator
+stops its daemons, and with them its fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from .api.manifests import ManifestError, parse_spec
+from .api.models import ModelRolloutSpec, ModelRolloutStatus
+from .clock import Clock
+from .controller import Controller, RolloutRef, _status_of
+from .core.fastpath import FAST_PATH, critical_breach, pod_health_signal, watches
+from .core.machine import CriticalSignal
+from .core.snapshot import Snapshot
+from .errors import MetricsUnavailable, ModelRolloutError
+from .telemetry import OperatorMetrics
+
+log = logging.getLogger("modelrollout.fastpath")
+
+IDLE_PERIOD_SECONDS = 1.0
+"""How often the loop wakes when no rollout is watched (to notice new ones)."""
+
+
+class BatchSource(Protocol):
+    async def snapshots(self, requests: Sequence[Any], at: datetime, *,
+                        path: str = "tick") -> dict[str, Snapshot | MetricsUnavailable]: ...
+
+
+RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], Any]
+"""Builds one rollout's fast-path request (``SnapshotRequest.for_fast_path``); may raise on a bad spec."""
+
+
+@dataclass
+class Watched:
+    """The latest body the watch delivered for one rollout, parsed once."""
+
+    ref: RolloutRef
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    checked_at: float = 0.0  # monotonic time of the last fast-path check
+
+
+class FastPath:
+    """The operator-wide fast path loop and pod-failure entry point."""
+
+    def __init__(self, controller: Controller, sources: Callable[[str | None], BatchSource],
+                 build_request: RequestFactory, clock: Clock, telemetry: OperatorMetrics) -> None:
+        self.controller = controller
+        self.sources = sources
+        self.build_request = build_request
+        self.clock = clock
+        self.telemetry = telemetry
+        self.watched: dict[str, Watched] = {}
+        self.active: set[str] = set()
+        self.cycles = 0
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ what to watch
+
+    def observe(self, ref: RolloutRef, body: Mapping[str, Any]) -> None:
+        """Record the rollout's latest body (from kopf's watch stream)."""
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+        except ManifestError:
+            self.watched.pop(ref.uid, None)
+            return
+        previous = self.watched.get(ref.uid)
+        self.watched[ref.uid] = Watched(ref, spec, _status_of(body), previous.checked_at if previous else 0.0)
+        if previous is None:
+            self._changed.set()
+
+    def forget(self, uid: str) -> None:
+        self.watched.pop(uid, None)
+        self.active.discard(uid)
+
+    def activate(self, uid: str) -> None:
+        """This process drives the rollout (its daemon runs here): check it."""
+        self.active.add(uid)
+        self._changed.set()
+
+    def deactivate(self, uid: str) -> None:
+        self.active.discard(uid)
+
+    def due(self, now: float) -> list[Watched]:
+        return [w for uid, w in self.watched.items()
+                if uid in self.active and watches(w.spec, w.status)
+                and now - w.checked_at >= w.spec.analysis.fast_path_seconds - 1e-3]
+
+    def period(self) -> float:
+        """The loop's cadence: the shortest ``fastPathSeconds`` among watched rollouts."""
+        periods = [w.spec.analysis.fast_path_seconds for uid, w in self.watched.items()
+                   if uid in self.active and watches(w.spec, w.status)]
+        return min(periods) if periods else IDLE_PERIOD_SECONDS
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Check due rollouts on a grid of ``period()`` seconds until cancelled."""
+        while True:
+            period = self.period()
+            delay = period - (time.time() % period)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 — the loop must outlive any one bad cycle
+                log.exception("fast path cycle failed")
+
+    async def check_once(self) -> list[tuple[RolloutRef, CriticalSignal]]:
+        """One cycle: a batch per Prometheus for the due rollouts; act on critical breaches."""
+        started = time.monotonic()
+        due = self.due(started)
+        if not due:
+            return []
+        now = self.clock.now()
+        groups: dict[str | None, list[tuple[Watched, Any]]] = {}
+        for w in due:
+            w.checked_at = started
+            try:
+                request = self.build_request(w.ref, w.spec, w.status, now)
+            except (ModelRolloutError, ValueError) as exc:  # the tick reports an unusable spec
+                log.debug("%s/%s: no fast path: %s", w.ref.namespace, w.ref.name, exc)
+                continue
+            url = w.spec.analysis.prometheus.url if w.spec.analysis.prometheus else None
+            groups.setdefault(url, []).append((w, request))
+        answers = await asyncio.gather(*(self._batch(url, items, now) for url, items in groups.items()))
+        breaches: list[tuple[RolloutRef, CriticalSignal]] = []
+        for items, results in zip(groups.values(), answers):
+            for w, request in items:
+                snapshot = results.get(request.key)
+                if not isinstance(snapshot, Snapshot):
+                    continue  # Prometheus trouble is the tick's to count (noData / prometheusErrors)
+                signal = critical_breach(w.spec, w.status, snapshot, now)
+                if signal is not None:
+                    breaches.append((w.ref, signal))
+        self.cycles += 1
+        self.telemetry.fast_path_rollouts.set(len(due))
+        if breaches:
+            await asyncio.gather(*(self._signal(ref, signal) for ref, signal in breaches))
+        self.telemetry.fast_path_seconds.observe(time.monotonic() - started)
+        return breaches
+
+    async def _batch(self, url: str | None, items: list[tuple[Watched, Any]],
+                     at: datetime) -> dict[str, Snapshot | MetricsUnavailable]:
+        return await self.sources(url).snapshots([request for _, request in items], at, path=FAST_PATH)
+
+    async def _signal(self, ref: RolloutRef, signal: CriticalSignal) -> None:
+        try:
+            acted = await self.controller.signal(ref, signal)
+        except Exception:  # noqa: BLE001 — the tick retries whatever the signal left undone
+            log.exception("%s/%s: fast path rollback failed", ref.namespace, ref.name)
+            return
+        if acted:
+            log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, signal.reason, signal.path)
+
+    # ------------------------------------------------------------------ pod watch
+
+    def rollouts_with_canary(self, namespace: str, deployment: str) -> list[Watched]:
+        return [w for uid, w in self.watched.items()
+                if uid in self.active and w.ref.namespace == namespace and w.spec.canary.deployment == deployment]
+
+    async def pod_failed(self, namespace: str, deployment: str, pod: str) -> bool:
+        """A canary pod failed: confirm on the current revision's pods, then signal. True if acted."""
+        acted = False
+        for w in self.rollouts_with_canary(namespace, deployment):
+            try:
+                health = await self.controller.executor.canary_health(
+                    namespace, deployment, w.spec.analysis.progress_deadline_seconds)
+            except ModelRolloutError as exc:
+                log.warning("%s/%s: canary health unavailable after pod %s failed: %s",
+                            namespace, w.ref.name, pod, exc)
+                continue
+            signal = pod_health_signal(w.spec, w.status, health, pod)
+            if signal is None:
+                continue
+            try:
+                if await self.controller.signal(w.ref, signal):
+                    acted = True
+                    log.warning("%s/%s: %s (%s)", namespace, w.ref.name, signal.reason, signal.path)
+            except Exception:  # noqa: BLE001
+                log.exception("%s/%s: pod-watch rollback failed", namespace, w.ref.name)
+        return acted
+
+
+def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
+    """The Deployment that owns a pod, from its ReplicaSet owner's name (no API call).
+
+    A Deployment's ReplicaSet is named ``<deployment>-<pod-template-hash>``.
+    """
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    for owner in meta.get("ownerReferences") or []:
+        name = owner.get("name") or ""
+        if owner.get("kind") == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            return name[: -len(template_hash) - 1]
+    return None
+
+
+__all__ = ["FastPath", "Watched", "deployment_of_pod"]

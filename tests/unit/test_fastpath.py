@@ -1,0 +1,250 @@
+"""The critical fast path: its pure judgement (core.fastpath) and its loop (modelrollout.fastpath).
+
+The loop is driven with a fake batch source and a fake controller: what matters here is
+which rollouts are checked, how the queries are batched and that only critical breaches
+reach ``Controller.signal``. The cluster-level behaviour is in e2e/tests/test_fast_path.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelrollout.adapters.prometheus import SnapshotRequest, plan_queries
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
+from modelrollout.clock import SettableClock
+from modelrollout.controller import RolloutRef
+from modelrollout.core.actions import RollbackPhase
+from modelrollout.core.conditions import evaluate_all
+from modelrollout.core.fastpath import (
+    FAST_PATH_CONDITIONS,
+    critical_breach,
+    critical_results,
+    fast_path_windows,
+    pod_health_signal,
+    watches,
+)
+from modelrollout.core.machine import CriticalSignal, MetricsObserved, evaluation_context, step
+from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
+from modelrollout.fastpath import FastPath, deployment_of_pod
+from modelrollout.telemetry import OperatorMetrics
+
+from .factories import T0, healthy_snapshot, make_spec, snapshot_dict, with_changes
+from .test_machine import begin
+
+
+def at_25(spec: ModelRolloutSpec) -> tuple[ModelRolloutStatus, datetime]:
+    """A rollout advanced to 25 % on healthy ticks, and the time of its last tick."""
+    status = begin(spec)
+    at = T0
+    for s in range(10, 61, 10):
+        at = T0 + timedelta(seconds=s)
+        status = step(spec, status, MetricsObserved(healthy_snapshot(at, status.canary_weight)), at).status
+    assert status.canary_weight == 25 and status.phase == Phase.PROGRESSING
+    return status, at
+
+
+# ------------------------------------------------------------------------ the judgement
+
+
+def test_healthy_canary_raises_nothing() -> None:
+    spec = make_spec()
+    status, at = at_25(spec)
+    assert critical_breach(spec, status, healthy_snapshot(at, 25), at) is None
+
+
+def test_critical_latency_signals_a_fast_path_rollback_the_machine_applies() -> None:
+    spec = make_spec()
+    status, at = at_25(spec)
+    at += timedelta(seconds=1)
+    signal = critical_breach(spec, status, healthy_snapshot(at, 25, latency=(5.0, 8.0, 12.0)), at)
+    assert signal is not None
+    assert signal.path == "fastPath" and signal.trigger == "latency"
+    assert signal.reason.startswith("critical: latency:")
+    assert signal.evidence["significance"] == pytest.approx(spec.analysis.significance / 10)
+    t = step(spec, status, signal, at)
+    assert t.status.phase == Phase.ROLLING_BACK and t.actions[0] == RollbackPhase(1)
+    assert t.status.rollback and t.status.rollback.path == "fastPath" and t.status.rollback.trigger == "latency"
+    assert t.status.history[-1].evidence["path"] == "fastPath"
+
+
+def test_fast_path_needs_ten_times_the_evidence_of_the_tick() -> None:
+    """Some accuracy drops are critical for the tick (α) but not yet for the fast path (α/10);
+    a deep enough drop is critical for both."""
+    spec = make_spec()
+    status, at = at_25(spec)
+    tick_ctx = evaluation_context(spec, status, at)
+    base = snapshot_dict(at, 25)
+    n = base["canary"]["predictions_evaluated"]
+    tick_only = both = None
+    for correct in range(int(n * 0.95), 0, -1):
+        snap = load_snapshot(with_changes(base, "canary.predictions_correct", correct))
+        tick = any(r.critical for r in evaluate_all(snap, tick_ctx) if r.name == "accuracy")
+        fast = any(r.name == "accuracy" for r in critical_results(spec, status, snap, at))
+        assert not (fast and not tick), f"fast path critical where the tick is not (correct={correct}/{n})"
+        if tick and not fast and tick_only is None:
+            tick_only = correct
+        if tick and fast:
+            both = correct
+            break
+    assert tick_only is not None, "no accuracy is critical at α yet not at α/10"
+    assert both is not None and both < tick_only
+
+
+@pytest.mark.parametrize("change", [
+    {"analysis": {"dryRun": True}},
+    {"phase": Phase.SUCCEEDED},
+    {"phase": Phase.ROLLING_BACK},
+    {"canary_weight": 0},
+])
+def test_fast_path_leaves_alone_what_it_must_not_touch(change: dict[str, Any]) -> None:
+    spec = make_spec(**change.pop("analysis", {}))
+    status, at = at_25(make_spec())
+    status = status.model_copy(update=change)
+    breach = healthy_snapshot(at, 25, latency=(5.0, 8.0, 12.0))
+    assert not watches(spec, status)
+    assert critical_breach(spec, status, breach, at) is None
+
+
+def test_windows_are_the_ticks_for_the_critical_conditions_only() -> None:
+    spec = make_spec(conditions={"cache": {"enabled": False}})
+    status, at = at_25(spec)
+    windows = fast_path_windows(spec, status, at)
+    assert set(windows) == {c.value for c in FAST_PATH_CONDITIONS} - {"cache"}
+    assert "throughput" not in windows and "anomaly" not in windows
+
+
+def test_pod_health_signal_only_for_oom_and_crash_loops() -> None:
+    spec = make_spec()
+    status, _ = at_25(spec)
+    signal = pod_health_signal(spec, status, CanaryHealth(oom_killed=1), pod="fraud-canary-abc")
+    assert isinstance(signal, CriticalSignal) and signal.path == "podWatch" and signal.trigger == "kubernetesHealth"
+    assert signal.reason == "critical: 1 canary pod(s) OOMKilled (exit 137)"
+    assert signal.evidence["pod"] == "fraud-canary-abc"
+    crash = pod_health_signal(spec, status, CanaryHealth(crash_looping=2))
+    assert crash is not None and "CrashLoopBackOff" in crash.reason
+    assert pod_health_signal(spec, status, CanaryHealth(progress_deadline_exceeded=True)) is None
+    assert pod_health_signal(spec, status, CanaryHealth()) is None
+    done = status.model_copy(update={"phase": Phase.ROLLED_BACK})
+    assert pod_health_signal(spec, done, CanaryHealth(oom_killed=1)) is None
+
+
+# ------------------------------------------------------------------------ the request
+
+
+def test_fast_path_request_has_no_series_no_custom_and_flat_query_count() -> None:
+    spec = make_spec(custom=[{"name": "revenue", "query": "sum(x)", "threshold": 1.0, "critical": 0.5, "direction": "below"}])
+    status, at = at_25(make_spec())
+    request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status, now=at)
+    assert request.series_window is None and request.custom == ()
+    assert set(request.windows) == {c.value for c in FAST_PATH_CONDITIONS}
+    many = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status, now=at)
+            for i in range(100)]
+    assert len(plan_queries(many)) == len(plan_queries([request]))
+
+
+# ------------------------------------------------------------------------ the loop
+
+
+class FakeSource:
+    def __init__(self, snapshots: dict[str, Snapshot]) -> None:
+        self.snapshots_by_key = snapshots
+        self.batches: list[tuple[list[str], str]] = []
+
+    async def snapshots(self, requests: list[Any], at: datetime, *, path: str = "tick") -> dict[str, Any]:
+        self.batches.append(([r.key for r in requests], path))
+        return {r.key: self.snapshots_by_key[r.key] for r in requests}
+
+
+class FakeExecutor:
+    def __init__(self, health: CanaryHealth) -> None:
+        self.health = health
+        self.calls: list[tuple[str, str]] = []
+
+    async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth:
+        self.calls.append((ns, canary))
+        return self.health
+
+
+class FakeController:
+    def __init__(self, health: CanaryHealth = CanaryHealth()) -> None:
+        self.signals: list[tuple[RolloutRef, CriticalSignal]] = []
+        self.executor = FakeExecutor(health)
+
+    async def signal(self, ref: RolloutRef, signal: CriticalSignal) -> bool:
+        self.signals.append((ref, signal))
+        return True
+
+
+def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
+    return {"spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "status": status.model_dump(mode="json", by_alias=True)}
+
+
+def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPath:
+    def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Any:
+        return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+    return FastPath(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
+
+
+def test_one_batch_for_all_rollouts_and_only_breaches_are_signalled() -> None:
+    spec = make_spec()
+    status, at = at_25(spec)
+    refs = [RolloutRef("ml", f"r{i}", f"uid-{i}") for i in range(3)]
+    snaps = {"ml/r0": healthy_snapshot(at, 25), "ml/r1": healthy_snapshot(at, 25, latency=(5.0, 8.0, 12.0)),
+             "ml/r2": healthy_snapshot(at, 25, latency=(5.0, 8.0, 12.0))}
+    source, controller = FakeSource(snaps), FakeController()
+    fp = fast_path(source, controller, at)
+    for ref in refs:
+        fp.observe(ref, body(spec, status))
+    for ref in refs[:2]:  # r2's daemon runs elsewhere (a frozen peer here): not ours to check
+        fp.activate(ref.uid)
+    breaches = asyncio.run(fp.check_once())
+    assert source.batches == [(["ml/r0", "ml/r1"], "fastPath")]
+    assert [ref.name for ref, _ in breaches] == ["r1"]
+    assert [(ref.name, s.trigger) for ref, s in controller.signals] == [("r1", "latency")]
+    # checked: not due again before fastPathSeconds
+    assert asyncio.run(fp.check_once()) == [] and len(source.batches) == 1
+    assert fp.period() == spec.analysis.fast_path_seconds
+
+
+def test_terminal_and_invalid_rollouts_drop_out_of_the_loop() -> None:
+    spec = make_spec()
+    status, at = at_25(spec)
+    fp = fast_path(FakeSource({}), FakeController(), at)
+    ref = RolloutRef("ml", "r0", "uid-0")
+    fp.activate(ref.uid)
+    fp.observe(ref, body(spec, status.model_copy(update={"phase": Phase.ROLLED_BACK})))
+    assert fp.due(1e9) == []
+    fp.observe(ref, {"spec": {"steps": "not a list"}})
+    assert ref.uid not in fp.watched
+    assert fp.period() == 1.0
+
+
+def test_pod_failure_is_confirmed_on_the_current_revision_before_signalling() -> None:
+    spec = make_spec()
+    status, at = at_25(spec)
+    ref = RolloutRef("ml", "r0", "uid-0")
+    healthy_now = FakeController(CanaryHealth())  # the failed pod belongs to an older revision
+    fp = fast_path(FakeSource({}), healthy_now, at)
+    fp.observe(ref, body(spec, status))
+    fp.activate(ref.uid)
+    assert asyncio.run(fp.pod_failed("ml", "fraud-canary", "fraud-canary-old-x")) is False
+    assert healthy_now.executor.calls == [("ml", "fraud-canary")] and healthy_now.signals == []
+    oom = FakeController(CanaryHealth(oom_killed=1))
+    fp = fast_path(FakeSource({}), oom, at)
+    fp.observe(ref, body(spec, status))
+    fp.activate(ref.uid)
+    assert asyncio.run(fp.pod_failed("ml", "other-deployment", "p")) is False  # not a canary we drive
+    assert asyncio.run(fp.pod_failed("ml", "fraud-canary", "fraud-canary-5d9c-x")) is True
+    assert oom.signals[0][1].path == "podWatch"
+
+
+def test_deployment_of_pod_from_its_replicaset_owner() -> None:
+    pod = {"metadata": {"labels": {"pod-template-hash": "5d9c7f"},
+                        "ownerReferences": [{"kind": "ReplicaSet", "name": "fraud-canary-5d9c7f"}]}}
+    assert deployment_of_pod(pod) == "fraud-canary"
+    assert deployment_of_pod({"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "x"}]}}) is None
