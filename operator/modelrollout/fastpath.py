@@ -110,9 +110,14 @@ class FastPath:
         self.active.discard(uid)
 
     def due(self, now: float) -> list[Watched]:
+        """Rollouts whose last check is at least ~one fastPathSeconds old.
+
+        A quarter of a period of slack: cycles wake on a wall-clock grid and start a few
+        ms early or late, and a strict comparison would skip every other cycle.
+        """
         return [w for uid, w in self.watched.items()
                 if uid in self.active and watches(w.spec, w.status)
-                and now - w.checked_at >= w.spec.analysis.fast_path_seconds - 1e-3]
+                and now - w.checked_at >= 0.75 * w.spec.analysis.fast_path_seconds]
 
     def period(self) -> float:
         """The loop's cadence: the shortest ``fastPathSeconds`` among watched rollouts."""

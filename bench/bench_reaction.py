@@ -1,0 +1,332 @@
+"""Reaction-time benchmark (``make bench-reaction``), issue 9: not a test.
+
+On the local cluster with the simulator, a canary at 25 % of 20 pods has its latency
+degraded past the critical bound. We time from the breach being *visible in Prometheus*
+(the condition's own PromQL: p95 over the latency window, above the critical bound,
+polled every 50 ms) to the canary having 0 pods (replicas router) or weight 0 on the
+HTTPRoute (gatewayAPI router):
+
+* ours at analysis intervals 5 s and 30 s, both routers (the fast path should make the
+  interval irrelevant);
+* ours on an OOMKilled canary pod: from the pod's OOMKilled status in the apiserver to
+  the canary at 0 pods (the pod watch);
+* Argo Rollouts v1.10.1 (built from its Go module by ``e2e/build_argo.sh``) on the same
+  query and threshold: basic canary of 20 replicas, background analysis every 5 s,
+  ``failureLimit: 0`` (``bench/argo_rollouts.py``);
+* query load: Prometheus queries per second by path (tick / fastPath) with 1, 10 and
+  100 rollouts at 25 %, from the operator's own ``modelrollout_prometheus_queries_total``.
+
+Also counted: rollbacks taken by the fast path on healthy rollouts during the run (the
+target is zero). Needs the local cluster (``make cluster-up``); prints a Markdown report
+and writes it to ``bench/results/reaction.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kubernetes import client  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from e2e.harness.cluster import Cluster  # noqa: E402
+from e2e.harness.manifests import gpu_deployment, http_route  # noqa: E402
+from e2e.tests.operator_support import (  # noqa: E402
+    OperatorProcess,
+    RolloutScenario,
+    delete_rollouts,
+    install_crds,
+    rollout_manifest,
+)
+
+LATENCY_WINDOW = "60s"          # the latency condition's window in these rollouts, and the query's
+CRITICAL_P95_MS = 6.0           # balanced: p95 bound 3 ms × critical factor 2
+DEGRADED = {"median": 9.0, "p95": 16.0}
+TOTAL_PODS = 20
+TRIAL_TIMEOUT = 240.0
+
+
+def p95_query(namespace: str, deployment: str, window: str = LATENCY_WINDOW) -> str:
+    return (f'histogram_quantile(0.95, sum by (le) (rate(model_request_duration_seconds_bucket'
+            f'{{namespace="{namespace}",deployment="{deployment}"}}[{window}]))) * 1000')
+
+
+def fresh_namespace(cluster: Cluster, prefix: str) -> str:
+    name = f"{prefix}-{int(time.time() * 1000) % 10_000_000}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    cluster.wait_for(lambda: cluster.core.read_namespaced_service_account("default", name), timeout=30)
+    return name
+
+
+def drop_namespace(cluster: Cluster, ns: str) -> None:
+    cluster.simulator.forget_namespace(ns)
+    try:
+        cluster.core.delete_namespace(ns)
+    except client.ApiException:
+        pass
+
+
+def operator_counters(op: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).read().decode()
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def counter(values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in values.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+def bench_rollout(name: str, ns: str, stable: str, canary: str, interval: str, **extra: Any) -> dict[str, Any]:
+    manifest = rollout_manifest(name, ns, stable=stable, canary=canary, interval=interval,
+                                steps=[{"weight": 25, "duration": "1h"}, {"weight": 100, "duration": "1h"}], **extra)
+    manifest["spec"]["analysis"]["conditions"]["latency"]["window"] = LATENCY_WINDOW
+    del manifest["spec"]["analysis"]["baselineWindow"]  # the default 24 h, as in production (cached 60 s)
+    return manifest
+
+
+def poll_until(*probes: tuple[str, Callable[[], bool]], timeout: float = TRIAL_TIMEOUT) -> dict[str, float]:
+    """Monotonic time at which each probe first held (polled every 50 ms)."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(seen) < len(probes):
+        for label, probe in probes:
+            if label not in seen and probe():
+                seen[label] = time.monotonic()
+        time.sleep(0.05)
+    missing = [label for label, _ in probes if label not in seen]
+    if missing:
+        raise RuntimeError(f"trial timed out waiting for: {', '.join(missing)}")
+    return seen
+
+
+@dataclass
+class Trial:
+    seconds: float
+    path: str
+    trigger: str
+
+
+@dataclass
+class Series:
+    label: str
+    trials: list[Trial] = field(default_factory=list)
+
+    def row(self) -> str:
+        times = [t.seconds for t in self.trials]
+        if not times:
+            return f"| {self.label} | 0 | – | – | – | – |"
+        paths = ", ".join(sorted({t.path for t in self.trials}))
+        return (f"| {self.label} | {len(times)} | {statistics.median(times):.2f} s | {min(times):.2f} s | "
+                f"{max(times):.2f} s | {paths} |")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(t.seconds for t in self.trials)
+
+
+# ------------------------------------------------------------------------------- ours
+
+
+def latency_trial(cluster: Cluster, interval: str, router: str) -> Trial:
+    ns = fresh_namespace(cluster, f"bench-{router.lower()}")
+    op = OperatorProcess(cluster, ns, name="reaction").start()
+    try:
+        route = None
+        extra: dict[str, Any] = {}
+        if router == "gatewayAPI":
+            route = "fraud"
+            cluster.apply(http_route(route, ns, {"fraud": 100, "fraud-canary": 0}))
+            extra["traffic"] = {"router": "gatewayAPI", "httpRoute": {"name": route}}
+        s = RolloutScenario(cluster, ns, replicas=TOTAL_PODS, router=router, http_route=route)
+        s.apply(bench_rollout(s.name, ns, s.stable, s.canary, interval, **extra))
+        s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=120, message="analysing")
+
+        def canary_weight() -> int:
+            obj = cluster.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes",
+                                                              "fraud")
+            refs = {b["name"]: b.get("weight", 1) for b in obj["spec"]["rules"][0]["backendRefs"]}
+            return int(refs.get(s.canary, 0))
+
+        if router == "gatewayAPI":
+            cluster.wait_for(lambda: canary_weight() == 25, timeout=30, message="canary at 25% on the route")
+            at_zero = lambda: canary_weight() == 0  # noqa: E731
+        else:
+            cluster.wait_for(lambda: cluster.deployment_available(ns, s.canary, 5), timeout=60,
+                             message="canary at 5 of 20 pods")
+            at_zero = lambda: s.replicas(s.canary) == 0 and _pods(cluster, ns, s.canary) == 0  # noqa: E731
+        cluster.simulator.set_behaviour(ns, s.canary, latency_ms=DEGRADED)
+        query = p95_query(ns, s.canary)
+
+        def visible() -> bool:
+            value = cluster.prom_scalar(query)
+            return value is not None and value > CRITICAL_P95_MS
+
+        seen = poll_until(("visible", visible), ("zero", at_zero))
+        rollback = s.wait_status(lambda st: st.get("rollback"), timeout=30, message="rollback recorded")["rollback"]
+        return Trial(seen["zero"] - seen["visible"], rollback.get("path", "?"), rollback.get("trigger", "?"))
+    finally:
+        delete_rollouts(cluster, ns)
+        op.stop()
+        drop_namespace(cluster, ns)
+
+
+def _pods(cluster: Cluster, ns: str, deployment: str) -> int:
+    """Canary pods that still exist and are not being deleted."""
+    pods = cluster.core.list_namespaced_pod(ns, label_selector="modelrollout.io/role=canary").items
+    return sum(1 for p in pods if p.metadata.deletion_timestamp is None)
+
+
+def oom_trial(cluster: Cluster, interval: str) -> Trial:
+    ns = fresh_namespace(cluster, "bench-oom")
+    op = OperatorProcess(cluster, ns, name="reaction-oom").start()
+    try:
+        s = RolloutScenario(cluster, ns, replicas=TOTAL_PODS)
+        s.apply(bench_rollout(s.name, ns, s.stable, s.canary, interval))
+        s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=120, message="analysing")
+        cluster.wait_for(lambda: cluster.deployment_available(ns, s.canary, 5), timeout=60, message="canary 5 pods")
+        cluster.apps.patch_namespaced_deployment(s.canary, ns, {
+            "spec": {"template": {"metadata": {"labels": {"modelrollout.io/inject": "oomkilled"}}}}})
+
+        def oom_visible() -> bool:
+            for pod in cluster.core.list_namespaced_pod(ns, label_selector="modelrollout.io/role=canary").items:
+                for cs in (pod.status.container_statuses or []):
+                    term = cs.state.terminated if cs.state else None
+                    if term is not None and (term.reason == "OOMKilled" or term.exit_code == 137):
+                        return True
+            return False
+
+        seen = poll_until(("visible", oom_visible), ("zero", lambda: s.replicas(s.canary) == 0))
+        rollback = s.wait_status(lambda st: st.get("rollback"), timeout=30, message="rollback recorded")["rollback"]
+        return Trial(max(0.0, seen["zero"] - seen["visible"]), rollback.get("path", "?"), rollback.get("trigger", "?"))
+    finally:
+        delete_rollouts(cluster, ns)
+        op.stop()
+        drop_namespace(cluster, ns)
+
+
+def query_load(cluster: Cluster, counts: list[int], measure_seconds: float) -> list[str]:
+    """Queries per second by path with N healthy rollouts at 25 % (one pod each: kwok's
+    nodes hold 110 pods, and the query count does not depend on pods)."""
+    rows = []
+    for count in counts:
+        ns = fresh_namespace(cluster, "bench-load")
+        op = OperatorProcess(cluster, ns, name=f"load-{count}").start()
+        try:
+            for i in range(count):
+                name = f"m{i:03d}"
+                deployment = gpu_deployment(name, ns, replicas=1, gpus=0)
+                small = {"cpu": "10m", "memory": "16Mi"}
+                deployment["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": small,
+                                                                                       "requests": small}
+                cluster.apply(deployment)
+                cluster.simulator.register_service(name, ns, stable=name, canary=f"{name}-c", rps=2000.0)
+                manifest = bench_rollout(name, ns, name, f"{name}-c", "30s")
+                manifest["spec"]["canary"]["template"]["resources"] = {"limits": small, "requests": small}
+                cluster.apply(manifest)
+
+            def progressing() -> bool:
+                items = cluster.custom.list_namespaced_custom_object("modelrollout.io", "v1alpha1", ns,
+                                                                     "modelrollouts")["items"]
+                return sum(1 for it in items if (it.get("status") or {}).get("canaryWeight") == 25) == count
+            cluster.wait_for(progressing, timeout=300, interval=1.0, message=f"{count} rollouts at 25%")
+            time.sleep(5)
+            before = operator_counters(op)
+            time.sleep(measure_seconds)
+            after = operator_counters(op)
+            rate = {path: (counter(after, "modelrollout_prometheus_queries_total", path=path)
+                           - counter(before, "modelrollout_prometheus_queries_total", path=path)) / measure_seconds
+                    for path in ("tick", "fastPath")}
+            fast_rollbacks = counter(after, "modelrollout_rollbacks_total", path="fastPath")
+            rows.append(f"| {count} | {rate['fastPath']:.1f} | {rate['tick']:.2f} | {fast_rollbacks:.0f} |")
+            print(f"  query load with {count} rollouts: fastPath {rate['fastPath']:.1f}/s, tick {rate['tick']:.2f}/s, "
+                  f"fast-path rollbacks {fast_rollbacks:.0f}", flush=True)
+        finally:
+            delete_rollouts(cluster, ns, timeout=120)
+            op.stop()
+            drop_namespace(cluster, ns)
+    return rows
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def run_series(label: str, trials: int, trial: Callable[[], Trial]) -> Series:
+    series = Series(label)
+    for i in range(trials):
+        try:
+            result = trial()
+        except Exception as exc:  # noqa: BLE001 — one broken trial is reported, not fatal
+            print(f"  {label}: trial {i + 1} failed: {exc}", flush=True)
+            continue
+        series.trials.append(result)
+        print(f"  {label}: trial {i + 1}: {result.seconds:.2f}s (path {result.path}, trigger {result.trigger})",
+              flush=True)
+    return series
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--intervals", default="5s,30s")
+    parser.add_argument("--routers", default="replicas,gatewayAPI")
+    parser.add_argument("--no-argo", action="store_true", help="skip Argo Rollouts (no Go build)")
+    parser.add_argument("--load", default="1,10,100", help="rollout counts for the query-load measurement ('' skips)")
+    parser.add_argument("--load-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    cluster = Cluster.from_state()
+    install_crds(cluster)
+    series: list[Series] = []
+    for interval in args.intervals.split(","):
+        for router in args.routers.split(","):
+            label = f"ours, {router}, interval {interval}: breach visible → canary " + (
+                "0 pods" if router == "replicas" else "weight 0")
+            series.append(run_series(label, args.trials, lambda i=interval, r=router: latency_trial(cluster, i, r)))
+    series.append(run_series(f"ours, OOMKilled pod → canary 0 pods (interval {args.intervals.split(',')[-1]})",
+                             args.trials, lambda: oom_trial(cluster, args.intervals.split(",")[-1])))
+    argo: Series | None = None
+    if not args.no_argo:
+        from bench.argo_rollouts import argo_reaction_trial, ensure_built
+
+        print("==> building Argo Rollouts (cached after the first time)", flush=True)
+        ensure_built()
+
+        def one_argo() -> Trial:
+            return Trial(argo_reaction_trial(cluster, window=LATENCY_WINDOW, critical_ms=CRITICAL_P95_MS),
+                         "analysisRun", "latency")
+        argo = run_series("Argo Rollouts v1.10.1, background analysis 5 s, failureLimit 0: visible → canary 0 pods",
+                          args.trials, one_argo)
+        series.append(argo)
+
+    lines = ["| measurement | trials | median | min | max | path |", "|---|---|---|---|---|---|"]
+    lines += [s.row() for s in series]
+    if argo is not None and argo.trials:
+        for s in series:
+            if s.trials and s is not argo and "OOM" not in s.label:
+                lines.append(f"| median ratio ours/Argo ({s.label.split(':')[0]}) | | {s.median / argo.median:.2f} | | | |")
+    if args.load:
+        lines += ["", "| rollouts at 25 % | fastPath queries/s | tick queries/s | fast-path rollbacks (healthy) |",
+                  "|---|---|---|---|"]
+        lines += query_load(cluster, [int(c) for c in args.load.split(",") if c], args.load_seconds)
+    report = "\n".join(lines)
+    print(report)
+    out = ROOT / "bench/results/reaction.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
