@@ -271,10 +271,16 @@ def test_spec_past_admission_but_invalid_sets_invalid_spec_and_touches_nothing(
                            timeout=30, message="InvalidSpec")
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "False" and "spec.analysis" in ready["message"] and "criticalAccuracy" in ready["message"]
+    assert "Value error" not in ready["message"]
     time.sleep(2)
     assert s.replicas(s.stable) == s.original_replicas and s.template_of(s.stable) == s.original_template
     with pytest.raises(Exception):
         s.deployment(s.canary)
+    # Fixing the spec lifts InvalidSpec (Argo CD / Flux health read Ready) and the rollout starts.
+    s.patch_spec({"analysis": {"conditions": {"accuracy": {"criticalAccuracy": 0.8}}}})
+    status = s.wait_status(lambda st: {c["type"]: c for c in st.get("conditions", [])}["Ready"]["status"] == "True"
+                           and st.get("phase") in ("Initializing", "Progressing"), timeout=60, message="Ready again")
+    assert {c["type"]: c for c in status["conditions"]}["Ready"]["reason"] != "InvalidSpec"
 
 
 def test_two_operator_replicas_only_one_acts(scenario: RolloutScenario, crds: Cluster, namespace: str) -> None:

@@ -155,6 +155,7 @@ class Controller:
             return 3600.0
         generation = _generation(body)
         now = self.clock.now()
+        status = await self._clear_invalid_spec(ref, status, generation, now)
 
         if resume and status.phase not in (Phase.PENDING,):
             # After a restart: make the cluster match the persisted intent (idempotent).
@@ -277,6 +278,24 @@ class Controller:
         if isinstance(action, RollbackPhase):
             return await self.executor.rollback_phase(ns, spec, status, action.phase)
         raise TypeError(f"unknown action {action!r}")
+
+    async def _clear_invalid_spec(self, ref: RolloutRef, status: ModelRolloutStatus, generation: int | None,
+                                  now: datetime) -> ModelRolloutStatus:
+        """An edited spec that parses lifts ``Ready=False, InvalidSpec`` (GitOps health reads it).
+
+        Only for a new generation: an InvalidSpec found later in the same generation (an
+        unusable query override) would otherwise be cleared and set again on every wake.
+        """
+        current = {c.type: c for c in status.conditions}.get("Ready")
+        if current is None or current.reason != "InvalidSpec" or status.observed_generation == generation:
+            return status
+        message = status.message if not (status.message or "").startswith("invalid spec:") else "spec is valid again"
+        new = status.model_copy(update={
+            "message": message,
+            "conditions": set_condition(list(status.conditions), "Ready", True, "SpecValid", "spec is valid", now),
+        })
+        await self.write_status(ref, _status_dict(new))
+        return new
 
     async def _invalid_spec(self, ref: RolloutRef, status: ModelRolloutStatus, message: str,
                             generation: int | None) -> None:

@@ -251,7 +251,8 @@ class AnalysisSpec(ApiModel):
             resolve_conditions(self.profile, self.conditions)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ValueError(f"conditions: {first['msg']} (after applying profile {self.profile.value})") from None
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"conditions: {message} (after applying profile {self.profile.value})") from None
         return self
 
     def resolved_conditions(self) -> ConditionOverrides:
