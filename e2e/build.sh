@@ -284,4 +284,7 @@ main() {
     log "all parts ready in $((SECONDS - total_start)) s (cache: $MODELROLLOUT_CACHE)"
 }
 
-main "$@"
+# Run only when executed: e2e/build_argo.sh sources this file for its helpers.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -54,9 +54,14 @@ class SimulatorClient:
         http_route: str | None = None,
         stable_backend: str | None = None,
         canary_backend: str | None = None,
+        argo_rollout: str | None = None,
     ) -> dict[str, Any]:
         """Register (or replace) a service: stable + canary Deployments whose
-        traffic shares follow `router` ("replicas" or "gatewayAPI")."""
+        traffic shares follow `router` ("replicas" or "gatewayAPI").
+
+        With `argo_rollout`, `stable` and `canary` name the metrics of that Argo
+        Rollout's stable and canary ReplicaSets instead of Deployments. A
+        simulator too old to know the field echoes no "argoRollout" back."""
         body: dict[str, Any] = {
             "name": name, "namespace": namespace, "stable": stable, "canary": canary,
             "router": router, "rps": rps,
@@ -67,6 +72,8 @@ class SimulatorClient:
             body["stableBackend"] = stable_backend
         if canary_backend:
             body["canaryBackend"] = canary_backend
+        if argo_rollout:
+            body["argoRollout"] = argo_rollout
         return self._call("POST", "/services", body)
 
     def remove_service(self, namespace: str, name: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from e2e.simulator.behaviour import DEFAULT_BEHAVIOUR, Behaviour, BehaviourError
-from e2e.simulator.kube import DeploymentView, KubeReader, RouteView
+from e2e.simulator.kube import DeploymentView, KubeReader, RouteView, argo_rollout_views
 from e2e.simulator.model import PodCounters
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class Service:
     # its Deployment.
     stable_backend: str | None = None
     canary_backend: str | None = None
+    # When set, `stable` and `canary` are not Deployments but the names under
+    # which this Argo Rollout's stable and canary ReplicaSets are exported.
+    argo_rollout: str | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Service":
@@ -64,10 +67,16 @@ class Service:
         canary = obj.get("canary")
         if canary is not None and not isinstance(canary, str):
             raise BehaviourError("service.canary must be a string or null")
+        argo = obj.get("argoRollout")
+        if argo is not None and (not isinstance(argo, str) or not argo):
+            raise BehaviourError("service.argoRollout must be a non-empty string or null")
+        if argo and canary == obj["stable"]:
+            raise BehaviourError("service.canary must differ from service.stable for an argoRollout")
         return cls(
             name=obj["name"], namespace=obj["namespace"], stable=obj["stable"], canary=canary or None,
             router=router, rps=float(rps), http_route=route,
             stable_backend=obj.get("stableBackend"), canary_backend=obj.get("canaryBackend"),
+            argo_rollout=argo or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +85,7 @@ class Service:
             "router": self.router, "httpRoute": self.http_route, "rps": self.rps,
             "stableBackend": self.stable_backend or self.stable,
             "canaryBackend": self.canary_backend or self.canary,
+            "argoRollout": self.argo_rollout,
         }
 
     def deployments(self) -> list[str]:
@@ -192,6 +202,11 @@ class Simulator:
                 for s in services:
                     if s.namespace != ns:
                         continue
+                    if s.argo_rollout:
+                        stable, canary = argo_rollout_views(self._reader.argo_rollout(ns, s.argo_rollout), pods)
+                        views[(ns, s.stable)] = stable
+                        if s.canary:
+                            views[(ns, s.canary)] = canary
                     for d in s.deployments():
                         if (ns, d) not in views:
                             views[(ns, d)] = self._reader.deployment_view(deployments.get(d), pods)

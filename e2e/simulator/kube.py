@@ -4,6 +4,13 @@ The simulator never decides traffic shares itself: it reads what the operator
 (or a test) set — ready replicas of each Deployment, or an HTTPRoute's backend
 weights — so a rollout's weight changes show up in the metrics exactly as they
 would behind a real load balancer.
+
+An Argo Rollout (for the comparison benchmark, bench/argo_rollouts.py) owns
+ReplicaSets rather than Deployments: its stable and canary pods are told apart
+by the `rollouts-pod-template-hash` label against the Rollout's
+`status.stableRS` and `status.currentPodHash`, and exported under two fixed
+names, so the metrics keep stable `deployment` label values while Argo swaps
+ReplicaSets underneath.
 """
 
 from __future__ import annotations
@@ -19,6 +26,11 @@ log = logging.getLogger(__name__)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
+ARGO_GROUP = "argoproj.io"
+ARGO_VERSION = "v1alpha1"
+ARGO_ROLLOUTS = "rollouts"
+# Argo labels every pod of a Rollout's ReplicaSet with its template hash.
+ARGO_HASH_LABEL = "rollouts-pod-template-hash"
 REQUEST_TIMEOUT_S = 2.0
 
 
@@ -110,6 +122,55 @@ class KubeReader:
                 w = ref.get("weight", 1)
                 weights[ref["name"]] = weights.get(ref["name"], 0) + int(w if w is not None else 1)
         return RouteView(exists=True, weights=weights)
+
+    def argo_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An Argo Rollout as a plain dict, or None when absent (or its CRD is not installed)."""
+        try:
+            return self._custom.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, ARGO_ROLLOUTS, name,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+
+def argo_rollout_views(rollout: dict[str, Any] | None, pods: list[Any]) -> tuple[DeploymentView, DeploymentView]:
+    """(stable, canary) views of an Argo Rollout's two ReplicaSets.
+
+    The stable ReplicaSet is `status.stableRS` (before the first revision is
+    healthy, the current one); the canary is `status.currentPodHash` while it
+    differs from the stable. Outside an update, and after an abort has scaled
+    the canary to 0, the canary view exists with no pods, so its traffic share is
+    0 rather than "dropped". Pods are matched on the Rollout's selector plus the
+    hash label; a pod of neither ReplicaSet (an old revision draining) serves
+    nothing here.
+    """
+    if rollout is None:
+        return DeploymentView(exists=False), DeploymentView(exists=False)
+    spec = rollout.get("spec") or {}
+    status = rollout.get("status") or {}
+    base = dict(((spec.get("selector") or {}).get("matchLabels")) or {})
+    current = status.get("currentPodHash") or None
+    stable_hash = status.get("stableRS") or current
+    canary_hash = current if current and current != stable_hash else None
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    spec_image = containers[0].get("image") if containers else None
+
+    def view(pod_hash: str | None, template_image: str | None) -> DeploymentView:
+        if pod_hash is None:
+            return DeploymentView(exists=True, template_image=template_image)
+        selector = {**base, ARGO_HASH_LABEL: pod_hash}
+        ready = tuple(PodView(p.metadata.name, _pod_image(p)) for p in pods
+                      if _matches(p, selector) and _pod_ready(p))
+        image = template_image if template_image is not None else (ready[0].image if ready else None)
+        return DeploymentView(exists=True, ready_replicas=len(ready), template_image=image,
+                              ready_pods=ready, selector=selector)
+
+    # The stable's template is the spec's only when no update is in progress.
+    stable = view(stable_hash, spec_image if canary_hash is None else None)
+    return stable, view(canary_hash, spec_image)
 
 
 def _matches(pod: Any, selector: dict[str, str]) -> bool:

@@ -9,6 +9,7 @@ import json
 import math
 import threading
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -48,6 +49,37 @@ class FakeReader:
 
     def http_route(self, namespace: str, name: str) -> RouteView:
         return RouteView(self.route is not None, dict(self.route or {}))
+
+
+def fake_pod(name: str, labels: dict[str, str], image: str, ready: bool = True) -> SimpleNamespace:
+    """The few fields of a V1Pod the simulator reads."""
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=name, labels=labels, deletion_timestamp=None),
+        spec=SimpleNamespace(containers=[SimpleNamespace(image=image)]),
+        status=SimpleNamespace(phase="Running",
+                               conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]),
+    )
+
+
+class FakeArgoReader(FakeReader):
+    """No Deployments; one Argo Rollout whose ReplicaSets' pods carry the template hash."""
+
+    def __init__(self, rollout: dict | None, pods: list) -> None:
+        super().__init__({})
+        self.rollout, self.pods = rollout, pods
+
+    def namespace_pods(self, namespace: str) -> list:
+        return self.pods
+
+    def argo_rollout(self, namespace: str, name: str) -> dict | None:
+        return self.rollout if self.rollout and self.rollout["metadata"]["name"] == name else None
+
+
+def argo_rollout(stable_rs: str, current: str, image: str) -> dict:
+    return {"metadata": {"name": "ro"},
+            "spec": {"selector": {"matchLabels": {"app": "ro"}},
+                     "template": {"spec": {"containers": [{"name": "server", "image": image}]}}},
+            "status": {"stableRS": stable_rs, "currentPodHash": current}}
 
 
 def run(sim: Simulator, seconds: float, step: float = 0.1) -> None:
@@ -93,6 +125,50 @@ def test_gateway_router_uses_route_weights_and_backend_names() -> None:
     st = sim.state()["deployments"]
     assert st["ns/s"]["share"] == pytest.approx(0.95)
     assert st["ns/c"]["share"] == pytest.approx(0.05)
+
+
+def test_argo_rollout_replicasets_are_exported_as_stable_and_canary() -> None:
+    """An Argo canary (pods of ReplicaSets, told apart by their template hash) shows
+    under fixed `deployment` names; an abort that scales the canary to 0 moves all
+    traffic back to the stable without 'dropping' any."""
+    pods = ([fake_pod(f"ro-aaa-{i}", {"app": "ro", "rollouts-pod-template-hash": "aaa"}, "m:v1") for i in range(15)]
+            + [fake_pod(f"ro-bbb-{i}", {"app": "ro", "rollouts-pod-template-hash": "bbb"}, "m:v2") for i in range(5)]
+            + [fake_pod("ro-bbb-x", {"app": "ro", "rollouts-pod-template-hash": "bbb"}, "m:v2", ready=False),
+               fake_pod("other", {"app": "other", "rollouts-pod-template-hash": "bbb"}, "m:v2")])
+    reader = FakeArgoReader(argo_rollout("aaa", "bbb", "m:v2"), pods)
+    sim = Simulator(reader, seed=8)
+    svc = Service.from_json({"name": "svc", "namespace": "ns", "stable": "ro-stable", "canary": "ro-canary",
+                             "argoRollout": "ro", "rps": 200})
+    assert svc.to_json()["argoRollout"] == "ro"
+    sim.register_service(svc)
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/ro-stable"]["readyReplicas"] == 15 and st["ns/ro-canary"]["readyReplicas"] == 5
+    assert st["ns/ro-canary"]["share"] == pytest.approx(0.25)
+    assert st["ns/ro-canary"]["templateImage"] == "m:v2" and st["ns/ro-stable"]["templateImage"] == "m:v1"
+    sim.set_behaviour("ns", "ro-canary", Behaviour.from_json({"latency_ms": {"median": 9, "p95": 16}}), None)
+    run(sim, 5)
+    fams = families(sim)
+    assert total(fams, "model_requests", "model_requests_total", deployment="ro-canary") == pytest.approx(250, rel=0.2)
+    assert {s.labels["pod"] for s in fams["model_requests"].samples
+            if s.labels.get("deployment") == "ro-canary"} == {f"ro-bbb-{i}" for i in range(5)}
+    # Abort: Argo scales the canary ReplicaSet to 0; currentPodHash stays the canary's.
+    reader.pods = pods[:15]
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/ro-canary"]["exists"] and st["ns/ro-canary"]["readyReplicas"] == 0
+    assert st["ns/ro-canary"]["droppedRps"] == 0 and st["ns/ro-stable"]["share"] == pytest.approx(1.0)
+    # Promoted (stable == current) or Rollout gone.
+    reader.rollout = argo_rollout("bbb", "bbb", "m:v2")
+    reader.pods = pods[15:20]
+    sim.refresh()
+    st = sim.state()["deployments"]
+    assert st["ns/ro-stable"]["readyReplicas"] == 5 and st["ns/ro-canary"]["readyReplicas"] == 0
+    reader.rollout = None
+    sim.refresh()
+    assert not sim.state()["deployments"]["ns/ro-stable"]["exists"]
+    with pytest.raises(BehaviourError, match="argoRollout"):
+        Service.from_json({"name": "svc", "namespace": "ns", "stable": "a", "argoRollout": 3})
 
 
 def test_no_ready_pods_means_dropped_not_served() -> None:
