@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement bench-operator crds demo demo-offline clean
+.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction crds demo demo-down demo-offline clean
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -40,9 +40,19 @@ bench: install
 bench-judgement: install
 	$(PY) bench/bench_judgement.py
 
-# Until the local-cluster demo lands, the demo is the decision core on the bundled examples.
-demo: demo-offline
+# The demo: the local cluster (built on first use, started if absent), the operator, and two
+# rollouts watched live -- one promoted, one rolled back (demo/run.py). CI=1 or
+# DEMO_ARGS=--ci: non-interactive, cleans up at the end, exit 0 only on the expected ends.
+# (A running cluster needs no build step: that skips waiting on another build's lock.)
+demo: install
+	@bash e2e/cluster.sh status >/dev/null 2>&1 || $(MAKE) --no-print-directory cluster-build
+	@$(PY) demo/run.py $(DEMO_ARGS)
 
+# Stops the demo's operator, deletes its namespace, and the cluster if the demo started it.
+demo-down: install
+	@$(PY) demo/run.py down $(DEMO_ARGS)
+
+# No cluster: the decision core on the bundled example snapshots, as a table.
 demo-offline: install
 	$(PY) examples/demo_offline.py
 
@@ -53,3 +63,8 @@ clean:
 
 bench-operator: install
 	$(PY) bench/bench_operator.py
+
+# Issue 9: breach visible in Prometheus -> canary at 0, ours (fast path, pod watch) vs Argo
+# Rollouts v1.10.1 built from its Go module (first run builds it: minutes). Needs the cluster.
+bench-reaction: install cluster-up
+	$(PY) bench/bench_reaction.py $(BENCH_ARGS)

@@ -176,11 +176,18 @@ def latency_trial(cluster: Cluster, interval: str, router: str) -> Trial:
 
         seen = poll_until(("visible", visible), ("zero", at_zero))
         rollback = s.wait_status(lambda st: st.get("rollback"), timeout=30, message="rollback recorded")["rollback"]
+        offset = time.time() - time.monotonic()
+        print(f"    visible at {_clock(seen['visible'] + offset)}, canary at 0 at {_clock(seen['zero'] + offset)}, "
+              f"rollback started at {rollback.get('startedAt')}", flush=True)
         return Trial(seen["zero"] - seen["visible"], rollback.get("path", "?"), rollback.get("trigger", "?"))
     finally:
         delete_rollouts(cluster, ns)
         op.stop()
         drop_namespace(cluster, ns)
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}"
 
 
 def _pods(cluster: Cluster, ns: str, deployment: str) -> int:

@@ -9,7 +9,9 @@ replica granularity allows, never zero), at 100 % the canary runs ``total`` and 
 stable 0, at 0 % the reverse.
 
 Setting a weight reads both Deployments and writes only what differs, growing one
-side before shrinking the other so capacity never dips. The requested percent is
+side before shrinking the other so capacity never dips — except at 0 % (a rollback),
+where both writes go out together: the canary is the problem, and leaving it serving
+while the stable scales up is the slower harm. The requested percent is
 also kept in the canary's annotation ``modelrollout.io/canary-weight`` so
 ``read_canary_weight`` can answer exactly when the replica counts agree with it (a
 pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
@@ -92,8 +94,12 @@ class ReplicasRouter:
             if not stable_ok:
                 await self._api.scale_deployment(target.namespace, target.stable, stable_want)
 
-        # Grow first, shrink second: capacity never dips below the total.
-        if canary_want > replicas_of(canary):
+        # Traffic off the canary (rollback, abort): both writes at once. The canary is the
+        # problem, and the stable's extra pods take longer to become ready than either write.
+        if percent == 0:
+            await asyncio.gather(canary_write(), stable_write())
+        # Otherwise grow first, shrink second: capacity never dips below the total.
+        elif canary_want > replicas_of(canary):
             await canary_write()
             await stable_write()
         else:
