@@ -69,6 +69,11 @@ def test_critical_latency_signals_a_fast_path_rollback_the_machine_applies() -> 
     assert t.status.phase == Phase.ROLLING_BACK and t.actions[0] == RollbackPhase(1)
     assert t.status.rollback and t.status.rollback.path == "fastPath" and t.status.rollback.trigger == "latency"
     assert t.status.history[-1].evidence["path"] == "fastPath"
+    # status.risk shows the condition as the fast path saw it, not the last healthy tick
+    latency = next(c for c in t.status.risk.conditions if c.name == "latency")
+    assert latency.critical and latency.severity == 1.0 and latency.message.endswith("(fastPath)")
+    assert latency.observed["p95_ms"] == 8.0
+    assert next(c for c in t.status.history[-1].evidence["conditions"] if c["name"] == "latency")["critical"]
 
 
 def test_fast_path_needs_ten_times_the_evidence_of_the_tick() -> None:

@@ -103,6 +103,7 @@ def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot
     first = critical[0]
     evidence = {
         "condition": first.name,
+        "message": first.message,
         "observed": dict(first.observed),
         "threshold": dict(first.threshold),
         "significance": fast_path_significance(spec),

@@ -302,6 +302,9 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
         current_step=0,
         canary_weight=status.canary_weight if keep_record else 0,
         stable_record=status.stable_record if keep_record else None,
+        # The command id that led here (retry) or any before it: dropping it would make the
+        # annotation still on the resource look new, and run again on the fresh rollout.
+        last_command=status.last_command,
         message=message,
         conditions=_conditions(status, now, Ready=(True, "Initializing", message),
                                Progressing=(True, "Initializing", message),
@@ -355,8 +358,8 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
             return Transition(status, (EmitEvent(EventType.NORMAL, "Paused" if spec.paused else "Resumed", message),))
 
     if isinstance(obs, CriticalSignal):
-        return _begin_rollback(spec, status, now, reason=obs.reason, trigger=obs.trigger, path=obs.path,
-                               decision=None, extra=dict(obs.evidence))
+        return _begin_rollback(spec, _with_signal(status, obs, now), now, reason=obs.reason, trigger=obs.trigger,
+                               path=obs.path, decision=None, extra=dict(obs.evidence))
     if isinstance(obs, MetricsFailed):
         return _metrics_failed(spec, status, obs, now)
     if not isinstance(obs, MetricsObserved):
@@ -457,6 +460,29 @@ def _metrics_failed(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Met
         "next_evaluation_at": next_tick(now, interval), "message": reason,
     })
     return Transition(new, (EmitEvent(EventType.WARNING, "MetricsUnavailable", reason),) if errors == 1 else ())
+
+
+def _with_signal(status: ModelRolloutStatus, signal: CriticalSignal, now: datetime) -> ModelRolloutStatus:
+    """``status.risk`` with the signalled condition as the fast path saw it.
+
+    Without this, a fast-path rollback would show the last (healthy) tick's verdict for
+    the very condition that caused it, in ``kubectl describe`` and in the evidence. The
+    score and level stay the tick's: the fast path does not score.
+    """
+    name = signal.evidence.get("condition")
+    if status.risk is None or not name:
+        return status
+    conditions = [
+        c.model_copy(update={
+            "severity": 1.0, "triggered": True, "critical": True, "inconclusive": False, "no_data": False,
+            "triggered_since": c.triggered_since or now,
+            "observed": dict(signal.evidence.get("observed") or c.observed),
+            "threshold": dict(signal.evidence.get("threshold") or c.threshold),
+            "message": f"{signal.evidence.get('message') or signal.reason} ({signal.path})",
+        }) if c.name == name else c
+        for c in status.risk.conditions
+    ]
+    return status.model_copy(update={"risk": status.risk.model_copy(update={"conditions": conditions})})
 
 
 def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, reason: str, trigger: str,
