@@ -37,9 +37,12 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, cluster: Cluster, namespace: str, *extra: str, name: str = "operator",
-                 standalone: bool = True) -> None:
+                 standalone: bool = True, kubeconfig: str | None = None) -> None:
         self.cluster = cluster
         self.namespace = namespace
+        # Whose credentials the operator runs with: the cluster admin's by default, a
+        # ServiceAccount token's in the RBAC test (test_chart_rbac.py).
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.extra = list(extra)
         self.standalone = standalone
         self.metrics_port = free_port()
@@ -49,7 +52,7 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self) -> "OperatorProcess":
-        env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         args = [sys.executable, "-m", "modelrollout", "run", "--namespace", self.namespace,
                 "--prometheus-url", self.cluster.prometheus_url, "--metrics-port", str(self.metrics_port),
                 "--metrics-addr", "127.0.0.1", "--log-level", "INFO", *self.extra]

@@ -164,8 +164,11 @@ class Controller:
         command = _command_of(body, status)
         if command is not None:
             kind, command_id = command
+            persisted = status
             status = status.model_copy(update={"last_command": command_id})
-            status = await self._drive(ref, spec, status, Command(kind), generation)
+            # Compared with what is persisted, so the id is written even when the machine
+            # ignores the command (retry while Progressing): else it would look new forever.
+            status = await self._drive(ref, spec, status, Command(kind), generation, persisted=persisted)
             return 0.0
 
         if status.phase in (Phase.INITIALIZING, Phase.PROMOTING, Phase.ROLLING_BACK) and not resume:
@@ -215,13 +218,19 @@ class Controller:
         return MetricsObserved(result)
 
     async def _drive(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                     observation: Observation, generation: int | None) -> ModelRolloutStatus:
-        """Feed one observation, persist, execute; follow completions until quiet."""
+                     observation: Observation, generation: int | None,
+                     persisted: ModelRolloutStatus | None = None) -> ModelRolloutStatus:
+        """Feed one observation, persist, execute; follow completions until quiet.
+
+        ``persisted``: the status as stored, when ``status`` already carries changes of
+        the caller's (the first write compares against it)."""
         queue: list[Observation] = [observation]
+        before = persisted if persisted is not None else status
         while queue:
             obs = queue.pop(0)
             transition = step(spec, status, obs, self.clock.now(), generation)
-            await self._persist(ref, status, transition)
+            await self._persist(ref, before, transition)
+            before = transition.status
             status = transition.status
             for action in transition.actions:
                 follow = await self._execute(ref, spec, status, action)

@@ -17,8 +17,11 @@ pydantic models so that a resource the operator rejected (``InvalidSpec``) still
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +39,8 @@ the controller would pull scipy into every kubectl call)."""
 EXIT_ERROR = 1
 WATCH_SECONDS = 2.0
 HISTORY_TAIL = 5
+WIDTH = 120
+"""Columns to wrap the observed/threshold values to when the terminal's width is unknown."""
 
 Body = Mapping[str, Any]
 
@@ -147,6 +152,44 @@ def _pairs(values: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k}={_num(v)}" for k, v in values.items())
 
 
+def _threshold_first_shared(threshold: Mapping[str, Any] | None,
+                            observed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The thresholds, those with an observed value of the same name first (``p95_ms``
+    observed 8.5 next to ``p95_ms`` bound 3), so the eye pairs them."""
+    threshold = dict(threshold or {})
+    shared = [k for k in (observed or {}) if k in threshold]
+    return {**{k: threshold[k] for k in shared}, **{k: v for k, v in threshold.items() if k not in shared}}
+
+
+def _versus(observed: Mapping[str, Any] | None, threshold: Mapping[str, Any] | None) -> str:
+    """``p95_ms 8.517 vs 3, …`` for the values observed and bounded under the same name."""
+    threshold = threshold or {}
+    return ", ".join(f"{k} {_num(v)} vs {_num(threshold[k])}" for k, v in (observed or {}).items() if k in threshold)
+
+
+def condition_table(conditions: Sequence[Mapping[str, Any]], width: int = WIDTH) -> str:
+    """One row per condition (severity, state, the operator's message), and under each its
+    observed and threshold values, wrapped to ``width`` columns."""
+    header = ["CONDITION", "SEVERITY", "STATE", "MESSAGE"]
+    rows = [[c.get("name"), f"{float(c.get('severity') or 0):.2f}", _flags(c), c.get("message") or ""]
+            for c in conditions]
+    lines = table(header, rows).splitlines()
+    pad = " " * (max(len(str(r[0])) for r in [header, *rows]) + 2)
+    out = [lines[0]]
+    for line, c in zip(lines[1:], conditions):
+        out.append(line)
+        observed = c.get("observed") or {}
+        for label, values in (("observed", observed), ("threshold", _threshold_first_shared(c.get("threshold"),
+                                                                                              observed))):
+            if not values:
+                continue
+            lead = f"{pad}{label:<10} "
+            wrapped = textwrap.wrap(_pairs(values), width=max(40, width - len(lead)), break_on_hyphens=False,
+                                    break_long_words=False)
+            out.extend((lead if i == 0 else " " * len(lead)) + chunk for i, chunk in enumerate(wrapped))
+    return "\n".join(out)
+
+
 def steps_of(body: Body) -> list[dict[str, Any]]:
     """The spec's steps as written, or the defaults the operator applies when omitted."""
     steps = (body.get("spec") or {}).get("steps")
@@ -177,8 +220,9 @@ def _flags(condition: Mapping[str, Any]) -> str:
     return ",".join(flags) if flags else "ok"
 
 
-def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL) -> str:
-    """The ``status`` view of one rollout (a whole resource as the API returns it)."""
+def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL, width: int = WIDTH) -> str:
+    """The ``status`` view of one rollout (a whole resource as the API returns it), for a
+    terminal ``width`` columns wide."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     status = body.get("status") or {}
@@ -215,12 +259,9 @@ def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL) -
     if risk:
         lines.append(f"  Risk:     score {_num(risk.get('score'))}  level {risk.get('level', '-')}"
                      f"  (evaluated {format_age(risk.get('evaluatedAt'), now)} ago)")
-        rows = []
-        for c in risk.get("conditions") or []:
-            rows.append([c.get("name"), f"{float(c.get('severity') or 0):.2f}", _flags(c),
-                         _pairs(c.get("observed")), _pairs(c.get("threshold")), c.get("message") or ""])
-        if rows:
-            lines.append(_indent(table(["CONDITION", "SEVERITY", "STATE", "OBSERVED", "THRESHOLD", "MESSAGE"], rows), 4))
+        conditions = risk.get("conditions") or []
+        if conditions:
+            lines.append(_indent(condition_table(conditions, width - 4), 4))
     else:
         lines.append("  Risk:     not evaluated yet")
 
@@ -266,9 +307,11 @@ def evidence_summary(evidence: Mapping[str, Any] | None) -> str:
     bad = [c for c in evidence.get("conditions") or [] if c.get("critical") or float(c.get("severity") or 0) > 0]
     bad.sort(key=lambda c: (not c.get("critical"), -float(c.get("severity") or 0)))
     for c in bad[:3]:
+        versus = _versus(c.get("observed"), c.get("threshold"))
+        detail = c.get("message") or f"{_pairs(c.get('observed'))} vs {_pairs(c.get('threshold'))}"
         parts.append(f"{c.get('name')} sev {float(c.get('severity') or 0):.2f}"
-                     + (" CRITICAL" if c.get("critical") else "")
-                     + f" [{_pairs(c.get('observed'))} vs {_pairs(c.get('threshold'))}]")
+                     + (" CRITICAL" if c.get("critical") else "") + f": {detail}"
+                     + (f" [{versus}]" if versus and c.get("message") else ""))
     if evidence.get("timeToRecoverSeconds") is not None:
         parts.append(f"recovered in {_num(evidence['timeToRecoverSeconds'])}s")
     return "; ".join(parts)
@@ -387,6 +430,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _width() -> int:
+    """The terminal's columns ($COLUMNS, the tty), else ``WIDTH`` (output to a pipe or file)."""
+    return shutil.get_terminal_size((WIDTH, 24)).columns
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_ERROR)
@@ -410,9 +458,28 @@ def _cluster(ctx: click.Context) -> Cluster:
 @click.pass_context
 def main(ctx: click.Context, namespace: str | None, kubeconfig: str | None, context: str | None) -> None:
     """Inspect and drive ModelRollouts: status, list, history, promote, abort, retry, pause, resume."""
-    if kubeconfig and ":" in kubeconfig:
-        kubeconfig = kubeconfig.split(":")[0]  # KUBECONFIG lists; the client loads one file
+    # A KUBECONFIG list (a:b) is passed whole: the client merges the files like kubectl does.
     ctx.obj = Target(kubeconfig=kubeconfig, context=context, namespace=namespace)
+
+
+def _target_options(command: Any) -> Any:
+    """``-n``, ``--kubeconfig`` and ``--context`` after the subcommand too, as kubectl takes
+    them anywhere (``kubectl modelrollout status fraud -n ml``); they win over the group's."""
+
+    @click.option("-n", "--namespace", "namespace_", default=None, help="namespace (default: the context's)")
+    @click.option("--kubeconfig", "kubeconfig_", default=None, type=click.Path(dir_okay=False),
+                  help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    @click.option("--context", "context_", default=None, help="kubeconfig context (default: the current one)")
+    @functools.wraps(command)
+    def with_target(*args: Any, namespace_: str | None, kubeconfig_: str | None, context_: str | None,
+                    **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        base: Target = ctx.obj
+        ctx.obj = Target(kubeconfig=kubeconfig_ or base.kubeconfig, context=context_ or base.context,
+                         namespace=namespace_ or base.namespace)
+        return command(*args, **kwargs)
+
+    return with_target
 
 
 def _run(fn: Any) -> Any:
@@ -423,6 +490,7 @@ def _run(fn: Any) -> Any:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.option("-w", "--watch", is_flag=True, help=f"refresh every {WATCH_SECONDS:g}s until the phase is terminal")
 @click.pass_context
@@ -431,12 +499,12 @@ def status(ctx: click.Context, name: str, watch: bool) -> None:
     cluster = _cluster(ctx)
     body = _run(lambda: cluster.get(name))
     if not watch:
-        click.echo(render_status(body, _now()))
+        click.echo(render_status(body, _now(), width=_width()))
         return
     try:
         while True:
             click.clear()
-            click.echo(render_status(body, _now()))
+            click.echo(render_status(body, _now(), width=_width()))
             if is_terminal(body):
                 return
             time.sleep(WATCH_SECONDS)
@@ -446,6 +514,7 @@ def status(ctx: click.Context, name: str, watch: bool) -> None:
 
 
 @main.command("list")
+@_target_options
 @click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
 @click.pass_context
 def list_(ctx: click.Context, all_namespaces: bool) -> None:
@@ -461,6 +530,7 @@ def list_(ctx: click.Context, all_namespaces: bool) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.pass_context
 def history(ctx: click.Context, name: str) -> None:
@@ -484,6 +554,7 @@ def _send_command(ctx: click.Context, name: str, kind: str, what: str) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.option("--full", is_flag=True, help="promote now (skip the remaining steps) instead of advancing one step")
 @click.pass_context
@@ -494,6 +565,7 @@ def promote(ctx: click.Context, name: str, full: bool) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.pass_context
 def abort(ctx: click.Context, name: str) -> None:
@@ -502,6 +574,7 @@ def abort(ctx: click.Context, name: str) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.pass_context
 def retry(ctx: click.Context, name: str) -> None:
@@ -522,6 +595,7 @@ def _set_paused(ctx: click.Context, name: str, paused: bool) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
@@ -530,6 +604,7 @@ def pause(ctx: click.Context, name: str) -> None:
 
 
 @main.command()
+@_target_options
 @click.argument("name")
 @click.pass_context
 def resume(ctx: click.Context, name: str) -> None:

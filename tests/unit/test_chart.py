@@ -2,7 +2,8 @@
 
 Runs the helm binary the cluster harness builds (``make cluster-build`` puts it in
 ``~/.cache/modelrollout/bin/helm-*/helm``); no cluster is needed. Installing the chart
-and proving the RBAC with a real ServiceAccount is an e2e concern (issue 6, item 3).
+and proving the RBAC with a real ServiceAccount (the operator runs with its token; a
+``kubectl auth can-i`` matrix) is e2e/tests/test_chart_rbac.py, against the same list.
 """
 
 from __future__ import annotations
@@ -25,22 +26,23 @@ NAMESPACED = ["--set", "namespaced=true", "--set", "watchNamespaces={ml,risk}"]
 WORKLOAD_RESOURCES = {"modelrollouts", "modelrollouts/status", "deployments", "deployments/scale", "replicasets",
                       "pods", "events", "httproutes"}
 
-# What the operator uses, per (apiGroup, resource): the chart must grant exactly these verbs.
+# What the operator calls, per (apiGroup, resource): the chart must grant exactly these verbs.
 EXPECTED_VERBS = {
-    ("modelrollout.io", "modelrollouts"): {"get", "list", "watch", "patch", "update"},
-    ("modelrollout.io", "modelrollouts/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch"},
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
-    ("apps", "replicasets"): {"get", "list", "watch"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "update", "patch"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    ("modelrollout.io", "modelrollouts"): {"get", "list", "watch", "patch"},  # GET fresh; kopf list/watch/patch
+    ("modelrollout.io", "modelrollouts/status"): {"patch"},                   # status merge patch
+    ("apps", "deployments"): {"get", "create", "update", "patch"},            # canary, template PUT, weight
+    ("apps", "deployments/scale"): {"patch"},                                 # replica counts
+    ("apps", "replicasets"): {"list"},                                        # canary health
+    ("", "pods"): {"list", "watch"},                                          # canary health, kopf pod watch
+    ("", "events"): {"create"},                                               # Events on rollouts
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "update"},           # gatewayAPI router
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf's resource scan
 }
-# No namespaces: kopf lists them only in namespaced mode (kopf 1.45 namespace_observer).
-CLUSTER_WIDE_ONLY = {("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"}}
-NAMESPACED_ONLY = {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
+PEERING_VERBS = {"list", "watch", "patch"}
+CLUSTER_WIDE_ONLY = {("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
+NAMESPACED_ONLY = {("kopf.dev", "kopfpeerings"): PEERING_VERBS}
+# kopf lists and watches namespaces only when it watches named ones (kopf 1.45 namespace_observer).
+NAMESPACES = {("", "namespaces"): {"list", "watch"}}
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -163,8 +165,8 @@ def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses(default_docs):
 
 def test_namespaced_mode_uses_roles_for_workload_resources(namespaced_docs):
     cluster = grants(namespaced_docs, {"ClusterRole"})
-    # Only the CRD scan stays cluster-scoped (read-only); nothing that touches workloads.
-    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+    # Only kopf's reads of CRDs and namespaces stay cluster-scoped; nothing that touches workloads.
+    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}} | NAMESPACES
     assert not {resource for _, resource in cluster} & WORKLOAD_RESOURCES
     roles = [d for d in namespaced_docs if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "risk"]
@@ -180,10 +182,19 @@ def test_namespaced_mode_uses_roles_for_workload_resources(namespaced_docs):
     assert not [d for d in namespaced_docs if d["kind"] == "ClusterKopfPeering"]
 
 
-def test_namespaced_mode_can_let_kopf_list_namespaces():
-    cluster = grants(render(*NAMESPACED, "--set", "rbac.listNamespaces=true"), {"ClusterRole"})
-    assert cluster[("", "namespaces")] == {"get", "list", "watch"}
-    assert set(cluster) == {("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")}
+def test_namespaced_mode_can_refuse_kopf_the_namespace_list():
+    cluster = grants(render(*NAMESPACED, "--set", "rbac.listNamespaces=false"), {"ClusterRole"})
+    assert set(cluster) == {("apiextensions.k8s.io", "customresourcedefinitions")}
+
+
+def test_cluster_wide_rbac_with_named_namespaces_peers_per_namespace():
+    """kopf peers cluster-wide only when it watches every namespace: with --namespace flags
+    it looks for a KopfPeering in each, whatever the chart's RBAC mode."""
+    docs = render("--set", "watchNamespaces={ml,risk}")
+    assert grants(docs, {"ClusterRole"}) == EXPECTED_VERBS | NAMESPACED_ONLY | NAMESPACES
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["ml", "risk"]
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "Role", "RoleBinding")]
 
 
 def test_namespaced_mode_without_namespaces_is_refused():

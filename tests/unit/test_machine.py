@@ -236,6 +236,21 @@ def test_manual_commands() -> None:
     assert t.status.phase == Phase.INITIALIZING and t.status.current_step == 0
 
 
+def test_a_fresh_start_keeps_the_last_command_id() -> None:
+    """The controller records a command's id in the status it persists with the command's
+    transition; a retry (or a new revision) starts a fresh status, which must keep it, or
+    the annotation still on the resource would count as new and run again."""
+    spec = make_spec()
+    rolled_back = settle(spec, step(spec, begin(spec), Command(CommandKind.ABORT), T0), T0).status
+    recorded = rolled_back.model_copy(update={"last_command": "retry@2026-11-26T17:00:00.000000Z"})
+    t = step(spec, recorded, Command(CommandKind.RETRY), T0)
+    assert t.status.phase == Phase.INITIALIZING
+    assert t.status.last_command == "retry@2026-11-26T17:00:00.000000Z"
+    changed = make_spec(spec_extra={"canary": {"deployment": "fraud-canary", "template": {"image": "img:v3"}}})
+    t = step(changed, recorded.model_copy(update={"last_command": "abort@1"}), SpecChanged(), T0)
+    assert t.status.phase == Phase.INITIALIZING and t.status.last_command == "abort@1"
+
+
 def test_pause_and_resume_follow_the_spec_field() -> None:
     spec = make_spec()
     status = begin(spec)

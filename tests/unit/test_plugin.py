@@ -110,11 +110,14 @@ def test_status_shows_steps_weight_risk_and_every_condition():
     assert "25%" in step_lines[1] and "30m" in step_lines[1] and "current, 12m in" in step_lines[1]
     assert "100%" in step_lines[2] and "1h" in step_lines[2] and "done" not in step_lines[2]
     assert "score 0.42  level medium" in text
-    accuracy = next(line for line in lines if line.strip().startswith("accuracy"))
-    assert "inconclusive" in accuracy and "accuracy=0.91" in accuracy and "accuracy=0.85" in accuracy
-    assert "64/100 labelled predictions" in accuracy
-    latency = next(line for line in lines if line.strip().startswith("latency"))
-    assert "0.40" in latency and "triggered" in latency and "p95_ms=3.4" in latency and "p95_ms=3" in latency
+    assert next(line for line in lines if "CONDITION" in line).split() == ["CONDITION", "SEVERITY", "STATE", "MESSAGE"]
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("accuracy"))
+    assert "inconclusive" in lines[at] and "64/100 labelled predictions" in lines[at]
+    assert lines[at + 1].split() == ["observed", "accuracy=0.91"]
+    assert lines[at + 2].split() == ["threshold", "accuracy=0.85"]
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("latency"))
+    assert "0.40" in lines[at] and "triggered" in lines[at] and "p95 3.4ms" in lines[at]
+    assert lines[at + 1].split() == ["observed", "p95_ms=3.4"] and lines[at + 2].split() == ["threshold", "p95_ms=3"]
     assert "Decision: hold (tick, 15s ago): medium risk 0.42" in text
     assert "History (last 2 of 2)" in text
 
@@ -138,6 +141,37 @@ def test_status_of_a_new_rollout_without_status_renders_default_steps():
     assert "Phase:    Pending" in text and "Step:     -/3" in text
     assert "not evaluated yet" in text
     assert "15m" in text and "30m" in text and "1h" in text
+
+
+# A latency condition as the operator wrote it (e2e run): many values on each side.
+REAL_LATENCY = {
+    "name": "latency", "severity": 1.0, "triggered": True, "critical": True, "inconclusive": False,
+    "observed": {"mean_ms": 1.889, "p95_ms": 8.517, "p99_ms": 12.6, "requests": 10496.1, "stable_mean_ms": 1.065,
+                 "stable_p95_ms": 1.802, "stable_p99_ms": 2.294},
+    "threshold": {"critical_factor": 2.0, "critical_mean_ms": 4.0, "critical_p95_ms": 6.0, "critical_p99_ms": 12.0,
+                  "max_stable_ratio": 1.5, "mean_ms": 2.0, "min_samples": 200, "p95_ms": 3.0, "p99_ms": 6.0,
+                  "relative_critical_mean_ms": 3.194, "relative_critical_p95_ms": 5.406,
+                  "relative_critical_p99_ms": 6.883, "relative_mean_ms": 1.597, "relative_p95_ms": 2.703,
+                  "relative_p99_ms": 3.442},
+    "message": "p95 8.52ms beyond its critical bound 6.00ms (+4 more checks beyond bound)",
+}
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_condition_values_wrap_to_the_terminal_with_shared_names_first(width):
+    body = progressing()
+    body["status"]["risk"]["conditions"] = [REAL_LATENCY, ACCURACY]
+    text = plugin.render_status(body, NOW, width=width)
+    assert max(len(line) for line in text.splitlines() if "=" in line and "Message" not in line) <= width
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("latency"))
+    assert "critical,triggered" in lines[at] and "beyond its critical bound 6.00ms" in lines[at]
+    assert lines[at + 1].split()[:3] == ["observed", "mean_ms=1.889,", "p95_ms=8.517,"]
+    threshold = next(line for line in lines[at + 1:] if line.split()[:1] == ["threshold"])
+    # the bounds named like an observed value come first: mean_ms, p95_ms, p99_ms
+    assert threshold.split()[1:4] == ["mean_ms=2,", "p95_ms=3,", "p99_ms=6,"]
+    continued = lines[lines.index(threshold) + 1]
+    assert continued.startswith(" " * threshold.index("mean_ms")) and "=" in continued
 
 
 def test_succeeded_marks_every_step_done():
@@ -176,7 +210,7 @@ def test_history_table_summarises_rollback_evidence():
     # the worst condition first (critical), then by severity; healthy ones left out
     assert evidence[0].index("latency") < evidence[0].index("errorRate")
     assert "accuracy" not in evidence[0]
-    assert "p95_ms=6.4" in evidence[0] and "p95_ms=3" in evidence[0]
+    assert "latency sev 1.00 CRITICAL: p95 6.4ms > critical 6.0ms [mean_ms 2.9 vs 2, p95_ms 6.4 vs 3," in evidence[0]
     assert plugin.render_history({"metadata": {"name": "x", "namespace": "y"}}, NOW) == "modelrollout y/x: no history yet"
 
 
@@ -322,3 +356,40 @@ def test_missing_kubeconfig_is_a_clear_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(plugin.main, ["--kubeconfig", str(tmp_path / "none"), "list"])
     assert result.exit_code == 1
     assert "no usable kubeconfig" in result.output and "--kubeconfig" in result.output
+
+
+def test_a_kubeconfig_list_is_merged_like_kubectl_does(tmp_path, monkeypatch):
+    """KUBECONFIG=a:b: the context can live in the second file (kubectl merges the list)."""
+    import yaml
+
+    second = tmp_path / "b"
+    second.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u", "namespace": "from-b"}}],
+        "current-context": "ctx",
+    }))
+    listed = f"{tmp_path / 'missing'}{':'}{second}"
+    seen = []
+    monkeypatch.setattr(plugin, "Cluster", lambda target: seen.append(target) or FakeCluster({}))
+    result = CliRunner().invoke(plugin.main, ["list"], env={"KUBECONFIG": listed})
+    assert result.exit_code == 0 and seen[0].kubeconfig == listed
+    monkeypatch.undo()
+    assert plugin.Cluster(plugin.Target(kubeconfig=listed, context=None, namespace=None)).namespace == "from-b"
+
+
+@pytest.mark.parametrize("args", [
+    ["-n", "risk", "status", "fraud-scorer"],
+    ["status", "fraud-scorer", "-n", "risk"],           # kubectl habit: flags after the command
+    ["-n", "ml", "status", "--namespace", "risk", "fraud-scorer"],
+], ids=["before", "after", "after-wins"])
+def test_namespace_and_context_are_taken_before_or_after_the_command(args, monkeypatch):
+    seen = []
+    fake = FakeCluster({"fraud-scorer": progressing()})
+    monkeypatch.setattr(plugin, "Cluster", lambda target: seen.append(target) or fake)
+    result = CliRunner().invoke(plugin.main, args)
+    assert result.exit_code == 0, result.output
+    assert seen[0].namespace == "risk"
+    result = CliRunner().invoke(plugin.main, ["list", "--context", "prod", "--kubeconfig", "/tmp/kc", "-A"])
+    assert result.exit_code == 0 and seen[-1] == plugin.Target(kubeconfig="/tmp/kc", context="prod", namespace=None)

@@ -35,42 +35,52 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-Rules on namespaced resources: everything the operator reads or writes for a rollout.
-Rendered into a ClusterRole (cluster-wide mode) or a Role per watched namespace.
-No secrets, no wildcards, no delete: the operator never deletes anything.
+Rules on namespaced resources: exactly the calls the operator makes for a rollout (each
+rule names its caller). Rendered into a ClusterRole (cluster-wide mode) or a Role per
+watched namespace. No secrets, no wildcards, no delete: the operator never deletes anything.
+Proven on a live cluster by e2e/tests/test_chart_rbac.py (the operator runs with this
+ServiceAccount's token, and `kubectl auth can-i --list` must equal these rules).
 */}}
 {{- define "modelrollout.workloadRules" -}}
-# ModelRollouts: kopf watches them, patches the finalizer and its annotations; the operator writes status.
+# ModelRollouts: kopf lists/watches them and patches its finalizer and annotations;
+# the controller GETs each one fresh before acting (adapters/rollouts.py).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
+# The status: one JSON merge patch per change (adapters/rollouts.py write_status).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts/status"]
-  verbs: ["get", "patch", "update"]
-# The stable and canary Deployments: the canary is created from the stable's template;
-# weights are replica counts; promotion and rollback replace the stable's template.
+  verbs: ["patch"]
+# The stable and canary Deployments (adapters/kubeapi.py): read, create the canary from
+# the stable's template, replace templates (promotion, rollback), merge-patch the canary's
+# replicas and weight annotation (replicas router).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "create", "update", "patch"]
+# Replica counts of the stable (replicas router, rollback): merge patch of /scale.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
-# Canary health: OOMKilled / CrashLoopBackOff pods, availability.
+  verbs: ["patch"]
+# Canary health by label selector: revisions (ReplicaSets), OOMKilled / CrashLoopBackOff
+# pods; kopf also watches canary pods (handlers.py canary_pod) to roll back at once.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Events on ModelRollouts (kopf posts core/v1 events; events.k8s.io for newer clients).
+  verbs: ["list", "watch"]
+# Events on ModelRollouts (adapters/notifiers/events.py POSTs core/v1 Events; kopf's own
+# event posting is disabled).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# The gatewayAPI router sets backendRef weights on the rollout's HTTPRoute.
+  verbs: ["create"]
+# The gatewayAPI router: read the rollout's HTTPRoute, replace it with new backendRef weights.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["get", "update"]
+{{- end -}}
+
+{{/* kopf peering: it lists and watches the peering object, and patches itself in and out. */}}
+{{- define "modelrollout.peeringVerbs" -}}
+["list", "watch", "patch"]
 {{- end -}}
