@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from . import __version__
 from .api.manifests import ManifestError, describe_validation_error, iter_documents, load_rollout
 from .api.models import ModelRolloutStatus, Phase
+from .api.thresholds import Profile
 
 EXIT_INVALID = 2
 
@@ -230,8 +231,12 @@ def replay(rollout_path: Path, snapshots_path: Path, status_path: Path | None, w
 @click.option("--liveness", "liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--default-profile", envvar="MODELROLLOUT_DEFAULT_PROFILE", default="balanced", show_default=True,
+              type=click.Choice([p.value for p in Profile]),
+              help="threshold profile of rollouts whose spec.analysis.profile is unset")
 def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
-        webhooks: tuple[str, ...], priority: int | None, standalone: bool, liveness: str | None, log_level: str) -> None:
+        webhooks: tuple[str, ...], priority: int | None, standalone: bool, liveness: str | None, log_level: str,
+        default_profile: str) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     import logging
 
@@ -241,7 +246,7 @@ def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, met
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
                             metrics_port=metrics_port or None, metrics_addr=metrics_addr, webhooks=tuple(webhooks),
-                            standalone=standalone, liveness_endpoint=liveness)
+                            standalone=standalone, liveness_endpoint=liveness, default_profile=default_profile)
     if priority is not None:
         config.priority = priority
     run_operator(config)

@@ -105,7 +105,13 @@ class Controller:
     default_prometheus_url: str | None = None
     action_delay: float = 0.0
     """Fault injection for e2e tests: pause before each phased action (``MODELROLLOUT_ACTION_DELAY_SECONDS``)."""
+    default_profile: str | None = None
+    """``--default-profile``: the profile of rollouts whose spec names none."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def parse(self, body: Mapping[str, Any]) -> ModelRolloutSpec:
+        """The rollout's spec, validated, with the operator's default profile (ManifestError if invalid)."""
+        return parse_spec(dict(body.get("spec") or {}), self.default_profile)
 
     def lock_for(self, ref: RolloutRef) -> asyncio.Lock:
         """One lock per rollout: the tick, the fast path and the pod watch never interleave."""
@@ -142,14 +148,14 @@ class Controller:
 
     def _spec_or_none(self, body: Mapping[str, Any]) -> ModelRolloutSpec | None:
         try:
-            return parse_spec(dict(body.get("spec") or {}))
+            return self.parse(body)
         except ManifestError:
             return None
 
     async def _reconcile(self, ref: RolloutRef, body: Mapping[str, Any], *, resume: bool) -> float:
         status = _status_of(body)
         try:
-            spec = parse_spec(dict(body.get("spec") or {}))
+            spec = self.parse(body)
         except ManifestError as exc:
             await self._invalid_spec(ref, status, str(exc), _generation(body))
             return 3600.0

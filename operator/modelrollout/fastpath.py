@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from .api.manifests import ManifestError, parse_spec
+from .api.manifests import ManifestError
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
 from .controller import Controller, RolloutRef, _status_of
@@ -88,7 +88,7 @@ class FastPath:
     def observe(self, ref: RolloutRef, body: Mapping[str, Any]) -> None:
         """Record the rollout's latest body (from kopf's watch stream)."""
         try:
-            spec = parse_spec(dict(body.get("spec") or {}))
+            spec = self.controller.parse(body)
         except ManifestError:
             self.watched.pop(ref.uid, None)
             return

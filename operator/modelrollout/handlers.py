@@ -48,6 +48,7 @@ class OperatorConfig:
     standalone: bool = False
     query_timeout_seconds: float = 5.0
     liveness_endpoint: str | None = None
+    default_profile: str | None = None
 
 
 def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.OperatorRegistry:
@@ -243,6 +244,7 @@ def build_controller(config: OperatorConfig, clock: Clock) -> Controller:
         build_request=snapshot_request,
         build_target=router_target,
         default_prometheus_url=config.prometheus_url,
+        default_profile=config.default_profile,
         action_delay=float(os.environ.get("MODELROLLOUT_ACTION_DELAY_SECONDS", "0") or 0),
     )
 

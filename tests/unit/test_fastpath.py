@@ -183,6 +183,10 @@ class FakeController:
         self.signals.append((ref, signal))
         return True
 
+    def parse(self, body: dict[str, Any]) -> ModelRolloutSpec:
+        from modelrollout.api.manifests import parse_spec
+        return parse_spec(body.get("spec"))
+
 
 def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
     return {"spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -253,3 +257,19 @@ def test_deployment_of_pod_from_its_replicaset_owner() -> None:
                         "ownerReferences": [{"kind": "ReplicaSet", "name": "fraud-canary-5d9c7f"}]}}
     assert deployment_of_pod(pod) == "fraud-canary"
     assert deployment_of_pod({"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "x"}]}}) is None
+
+
+# ------------------------------------------------------------------------ default profile (issue 6)
+
+
+def test_operator_default_profile_applies_only_when_the_spec_names_none() -> None:
+    from modelrollout.api.manifests import parse_spec
+
+    raw = make_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["analysis"].pop("profile")
+    assert parse_spec(raw).analysis.profile.value == "balanced"
+    assert parse_spec(raw, "conservative").analysis.profile.value == "conservative"
+    raw["analysis"]["profile"] = "aggressive"
+    assert parse_spec(raw, "conservative").analysis.profile.value == "aggressive"
+    assert parse_spec({"stable": {"deployment": "a"}, "canary": {"deployment": "b"}},
+                      "aggressive").analysis.profile.value == "aggressive"

@@ -50,10 +50,21 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[st
     return lines
 
 
-def parse_spec(spec: dict[str, Any] | None) -> ModelRolloutSpec:
-    """Validate a raw spec (as kopf hands it over); raises ManifestError naming the field."""
+def parse_spec(spec: dict[str, Any] | None, default_profile: str | None = None) -> ModelRolloutSpec:
+    """Validate a raw spec (as kopf hands it over); raises ManifestError naming the field.
+
+    ``default_profile`` (the operator's ``--default-profile``) applies when the spec names
+    no ``analysis.profile``; the CRD deliberately has no default for it.
+    """
+    raw = dict(spec or {})
+    if default_profile is not None:
+        analysis = raw.get("analysis")
+        analysis = dict(analysis) if isinstance(analysis, dict) else ({} if analysis is None else analysis)
+        if isinstance(analysis, dict) and analysis.get("profile") is None:
+            analysis["profile"] = default_profile
+            raw["analysis"] = analysis
     try:
-        return ModelRolloutSpec.model_validate(spec or {})
+        return ModelRolloutSpec.model_validate(raw)
     except ValidationError as exc:
         raise ManifestError("; ".join(describe_validation_error(exc, "spec"))) from None
 

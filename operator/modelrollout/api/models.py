@@ -206,7 +206,14 @@ class MetricLabels(ApiModel):
 
 class AnalysisSpec(ApiModel):
     interval: Duration = Field(default=timedelta(seconds=30))
-    profile: Profile = Profile.BALANCED
+    profile: Profile = Field(
+        default=Profile.BALANCED,
+        description="threshold profile: conservative | balanced | aggressive (default: the operator's "
+                    "--default-profile, balanced unless set)",
+        # No default in the CRD: the apiserver would fill it in, and the operator's
+        # --default-profile could never apply. pydantic keeps balanced for the CLI.
+        json_schema_extra=lambda schema: schema.pop("default", None),
+    )
     prometheus: PrometheusSpec | None = None
     conditions: ConditionOverrides = Field(default_factory=ConditionOverrides)
     custom: list[CustomCondition] = Field(default_factory=list, max_length=32)
