@@ -166,3 +166,25 @@ def test_pause_resume_abort_and_manual_promote(scenario: RolloutScenario, operat
     s.annotate("modelrollout.io/command", "retry@3")
     s.wait_status(lambda st: st.get("phase") == "Progressing" and st.get("canaryWeight") == 25, timeout=60,
                   message="retried rollout at its first step")
+
+
+def test_operator_default_profile_applies_to_rollouts_without_one(scenario: RolloutScenario, crds: Cluster,
+                                                                   namespace: str) -> None:
+    """``--default-profile`` (the chart's ``defaultProfile``): the CRD leaves the field unset."""
+    from modelrollout.api.thresholds import PROFILES, Profile
+
+    op = OperatorProcess(crds, namespace, "--default-profile", "conservative").start()
+    try:
+        s = scenario
+        manifest = rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary,
+                                    steps=[{"weight": 25, "duration": "1h"}, {"weight": 100, "duration": "1h"}])
+        s.apply(manifest)
+        assert "profile" not in (s.get()["spec"].get("analysis") or {})  # no apiserver default
+        status = s.wait_status(lambda st: st.get("risk"), timeout=60, message="first evaluation")
+        latency = next(c for c in status["risk"]["conditions"] if c["name"] == "latency")
+        assert latency["threshold"]["p95_ms"] == PROFILES[Profile.CONSERVATIVE].latency.p95_ms
+        assert PROFILES[Profile.CONSERVATIVE].latency.p95_ms != PROFILES[Profile.BALANCED].latency.p95_ms
+    finally:
+        from .operator_support import delete_rollouts
+        delete_rollouts(crds, namespace)
+        op.stop()
