@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from .telemetry import OperatorMetrics
 log = logging.getLogger("modelrollout.handlers")
 
 RETRY_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+API_THREADS = 32
 
 
 @dataclass
@@ -72,6 +74,11 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
             settings.peering.name = config.peering_name
         settings.posting.enabled = False  # our Events carry evidence; kopf's log events would be noise
         settings.watching.server_timeout = 60
+        # API calls run in the loop's default executor (asyncio.to_thread): size it for many
+        # rollouts, so a fast-path rollback never queues behind a wave of ticks' GETs
+        # (Python's default is cpu_count + 4 threads: 6 on a 2-core node).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="kube-api"))
         memo.controller = build_controller(config, clock)
         memo.wakeups = {}
         memo.fast_path = build_fast_path(memo.controller, clock)

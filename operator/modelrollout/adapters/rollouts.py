@@ -3,6 +3,9 @@
 Status is written with a JSON merge patch of the whole status object: ``null`` values
 remove fields that the machine cleared, and lists (conditions, history) are replaced as
 a whole, which is what we want for them.
+
+Every call has a request timeout: without one, a connection the apiserver never answers
+would hold the rollout's lock (and a worker thread) forever, and its loop would wedge.
 """
 
 from __future__ import annotations
@@ -12,32 +15,39 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from ..api.models import API_GROUP, API_VERSION, PLURAL
 from ..errors import ClusterConflict, ClusterUnavailable
 
 
 class RolloutStore:
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: k8s.ApiClient, request_timeout: float = 10.0) -> None:
         self._custom = k8s.CustomObjectsApi(api)
+        self._timeout = request_timeout
 
     async def read(self, ref: Any) -> dict[str, Any] | None:
         """The resource as the API server has it now; None when it is gone."""
         try:
             return await asyncio.to_thread(
-                self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name)
+                self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name,
+                _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _translate(exc, ref) from None
+        except (HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"ModelRollout {ref.namespace}/{ref.name}: read failed: {exc}") from None
 
     async def write_status(self, ref: Any, status: dict[str, Any] | None) -> None:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, ref.namespace, PLURAL,
-                ref.name, {"status": status})
+                ref.name, {"status": status}, _request_timeout=self._timeout)
         except ApiException as exc:
             raise _translate(exc, ref) from None
+        except (HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"ModelRollout {ref.namespace}/{ref.name}: status write failed: {exc}") from None
 
 
 def _translate(exc: ApiException, ref: Any) -> Exception:
