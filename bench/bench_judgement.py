@@ -94,6 +94,7 @@ class Outcome:
     trigger: str | None
     rule: str | None
     step: int | None
+    fast_path_at: float | None = None  # seconds to the first tick the fast path would have rolled back
 
 
 def rule_of(reason: str) -> str:
@@ -117,9 +118,12 @@ def run_rollout(spec: ModelRolloutSpec, config: TrafficConfig, seed: np.random.S
     rng = np.random.default_rng(seed)
     ticks = held = reduced = 0
     last_at = T0
-    for tick in simulate(spec, config, rng, T0, HORIZON):
+    fast_at: float | None = None
+    for tick in simulate(spec, config, rng, T0, HORIZON, fast_path=True):
         ticks += 1
         last_at = tick.at
+        if fast_at is None and tick.fast_path is not None:
+            fast_at = (tick.at - T0).total_seconds()
         decision = tick.transition.decision
         if decision is None:
             continue
@@ -129,10 +133,11 @@ def run_rollout(spec: ModelRolloutSpec, config: TrafficConfig, seed: np.random.S
             reduced += 1
         elif decision.action == DecisionAction.ROLLBACK:
             return Outcome("RolledBack", ticks, held, reduced, (tick.at - T0).total_seconds(),
-                           decision.trigger, rule_of(decision.reason), tick.transition.status.current_step)
+                           decision.trigger, rule_of(decision.reason), tick.transition.status.current_step, fast_at)
         if tick.transition.status.phase == Phase.SUCCEEDED:
-            return Outcome("Succeeded", ticks, held, reduced, (tick.at - T0).total_seconds(), None, None, None)
-    return Outcome("unfinished", ticks, held, reduced, (last_at - T0).total_seconds(), None, None, None)
+            return Outcome("Succeeded", ticks, held, reduced, (tick.at - T0).total_seconds(), None, None, None,
+                           fast_at)
+    return Outcome("unfinished", ticks, held, reduced, (last_at - T0).total_seconds(), None, None, None, fast_at)
 
 
 def _work(task: tuple[int, str, int, str, float, Behaviour, int, int, int, float, str]) -> tuple[int, list[Outcome]]:
@@ -186,19 +191,21 @@ def summarise(outcomes: list[Outcome], within_seconds: float) -> dict[str, Any]:
         "within": sum(o.seconds <= within_seconds + 1e-6 for o in rolled),
         "top": f"{top[0][0]}: {top[0][1]}/{len(rolled)}" if top else "–",
         "triggers": triggers,
+        "fast": sum(o.fast_path_at is not None for o in outcomes),
     }
 
 
 def table(rows: list[tuple[str, str, dict[str, Any]]], within_seconds: float) -> str:
     head = ("| scenario | traffic | rollouts | rolled back | promoted | unfinished (6 h) | ticks held "
-            f"| median / p90 to rollback (min) | rolled back ≤ {within_seconds:.0f} s | most common trigger (rule) |")
-    lines = [head, "|" + "---|" * 10]
+            f"| median / p90 to rollback (min) | rolled back ≤ {within_seconds:.0f} s | most common trigger (rule) "
+            "| fast path fired |")
+    lines = [head, "|" + "---|" * 11]
     for scenario, traffic, s in rows:
         times = f"{s['median']:.1f} / {s['p90']:.1f}" if s["median"] is not None else "–"
         lines.append(
             f"| {scenario} | {traffic} ({TRAFFIC[traffic]:,.0f} RPS) | {s['n']} | {_pct(s['rolled'], s['n'])} "
             f"| {_pct(s['promoted'], s['n'])} | {_pct(s['unfinished'], s['n'])} | {_pct(s['held'], s['ticks'])} "
-            f"| {times} | {_pct(s['within'], s['n'])} | {s['top']} |"
+            f"| {times} | {_pct(s['within'], s['n'])} | {s['top']} | {_pct(s['fast'], s['n'])} |"
         )
     return "\n".join(lines)
 
@@ -211,6 +218,8 @@ def check_targets(rows: list[tuple[str, str, dict[str, Any]]], within_seconds: f
             note = "" if s["n"] >= 1000 else f"; only {s['n']} rollouts run, the target is over 1,000"
             out.append(f"- {'PASS' if ok else 'FAIL'}: healthy at {traffic}: rolled back {s['rolled']}/{s['n']} "
                        f"(target < 1 %{note})")
+            out.append(f"- {'PASS' if s['fast'] == 0 else 'FAIL'}: healthy at {traffic}: the fast path would have "
+                       f"rolled back {s['fast']}/{s['n']} (target 0)")
         elif scenario in TARGET_SCENARIOS and traffic in ("high", "medium"):
             ok = s["within"] >= 0.99 * s["n"]
             out.append(f"- {'PASS' if ok else 'FAIL'}: {scenario} at {traffic}: rolled back within {within_seconds:.0f} s "

@@ -394,11 +394,12 @@ class Tick:
     snapshot: dict[str, Any] | None
     transition: Any  # core.machine.Transition
     weight: int      # canary weight that held during the interval
+    fast_path: Any = None  # the fast path's verdict on the same snapshot (CriticalSignal | None), if asked
 
 
 def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Generator, t0: datetime,
              horizon: timedelta, *, keep_snapshots: bool = False, validate: str = "first",
-             tick_at_start: bool = False) -> Iterator[Tick]:
+             tick_at_start: bool = False, fast_path: bool = False) -> Iterator[Tick]:
     """Drive one rollout through ``core.replay``'s machinery until it ends or the horizon passes.
 
     Each tick's traffic is drawn at the weight of the *current* status (so weights follow
@@ -408,7 +409,11 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
     (the default) only the first of the rollout and constructs the rest unvalidated.
     ``tick_at_start`` adds a tick at ``t0`` itself, before the canary has served anything
     (what ``modelrollout replay`` does with a file's first line: the rollout starts there).
+    ``fast_path`` also runs the critical fast path's judgement (``core.fastpath``, α/10) on
+    each tick's snapshot with the status before the tick, as the operator's fast path would
+    see it at that instant; its verdict is reported, not acted on.
     """
+    from modelrollout.core.fastpath import critical_breach
     from modelrollout.core.machine import MetricsObserved, plan_windows, step
     from modelrollout.core.replay import settle, start
 
@@ -437,9 +442,10 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
             first = False
         else:
             snap = construct_snapshot(data, now)
+        signal = critical_breach(spec, status, snap, now) if fast_path else None
         transition = settle(spec, step(spec, status, MetricsObserved(snap), now), now)
         status = transition.status
-        yield Tick(now, data if keep_snapshots else None, transition, weight)
+        yield Tick(now, data if keep_snapshots else None, transition, weight, signal)
 
 
 __all__ = ["Behaviour", "HEALTHY", "HEALTHY_ERRORS", "SyntheticTraffic", "Tick", "TrafficConfig", "LE", "construct_snapshot", "simulate"]

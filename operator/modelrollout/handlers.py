@@ -170,7 +170,9 @@ def api_client() -> k8s.ApiClient:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()
-    return k8s.ApiClient()
+    configuration = k8s.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_THREADS  # one connection per API thread
+    return k8s.ApiClient(configuration)
 
 
 class PrometheusRouter:

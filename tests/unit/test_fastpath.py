@@ -37,14 +37,31 @@ from .test_machine import begin
 
 
 def at_25(spec: ModelRolloutSpec) -> tuple[ModelRolloutStatus, datetime]:
-    """A rollout advanced to 25 % on healthy ticks, and the time of its last tick."""
+    """A rollout advanced to 25 % on healthy ticks, and a time when its step is older than
+    every condition's window (the fast path waits for that, see ``fast_path_windows``)."""
     status = begin(spec)
     at = T0
     for s in range(10, 61, 10):
         at = T0 + timedelta(seconds=s)
         status = step(spec, status, MetricsObserved(healthy_snapshot(at, status.canary_weight)), at).status
     assert status.canary_weight == 25 and status.phase == Phase.PROGRESSING
-    return status, at
+    assert status.step_started_at is not None
+    return status, status.step_started_at + timedelta(hours=1)
+
+
+def test_a_step_younger_than_a_window_is_left_to_the_tick() -> None:
+    """Young series: increase() extrapolates each one on its own (see fast_path_windows)."""
+    spec = make_spec()
+    status, old = at_25(spec)
+    assert status.step_started_at is not None
+    young = status.step_started_at + timedelta(seconds=5)
+    breach = healthy_snapshot(young, 25, latency=(5.0, 8.0, 12.0))
+    assert fast_path_windows(spec, status, young) == {}
+    assert critical_breach(spec, status, breach, young) is None
+    latency_window = fast_path_windows(spec, status, old)["latency"]
+    just_covered = status.step_started_at + latency_window
+    assert "latency" in fast_path_windows(spec, status, just_covered)
+    assert critical_breach(spec, status, breach, just_covered) is not None
 
 
 # ------------------------------------------------------------------------ the judgement

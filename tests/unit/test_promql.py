@@ -8,6 +8,8 @@ check that every value lands on the right rollout and side.
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import math
 from datetime import datetime, timedelta, timezone
@@ -171,6 +173,14 @@ def vec(ns: str, dep: str, value: float | str, **extra: str) -> dict[str, Any]:
     return {"metric": {"namespace": ns, "deployment": dep, **extra}, "value": [AT.timestamp(), str(value)]}
 
 
+BUNDLE_PART = re.compile(r'label_replace\((.*?), "mr_query", "(\d+)", "", ""\)(?: or |$)')
+
+
+def subqueries(fake: "FakeClient") -> int:
+    """Queries the fake answered, counting each part of a bundle."""
+    return sum(len(BUNDLE_PART.findall(c)) if c.startswith("label_replace(") else 1 for c in fake.calls)
+
+
 class FakeClient:
     """Answers planned queries from ``table[(name, window_s)][(ns, dep)]``.
 
@@ -189,6 +199,13 @@ class FakeClient:
         self.calls.append(query)
         if self.fail is not None and (self.fail_on is None or self.fail_on in query):
             raise self.fail
+        parts = BUNDLE_PART.findall(query)
+        if parts and query.startswith("label_replace("):  # a bundle: answer each part, tagged
+            return [{**row, "metric": {**row["metric"], "mr_query": index}}
+                    for text, index in parts for row in self._one(text)]
+        return self._one(query)
+
+    def _one(self, query: str) -> list[dict[str, Any]]:
         key = self.by_text.get(query)
         if key is None:
             return [{"metric": {}, "value": [AT.timestamp(), "7"]}]  # a custom query
@@ -277,7 +294,8 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert s.confidence.counts == [0, 900, 5000, 10000]
     assert snap.windows == {"accuracy": 900, "latency": 60, "confidenceDrift": 900, "errorRate": 300,
                             "cache": 300, "throughput": 300, "anomaly": 300}
-    assert len(calls) == 25 and all(p == "tick" and ok for p, _, ok in calls)
+    # 25 queries planned; the 22 instant ones go out as one bundle (one consistent read)
+    assert subqueries(fake) == 25 and len(calls) == 4 and all(p == "tick" and ok for p, _, ok in calls)
     assert all(p["time"] == f"{AT.timestamp():.3f}" and p["timeout"] == "5s" for p in fake.params)
 
 
@@ -315,7 +333,7 @@ def test_one_batch_serves_two_rollouts_in_different_namespaces() -> None:
         table.setdefault(k, {}).update(v)
     table[("rps", 300)][("risk", "scorer-v2")] = 42.0
     out, fake, calls = run_snapshots([request(), request("risk", "scorer", "scorer-v2")], table)
-    assert len(calls) == 25 == len(fake.calls)
+    assert subqueries(fake) == 25 and len(calls) == 4 == len(fake.calls)
     a, b = out["ml/fraud"], out["risk/scorer"]
     assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
     assert a.canary is not None and b.canary is not None
@@ -331,7 +349,7 @@ def test_custom_conditions_are_queried_per_rollout() -> None:
     assert snap.custom["gpu"].value == 7 and snap.custom["gpu"].samples == 7
     assert 'max(gpu{namespace="ml",deployment="fraud-canary"})' in fake.calls
     assert 'count(up{deployment="fraud"})' in fake.calls
-    assert len(calls) == 27
+    assert len(calls) == 6  # the bundle, 3 series, 2 custom queries (never bundled: user PromQL)
 
 
 def test_connection_refused_makes_every_request_unavailable_without_raising() -> None:
@@ -397,7 +415,8 @@ def test_long_window_answers_are_reused_within_the_ttl() -> None:
     again = asyncio.run(source.snapshots(reqs, AT + timedelta(seconds=125)))
     source.close()
     assert isinstance(again["ml/fraud"], Snapshot)
-    baseline = [q for q in fake.calls if "[86400s]" in q]
+    parts = [t for c in fake.calls for t in ([p for p, _ in BUNDLE_PART.findall(c)] or [c])]
+    baseline = [q for q in parts if "[86400s]" in q]
     assert len(baseline) == 2 * 9  # first and third batch; the second reused them
 
 
@@ -418,7 +437,7 @@ def test_concurrent_callers_share_one_batch() -> None:
 
     results = asyncio.run(tick_all())
     source.close()
-    assert batching.batches == 1 and len(fake.calls) == 25
+    assert batching.batches == 1 and subqueries(fake) == 25
     assert all(isinstance(r, Snapshot) for r in results)
     assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
 
@@ -450,3 +469,19 @@ def test_sample_values() -> None:
     assert promql.sample_value("NaN") is None and promql.sample_value("+Inf") is None
     assert promql.sample_value(None) is None and promql.sample_value("x") is None
     assert math.isclose(promql.sample_value("1e3") or 0, 1000)
+
+
+def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query() -> None:
+    """The default-template instant queries go out as one PromQL query (Prometheus answers
+    it from one snapshot, so a ratio's halves agree); when Prometheus refuses the bundle,
+    each query is retried alone and only the broken one fails."""
+    out, fake, calls = run_snapshots([request()], healthy_table())
+    bundles = [c for c in fake.calls if c.startswith("label_replace(")]
+    assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 22
+    assert isinstance(out["ml/fraud"], Snapshot)
+    unbundled, fake2, calls2 = run_snapshots([request()], healthy_table(), bundle=False)
+    assert unbundled == out and len(calls2) == 25
+    refused = PrometheusApiClientException("HTTP Status Code 422 (b'{\"error\":\"bad\"}')")
+    out, fake, calls = run_snapshots([request()], healthy_table(), fail=refused, fail_on="mr_query")
+    assert isinstance(out["ml/fraud"], Snapshot)  # every query answered alone
+    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 25

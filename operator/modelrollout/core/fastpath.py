@@ -59,14 +59,23 @@ def watches(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
 
 
 def fast_path_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
-    """The tick's windows (``plan_windows``) for the enabled fast-path conditions only.
+    """The tick's windows (``plan_windows``) for the enabled fast-path conditions whose
+    window the current step already covers.
 
     Same windows as the tick, so "visible in Prometheus" means the same thing on both
-    paths and a breach the fast path sees is one the next tick would see too.
+    paths. A window longer than the step's age reaches back before the canary's pods (or
+    this step's new pods) existed, and Prometheus' ``increase()`` extrapolates each young
+    series on its own: measured on the local cluster, a healthy canary 5 s old read 0.77
+    accuracy from counters whose raw ratio was 0.89 (``increase(evaluated)`` extrapolated
+    by 45 %, ``increase(correct)`` by 26 %), which the binomial gate then calls significant
+    at any α. Such artefacts last until the series is as old as the window, so the fast
+    path waits for that; until then a breach is the tick's to judge.
     """
     resolved = spec.analysis.resolved_conditions()
     enabled = {c.value for c in FAST_PATH_CONDITIONS if thresholds_of(resolved, c).enabled is not False}
-    return {name: window for name, window in plan_windows(spec, status, now).items() if name in enabled}
+    age = now - status.step_started_at if status.step_started_at else timedelta(0)
+    return {name: window for name, window in plan_windows(spec, status, now).items()
+            if name in enabled and window <= age}
 
 
 def fast_path_significance(spec: ModelRolloutSpec) -> float:
@@ -78,9 +87,10 @@ def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapsho
     """The fast-path conditions' results at α/10, critical ones only, in SPEC order."""
     ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
     resolved = ctx.thresholds
+    covered = fast_path_windows(spec, status, now)
     out = []
     for name in FAST_PATH_CONDITIONS:
-        if thresholds_of(resolved, name).enabled is False:
+        if thresholds_of(resolved, name).enabled is False or name.value not in covered:
             continue
         result = BUILTIN[name](snapshot, ctx)
         if result.critical:
