@@ -18,7 +18,8 @@ from pydantic.alias_generators import to_camel
 ROOT = Path(__file__).resolve().parents[2]
 # The user guides and the READMEs that link them (the reference pages link each other too,
 # and are checked the day they all resolve: extend this list then).
-GUIDES = ("quickstart", "concepts", "tuning", "gitops", "dashboard", "troubleshooting", "comparison")
+GUIDES = ("quickstart", "concepts", "tuning", "gitops", "dashboard", "troubleshooting", "comparison",
+          "operator", "prometheus", "benchmarks", "local-cluster")
 DOCS = [ROOT / "docs" / f"{name}.md" for name in GUIDES] + [ROOT / "README.md", ROOT / "charts" / "modelrollout" / "README.md"]
 ORDER = (Profile.CONSERVATIVE, Profile.BALANCED, Profile.AGGRESSIVE)
 
