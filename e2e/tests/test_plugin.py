@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -59,6 +60,14 @@ class Plugin:
     def watch(self, name: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(PLUGIN), "-n", self.namespace, "status", "--watch", name],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+
+
+def _wait_for_output(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Until the process has printed something (it is running by then). Reads nothing:
+    ``communicate`` reads the pipe's fd directly and would miss what a readline buffered."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout:.0f}s"
 
 
 def frames(output: str, namespace: str, name: str) -> list[str]:
@@ -123,9 +132,12 @@ def test_plugin_drives_a_rollout(crds: Cluster, namespace: str, operator: Operat
     # status --watch, bounded: it refreshes until Ctrl-C, which ends it cleanly.
     watch = run.watch(s.name)
     try:
+        # Ctrl-C once it is refreshing (not while Python is still starting: a loaded 2-core
+        # machine takes seconds to import the kubernetes client), then let it end cleanly.
+        _wait_for_output(watch, timeout=60)
         time.sleep(5)
         watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=15)
+        out, err = watch.communicate(timeout=60)
     finally:
         if watch.poll() is None:
             watch.kill()
