@@ -58,8 +58,12 @@ class Plugin:
         return proc
 
     def watch(self, name: str) -> subprocess.Popen[str]:
+        # SIGINT back to its default in the child: a test run started in the background
+        # (``cmd &`` without job control) inherits SIGINT ignored, and Python then installs
+        # no KeyboardInterrupt handler, so the Ctrl-C below would never arrive.
         return subprocess.Popen([str(PLUGIN), "-n", self.namespace, "status", "--watch", name],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_output(proc: subprocess.Popen[str], timeout: float) -> None:
