@@ -228,15 +228,20 @@ def replay(rollout_path: Path, snapshots_path: Path, status_path: Path | None, w
               help="URL receiving JSON notifications (Slack compatible); repeatable")
 @click.option("--priority", type=int, default=None, help="kopf peering priority (default: random per process)")
 @click.option("--standalone", is_flag=True, help="no peering: for a single replica or local development")
-@click.option("--liveness", "liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+@click.option("--peering", "peering_name", default="modelrollout", show_default=True, envvar="MODELROLLOUT_PEERING",
+              help="name of the ClusterKopfPeering (all namespaces) or of the KopfPeering in each watched namespace; "
+                   "created at start-up when missing and allowed (docs/operator.md, High availability)")
+@click.option("--liveness", "liveness", default=None,
+              help="kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz; its JSON also says what start-up "
+                   "waits for (peering, crd)")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--default-profile", envvar="MODELROLLOUT_DEFAULT_PROFILE", default="balanced", show_default=True,
               type=click.Choice([p.value for p in Profile]),
               help="threshold profile of rollouts whose spec.analysis.profile is unset")
 def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
-        webhooks: tuple[str, ...], priority: int | None, standalone: bool, liveness: str | None, log_level: str,
-        default_profile: str) -> None:
+        webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str, liveness: str | None,
+        log_level: str, default_profile: str) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     import logging
 
@@ -246,7 +251,8 @@ def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, met
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
                             metrics_port=metrics_port or None, metrics_addr=metrics_addr, webhooks=tuple(webhooks),
-                            standalone=standalone, liveness_endpoint=liveness, default_profile=default_profile)
+                            standalone=standalone, peering_name=peering_name, liveness_endpoint=liveness,
+                            default_profile=default_profile)
     if priority is not None:
         config.priority = priority
     run_operator(config)

@@ -22,7 +22,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .api.manifests import ManifestError, parse_spec
-from .api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
+from pydantic import ValidationError
+
+from .api.models import KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
 from .core.machine import (
@@ -39,13 +41,16 @@ from .core.machine import (
     step,
 )
 from .core.snapshot import CanaryHealth, Health, Snapshot
-from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError
+from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics
 
 log = logging.getLogger("modelrollout.controller")
 
 COMMAND_ANNOTATION = "modelrollout.io/command"
 """``promote`` | ``promote-full`` | ``abort`` | ``retry``, optionally ``kind@id`` to repeat one."""
+
+UNREADABLE_RECHECK_SECONDS = 300.0
+"""An unreadable status is looked at again this often, and at once when the resource changes."""
 
 COMMANDS = {"promote": CommandKind.PROMOTE, "promote-full": CommandKind.PROMOTE_FULL,
             "abort": CommandKind.ABORT, "retry": CommandKind.RETRY}
@@ -138,7 +143,10 @@ class Controller:
             if body is None:
                 return False
             spec = self._spec_or_none(body)
-            status = _status_of(body)
+            try:
+                status = status_of(body)
+            except UnreadableStatus:
+                return False  # the tick holds it and says why
             if spec is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
                 return False
             await self._drive(ref, spec, status, signal, _generation(body))
@@ -153,7 +161,11 @@ class Controller:
             return None
 
     async def _reconcile(self, ref: RolloutRef, body: Mapping[str, Any], *, resume: bool) -> float:
-        status = _status_of(body)
+        try:
+            status = status_of(body)
+        except UnreadableStatus as exc:
+            await self._unreadable_status(ref, body, str(exc))
+            return UNREADABLE_RECHECK_SECONDS
         try:
             spec = self.parse(body)
         except ManifestError as exc:
@@ -312,6 +324,29 @@ class Controller:
         await self.write_status(ref, _status_dict(new))
         return new
 
+    async def _unreadable_status(self, ref: RolloutRef, body: Mapping[str, Any], problems: str) -> None:
+        """Hold: say so in ``Ready=False, UnreadableStatus`` and an Event, once per distinct problem.
+
+        Only ``message`` and ``conditions`` are written (a merge patch), so whatever of the
+        status can still be read, the stable record above all, stays as it is.
+        """
+        raw = dict(body.get("status") or {})
+        message = (f"unreadable status, holding (nothing is changed until it is fixed): {problems}; restore the "
+                   "status, or delete the ModelRollout and apply it again to start over")
+        if raw.get("message") == message:
+            return
+        kept: list[KubeCondition] = []
+        for item in raw.get("conditions") or []:
+            try:
+                kept.append(KubeCondition.model_validate(item))
+            except ValidationError:
+                continue
+        conditions = set_condition(kept, "Ready", False, "UnreadableStatus", message, self.clock.now())
+        log.error("%s/%s: %s", ref.namespace, ref.name, message)
+        await self.write_status(ref, {"message": message,
+                                      "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions]})
+        await _best_effort(self.events.emit(ref, EmitEvent(EventType.WARNING, "UnreadableStatus", message)), "event")
+
     async def _invalid_spec(self, ref: RolloutRef, status: ModelRolloutStatus, message: str,
                             generation: int | None) -> None:
         now = self.clock.now()
@@ -344,16 +379,21 @@ def _generation(body: Mapping[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def _status_of(body: Mapping[str, Any]) -> ModelRolloutStatus:
+def status_of(body: Mapping[str, Any]) -> ModelRolloutStatus:
+    """The persisted status; :class:`UnreadableStatus` (naming the fields) when it does not parse.
+
+    Never an empty status in its place: that would start the rollout over and record the
+    stable afresh, losing the record mid-promotion or mid-rollback.
+    """
     raw = dict(body.get("status") or {})
     raw.pop("kopf", None)
     if not raw:
         return ModelRolloutStatus()
     try:
         return ModelRolloutStatus.model_validate(raw)
-    except Exception as exc:  # a hand-edited or foreign status: start over rather than crash
-        log.error("unreadable status, starting over: %s", exc)
-        return ModelRolloutStatus()
+    except ValidationError as exc:
+        problems = "; ".join(f"status.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise UnreadableStatus(problems) from None
 
 
 def _status_dict(status: ModelRolloutStatus) -> dict[str, Any]:

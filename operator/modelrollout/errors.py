@@ -19,6 +19,14 @@ class MetricsUnavailable(ModelRolloutError):
     """Prometheus unreachable, timed out or answered with an error."""
 
 
+class UnreadableStatus(ModelRolloutError):
+    """The rollout's status does not parse (hand-edited, or written by another tool).
+
+    Starting over would lose the recorded stable; the rollout holds instead until the
+    status is fixed or removed (docs/troubleshooting.md, "UnreadableStatus").
+    """
+
+
 class ClusterConflict(ModelRolloutError):
     """The cluster is not in a state we can act on (missing Deployment, digest mismatch…)."""
 
@@ -29,3 +37,17 @@ class ClusterUnavailable(ModelRolloutError):
 
 class UnsafeLabelValue(InvalidSpec):
     """A value from a spec would not be safe inside a PromQL label matcher."""
+
+
+class CapacityWait(ClusterConflict):
+    """Pods cannot be removed yet: the other side lacks the ready pods to keep serving; retried later."""
+
+
+class OperatorBug(Exception):
+    """A defect in the operator itself, neither the cluster's nor Prometheus' doing.
+
+    Deliberately not a :class:`ModelRolloutError`: handlers that tolerate the cluster's or
+    Prometheus' failures must not swallow it. It reaches the daemon's catch-all, which logs
+    the traceback and counts ``modelrollout_operator_errors_total``; the rollout holds
+    (nothing acts on a tick that failed) and never counts it toward ``prometheusErrors``.
+    """

@@ -36,11 +36,11 @@ from typing import Any, Protocol
 from .api.manifests import ManifestError
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
-from .controller import Controller, RolloutRef, _status_of
+from .controller import Controller, RolloutRef, status_of
 from .core.fastpath import FAST_PATH, critical_breach, pod_health_signal, watches
 from .core.machine import CriticalSignal
 from .core.snapshot import Snapshot
-from .errors import MetricsUnavailable, ModelRolloutError
+from .errors import MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics
 
 log = logging.getLogger("modelrollout.fastpath")
@@ -89,11 +89,12 @@ class FastPath:
         """Record the rollout's latest body (from kopf's watch stream)."""
         try:
             spec = self.controller.parse(body)
-        except ManifestError:
+            status = status_of(body)
+        except (ManifestError, UnreadableStatus):  # the tick reports both; nothing to check meanwhile
             self.watched.pop(ref.uid, None)
             return
         previous = self.watched.get(ref.uid)
-        self.watched[ref.uid] = Watched(ref, spec, _status_of(body), previous.checked_at if previous else 0.0)
+        self.watched[ref.uid] = Watched(ref, spec, status, previous.checked_at if previous else 0.0)
         if previous is None:
             self._changed.set()
 
@@ -147,7 +148,8 @@ class FastPath:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 — the loop must outlive any one bad cycle
-                log.exception("fast path cycle failed")
+                self.telemetry.operator_errors.labels("fastPath").inc()
+                log.exception("fast path cycle failed (an operator error)")
 
     async def check_once(self) -> list[tuple[RolloutRef, CriticalSignal]]:
         """One cycle: a batch per Prometheus for the due rollouts; act on critical breaches."""

@@ -85,6 +85,19 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
         memo.fast_path_task = asyncio.create_task(memo.fast_path.run(), name="modelrollout-fast-path")
         log.info("modelrollout operator starting: priority %s, prometheus %s", config.priority, config.prometheus_url)
 
+    @kopf.on.probe(id="peering", registry=registry)
+    def peering_probe(memo: kopf.Memo, **_: Any) -> str:
+        """The health endpoint's ``peering``, as ``startup.StartupWatch`` last saw it: ``ok: peering through …``,
+        ``standalone: …`` or ``waiting for ClusterKopfPeering modelrollout: … Create it: …``."""
+        watch = getattr(memo, "startup", None)
+        return watch.probe()["peering"] if watch is not None else "not checked (no start-up checks in this process)"
+
+    @kopf.on.probe(id="crd", registry=registry)
+    def crd_probe(memo: kopf.Memo, **_: Any) -> str:
+        """The health endpoint's ``crd``: whether the ModelRollout CRD is Established yet."""
+        watch = getattr(memo, "startup", None)
+        return watch.probe()["crd"] if watch is not None else "not checked (no start-up checks in this process)"
+
     @kopf.on.cleanup(registry=registry)
     async def stop_fast_path(memo: kopf.Memo, **_: Any) -> None:
         task: asyncio.Task[None] | None = getattr(memo, "fast_path_task", None)
@@ -138,11 +151,15 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
                 except (ClusterUnavailable, ClusterConflict) as exc:
                     delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
                     failures += 1
+                    resume = True  # an action may be half-applied: re-apply the persisted intent first
                     log.warning("%s/%s: %s; retrying in %.0fs", namespace, name, exc, delay)
                 except Exception:  # noqa: BLE001 — a bug in one rollout must not stop the others
                     delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
                     failures += 1
-                    log.exception("%s/%s: reconcile failed; retrying in %.0fs", namespace, name, delay)
+                    resume = True
+                    controller.telemetry.operator_errors.labels("reconcile").inc()
+                    log.exception("%s/%s: reconcile failed (an operator error, not the cluster's); retrying in %.0fs",
+                                  namespace, name, delay)
                 if delay > 0:
                     try:
                         await asyncio.wait_for(wake_event.wait(), timeout=delay)
@@ -259,19 +276,43 @@ def build_controller(config: OperatorConfig, clock: Clock) -> Controller:
 
 
 def run(config: OperatorConfig) -> None:
-    """Run the operator until interrupted (``modelrollout run``)."""
+    """Run the operator until interrupted (``modelrollout run``).
+
+    First the start-up checks (``startup.py``): without ``--standalone`` kopf would wait
+    silently for a missing peering object, so it is found or created here, the operator
+    runs standalone when the peering CRD is not installed at all, and anything it still
+    waits for is logged and reported on the health endpoint until it is resolved.
+    """
+    import time
+    from dataclasses import replace
+
+    from .startup import KubeStartupApi, StartupWatch, prepare
+
+    clock = SystemClock()
+    api = KubeStartupApi(api_client())
+    report = prepare(api, peering_name=config.peering_name, namespaces=config.namespaces,
+                     standalone=config.standalone, clock=clock, sleep=time.sleep)
+    if report.peering.standalone and not config.standalone:
+        config = replace(config, standalone=True)  # the peering CRD is not installed: nobody to peer with
+    watch = StartupWatch(api, report, clock)
+    watch.start()
+    # kopf logs every probe that succeeds at INFO, two lines per kubelet probe: failures only.
+    logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
     registry = make_registry(config)
-    kopf.run(
-        registry=registry,
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=config.standalone,
-        priority=config.priority,
-        # A peering name makes peering mandatory in kopf: only when replicas must coordinate.
-        peering_name=None if config.standalone else config.peering_name,
-        liveness_endpoint=config.liveness_endpoint,
-        memo=kopf.Memo(),
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            standalone=config.standalone,
+            priority=config.priority,
+            # A peering name makes peering mandatory in kopf: only when replicas must coordinate.
+            peering_name=None if config.standalone else config.peering_name,
+            liveness_endpoint=config.liveness_endpoint,
+            memo=kopf.Memo(startup=watch),
+        )
+    finally:
+        watch.stop()
 
 
 __all__ = ["OperatorConfig", "make_registry", "run", "ModelRolloutSpec", "ModelRolloutStatus"]

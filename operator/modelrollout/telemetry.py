@@ -53,6 +53,13 @@ class OperatorMetrics:
         self.fast_path_rollouts = Gauge("modelrollout_fast_path_rollouts",
                                         "rollouts checked by the last fast-path cycle", registry=r)
 
+        self.operator_errors = Counter(
+            "modelrollout_operator_errors_total",
+            "defects of the operator itself (exceptions that are neither the cluster's nor Prometheus'), by where",
+            ["where"], registry=r)
+        for where in ("reconcile", "fastPath"):
+            self.operator_errors.labels(where)
+
         for path in QUERY_PATHS:  # exported at 0 from the start (see the module docstring)
             self.queries.labels(path)
             self.query_errors.labels(path)

@@ -79,6 +79,13 @@ def openapi_errors(value: Any, node: Schema, path: str = "") -> list[str]:
     if value is None:
         return [] if node.get("nullable") else [f"{path}: must not be null"]
     kind = node.get("type")
+    if kind is None and node.get("x-kubernetes-int-or-string"):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return [f"{path}: must be an integer or a string"]
+        if isinstance(value, str):
+            return [f"{path}: {value!r} does not match {node['pattern']}"] \
+                if "pattern" in node and not re.search(node["pattern"], value) else []
+        return [f"{path}: below the minimum {node['minimum']}"] if value < node.get("minimum", value) else []
     if kind is None:
         assert node.get("x-kubernetes-preserve-unknown-fields"), f"{path}: untyped node"
         return []

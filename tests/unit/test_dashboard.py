@@ -106,7 +106,8 @@ def test_the_panels_the_issue_asks_for(dashboard):
     assert exprs["Tick duration"].count("histogram_quantile") == 3
     assert "modelrollout_tick_duration_seconds_bucket" in exprs["Tick duration"]
     assert "by (path)" in exprs["Prometheus queries per second by path"]
-    assert "modelrollout_prometheus_query_errors_total" in exprs["Prometheus query errors"]
+    assert "modelrollout_prometheus_query_errors_total" in exprs["Prometheus query errors and operator errors"]
+    assert "modelrollout_operator_errors_total" in exprs["Prometheus query errors and operator errors"]
 
 
 def test_rollout_panels_filter_by_namespace_rollout_and_instance(dashboard):

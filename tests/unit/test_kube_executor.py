@@ -17,8 +17,15 @@ import pytest
 from modelrollout.adapters.kube import KubeExecutor, rollout_target
 from modelrollout.adapters.kubeapi import Conflict, NotFound
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
-from modelrollout.core.machine import InitFailed, Initialized, PromotionApplied, PromotionFailed, RollbackApplied
-from modelrollout.errors import ClusterConflict, InvalidSpec
+from modelrollout.core.machine import (
+    InitFailed,
+    Initialized,
+    PromotionApplied,
+    PromotionFailed,
+    PromotionProgress,
+    RollbackApplied,
+)
+from modelrollout.errors import CapacityWait, ClusterConflict, InvalidSpec
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 DIGEST = "sha256:" + "c" * 64
@@ -44,6 +51,9 @@ class FakeApi:
         self.conflicts = 0
         self._rv = 0
         self.available = True  # whether a written Deployment's controller reports it rolled out
+        self.peak = 0  # most pods the two Deployments asked for at once
+        self.not_ready: set[str] = set()  # Deployments whose new pods do not become ready (yet)
+        self.serving: list[int] = []  # ready pods of all Deployments after every write
 
     def _bump(self, obj: Json, spec_changed: bool) -> None:
         self._rv += 1
@@ -52,12 +62,34 @@ class FakeApi:
         if spec_changed:
             meta["generation"] = meta.get("generation", 0) + 1
         want = obj["spec"].get("replicas", 1)
-        if self.available:
+        key = (meta.get("namespace"), meta.get("name"))
+        self.peak = max(self.peak, want + sum(d["spec"].get("replicas", 1) for k, d in self.deployments.items()
+                                              if k != key))
+        if self.available and meta.get("name") not in self.not_ready:
             obj["status"] = {"observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
                              "availableReplicas": want}
+        elif meta.get("name") in self.not_ready:  # pods already ready stay ready; new ones wait
+            ready = min(want, int((obj.get("status") or {}).get("availableReplicas") or 0))
+            obj["status"] = {"observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
+                             "availableReplicas": ready}
         else:
             obj["status"] = {"observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
                              "availableReplicas": 0}
+
+    def record_serving(self) -> None:
+        self.serving.append(sum(int((d.get("status") or {}).get("availableReplicas") or 0)
+                                for d in self.deployments.values()))
+
+    def become_ready(self, name: str, pods: int = 1) -> None:
+        obj = self.deployments[("ml", name)]
+        st = obj["status"]
+        st["availableReplicas"] = min(obj["spec"]["replicas"], st["availableReplicas"] + pods)
+        self.record_serving()
+
+    def settle(self) -> None:
+        """The controllers catch up: every Deployment's status reflects ``available`` now."""
+        for obj in self.deployments.values():
+            self._bump(obj, spec_changed=False)
 
     def add(self, ns: str, body: Json) -> None:
         body = copy.deepcopy(body)
@@ -100,6 +132,7 @@ class FakeApi:
         _merge(obj, patch)
         self.writes.append(("patch", name))
         self._bump(obj, spec_changed=obj["spec"] != before)
+        self.record_serving()
         return copy.deepcopy(obj)
 
     async def scale_deployment(self, ns: str, name: str, replicas: int) -> Json:
@@ -185,29 +218,108 @@ def test_start_refuses_a_bad_container_and_a_digest_mismatch_without_writing(wor
     assert api.writes == []
 
 
-def test_promote_waits_then_routes_and_fails_back_after_the_deadline(world) -> None:
-    api, clock, ex = world
+def _promote_until_done(ex: KubeExecutor, s: ModelRolloutSpec, status: ModelRolloutStatus) -> list[object]:
+    results: list[object] = []
+    for _ in range(20):
+        results.append(asyncio.run(ex.promote("ml", s, status)))
+        if not isinstance(results[-1], PromotionProgress):
+            return results
+    raise AssertionError(f"the handover did not end: {results}")
+
+
+def test_promote_hands_over_in_batches_within_the_surge(world) -> None:
+    api, _, ex = world
     s = spec(image="fraud:v2", resources={"limits": {"nvidia.com/gpu": "2"}})
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
     asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
-    status = ModelRolloutStatus(stable_record=record, canary_weight=100)
     assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 0
-
-    api.available = False
-    failed = asyncio.run(ex.promote("ml", s, status))
-    assert isinstance(failed, PromotionFailed) and "within 30s" in failed.reason
-    assert clock.t - T0 >= timedelta(seconds=30)
-    stable = api.deployments[("ml", "fraud")]
-    assert stable["spec"]["template"] == record.template and stable["spec"]["replicas"] == 0
-    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 3
-
-    api.available = True
-    assert isinstance(asyncio.run(ex.promote("ml", s, status)), PromotionApplied)
+    api.peak = 0
+    results = _promote_until_done(ex, s, ModelRolloutStatus(stable_record=record, canary_weight=100))
+    # 25 % of 3 rounds up to 1 pod per batch: 0->1, 1->2, 2->3, then the canary goes.
+    assert [r.stable_ready for r in results if isinstance(r, PromotionProgress)] == [0, 1, 2]
+    assert isinstance(results[-1], PromotionApplied)
+    assert api.peak == 3 + 1  # the larger side plus the surge, never two full copies
     stable = api.deployments[("ml", "fraud")]
     assert stable["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert stable["spec"]["template"]["metadata"]["labels"] == {"app": "fraud"}
     assert stable["spec"]["replicas"] == 3
     assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 0
+
+
+def test_a_batch_that_never_becomes_ready_stops_the_handover_where_it_is(world) -> None:
+    api, clock, ex = world
+    s = spec(image="fraud:v2")
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    status = ModelRolloutStatus(stable_record=record, canary_weight=100)
+    api.available = False
+    first = asyncio.run(ex.promote("ml", s, status))
+    assert first == PromotionProgress(stable_ready=0, canary_replicas=3, total=3)
+    started = clock.t
+    failed = asyncio.run(ex.promote("ml", s, status))
+    assert isinstance(failed, PromotionFailed), failed
+    assert "handover stopped at 0/3" in failed.reason and "within 30s" in failed.reason
+    assert clock.t - started >= timedelta(seconds=30)
+    # Where it stopped: the canary still holds all its pods; the stable's unready batch stays.
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 3
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 1
+
+    api.available = True
+    api.settle()
+    assert isinstance(_promote_until_done(ex, s, status)[-1], PromotionApplied)
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 3
+
+
+def test_a_retry_after_a_stopped_handover_restores_the_recorded_stable(world) -> None:
+    api, _, ex = world
+    s = spec(image="fraud:v2")
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    asyncio.run(ex.promote("ml", s, ModelRolloutStatus(stable_record=record, canary_weight=100)))
+    assert api.deployments[("ml", "fraud")]["spec"]["template"] != record.template
+    again = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus(stable_record=record), rollout="fraud"))
+    assert isinstance(again, Initialized) and again.stable == record
+    assert api.deployments[("ml", "fraud")]["spec"]["template"] == record.template
+
+
+def test_a_rollback_from_100_percent_removes_canary_pods_only_as_stable_pods_become_ready() -> None:
+    """The serving floor: with 8 recorded replicas and maxUnavailable 25 %, at least 6
+    pods stay ready while traffic leaves a canary that serves everything."""
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+
+    async def sleep(seconds: float) -> None:  # each poll, one more stable pod is ready
+        api.become_ready("fraud")
+        await clock.sleep(seconds)
+
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    s = spec(image="fraud:v2")
+    asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
+    target = rollout_target("ml", s, 8)
+    assert target.min_serving == 6
+    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 100))
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 0
+    api.not_ready.add("fraud")
+    api.serving.clear()
+    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 0
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
+    assert min(api.serving) >= 6, api.serving
+    assert api.serving[:2] == [8, 6]  # the first writes already remove the 2 pods the floor allows
+
+
+def test_a_weight_change_gives_up_when_the_other_side_never_becomes_ready(world) -> None:
+    api, clock, ex = world
+    s = spec(image="fraud:v2")
+    asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
+    target = rollout_target("ml", s, 3)
+    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 100))
+    api.not_ready.add("fraud")
+    started = clock.t
+    with pytest.raises(CapacityWait, match=r"fraud-canary keeps 3 pods \(wants 0\).*too few ready pods"):
+        asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+    assert clock.t - started >= timedelta(seconds=30)
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 3  # still serving
 
 
 def test_rollback_phases_are_resumable_and_exact(world) -> None:

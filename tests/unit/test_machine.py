@@ -16,6 +16,7 @@ from modelrollout.core.machine import (
     MetricsObserved,
     PromotionApplied,
     PromotionFailed,
+    PromotionProgress,
     RollbackApplied,
     SpecChanged,
     pending_actions,
@@ -179,14 +180,48 @@ def test_template_change_mid_rollout_restarts_at_step_zero() -> None:
     assert t.status.current_step == 0 and t.status.canary_weight == 5 and t.status.stable_record == RECORD
 
 
-def test_new_revision_after_rollback_starts_fresh() -> None:
+def test_new_revision_after_rollback_starts_fresh_from_the_record() -> None:
     spec = make_spec()
     status = settle(spec, step(spec, begin(spec), CriticalSignal("fastPath", "latency", "p95 9ms"), T0), T0).status
     assert status.phase == Phase.ROLLED_BACK
     assert step(spec, status, SpecChanged(), T0).status == status  # same revision: stays rolled back
     changed = make_spec().model_copy(update={"canary": make_spec().canary.model_copy(update={"deployment": "fraud-canary-2"})})
     t = step(changed, status, SpecChanged(), T0)
-    assert t.status.phase == Phase.INITIALIZING and t.status.stable_record is None and len(t.status.history) > 1
+    assert t.status.phase == Phase.INITIALIZING and t.status.stable_record == RECORD and len(t.status.history) > 1
+
+
+def _failed_promotion(spec: ModelRolloutSpec) -> ModelRolloutStatus:
+    t = step(spec, begin(spec), Command(CommandKind.PROMOTE_FULL), T0)
+    t = step(spec, t.status, PromotionProgress(stable_ready=0, canary_replicas=4, total=4), T0)
+    assert t.status.phase == Phase.PROMOTING and t.actions == (Promote(t.status.revision),)
+    assert t.status.promotion.batch == 1 and t.status.promotion.total == 4
+    failed = step(spec, t.status, PromotionFailed("handover stopped at 1/4"), T0).status
+    assert failed.phase == Phase.FAILED
+    return failed
+
+
+def test_the_stable_record_survives_a_failed_promotion_and_its_retry() -> None:
+    """A retry (or a new revision) after Failed starts from the record, never from the
+    half-handed-over stable (which would record 0 replicas and split 0 between both sides)."""
+    spec = make_spec()
+    failed = _failed_promotion(spec)
+    retried = step(spec, failed, Command(CommandKind.RETRY), T0)
+    assert retried.status.phase == Phase.INITIALIZING and retried.status.stable_record == RECORD
+    other = RECORD.model_copy(update={"replicas": 0})  # what re-reading the stable would say now
+    started = step(spec, retried.status, Initialized(other), T0)
+    assert started.status.stable_record == RECORD and started.actions[0] == SetWeight(5)
+    assert pending_actions(spec, started.status) == (SetWeight(5),)
+    changed = make_spec(spec_extra={"canary": {"deployment": "fraud-canary", "template": {"image": "img:v3"}}})
+    assert step(changed, failed, SpecChanged(), T0).status.stable_record == RECORD
+
+
+def test_only_a_promoted_stable_is_recorded_afresh() -> None:
+    spec = make_spec()
+    t = step(spec, begin(spec), Command(CommandKind.PROMOTE_FULL), T0)
+    done = step(spec, t.status, PromotionApplied(), T0).status
+    assert done.phase == Phase.SUCCEEDED and done.promotion.stable_ready == done.promotion.total == 4
+    changed = make_spec(spec_extra={"canary": {"deployment": "fraud-canary", "template": {"image": "img:v3"}}})
+    assert step(changed, done, SpecChanged(), T0).status.stable_record is None
 
 
 def test_dry_run_records_decisions_and_never_acts() -> None:

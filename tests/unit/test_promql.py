@@ -28,7 +28,7 @@ from modelrollout.adapters.prometheus import (
 )
 from modelrollout.api.models import CustomCondition, MetricLabels, ModelRolloutStatus
 from modelrollout.core.snapshot import Snapshot
-from modelrollout.errors import InvalidSpec, MetricsUnavailable, UnsafeLabelValue
+from modelrollout.errors import InvalidSpec, MetricsUnavailable, OperatorBug, UnsafeLabelValue
 
 from .factories import make_spec
 
@@ -485,3 +485,31 @@ def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query(
     out, fake, calls = run_snapshots([request()], healthy_table(), fail=refused, fail_on="mr_query")
     assert isinstance(out["ml/fraud"], Snapshot)  # every query answered alone
     assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 25
+
+
+def test_a_bug_while_assembling_is_an_operator_error_not_prometheus_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only Prometheus' failures may count toward prometheusErrors (whose policy can be rollback)."""
+    import modelrollout.adapters.prometheus as prometheus
+
+    def broken(self: Any) -> Snapshot:
+        raise ZeroDivisionError("a defect of ours")
+
+    monkeypatch.setattr(prometheus._Assembler, "snapshot", broken)
+    with pytest.raises(OperatorBug, match=r"ZeroDivisionError: a defect of ours"):
+        run_snapshots([request()], healthy_table())
+
+
+def test_a_bug_while_parsing_an_answer_is_an_operator_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelrollout.adapters.prometheus as prometheus
+
+    def broken(key: Any, raw: Any) -> Any:
+        raise KeyError("value")
+
+    monkeypatch.setattr(prometheus, "_parse", broken)
+    with pytest.raises(OperatorBug, match=r"KeyError"):
+        run_snapshots([request()], healthy_table())
+
+
+def test_a_client_failure_is_still_prometheus_unavailable() -> None:
+    out, _, _ = run_snapshots([request()], healthy_table(), fail=ValueError("garbled JSON"))
+    assert isinstance(out["ml/fraud"], MetricsUnavailable) and "garbled JSON" in str(out["ml/fraud"])

@@ -34,21 +34,29 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from kubernetes.client import ApiClient
 
-from ..api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind, StableRecord
+from ..api.models import (
+    MODEL_DIGEST_ANNOTATION,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    RouterKind,
+    StableRecord,
+    resolve_int_or_percent,
+)
 from ..core.machine import (
     InitFailed,
     Initialized,
     PromotionApplied,
     PromotionFailed,
+    PromotionProgress,
     RollbackApplied,
 )
 from ..core.snapshot import CanaryHealth
-from ..errors import InvalidSpec
+from ..errors import ClusterConflict, InvalidSpec
 from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
 from .routers import ROUTERS, RouterFactory
 from .routers.base import RolloutTarget, TrafficRouter
-from .routers.gateway_api import verify_route
-from .routers.replicas import split_replicas
+from .routers.gateway_api import GatewayAPIRouter, verify_route
+from .routers.replicas import WEIGHT_ANNOTATION
 from .workload import (
     ROLLOUT_LABEL,
     PodFailure,
@@ -56,6 +64,7 @@ from .workload import (
     canary_deployment,
     canary_health_of,
     apply_overrides,
+    available_replicas,
     canary_pod_template,
     current_pod_template_hash,
     deployment_available,
@@ -66,11 +75,26 @@ from .workload import (
     progress_deadline_exceeded,
     promoted_template,
     replicas_of,
+    stall_cause,
 )
 
 log = logging.getLogger("modelrollout.kube")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+def min_serving(spec: ModelRolloutSpec, total_replicas: int) -> int:
+    """The ready serving pods a rollout keeps while traffic moves: the recorded count less
+    ``spec.promotion.maxUnavailable``, and never 0 while the record says more than 0."""
+    if total_replicas <= 0:
+        return 0
+    unavailable = resolve_int_or_percent(spec.promotion.max_unavailable, total_replicas, round_up=False)
+    return max(1, total_replicas - unavailable)
+
+
+def surge_of(spec: ModelRolloutSpec, total_replicas: int) -> int:
+    """Pods the stable gains per handover batch (``spec.promotion.maxSurge``), at least 1."""
+    return max(1, resolve_int_or_percent(spec.promotion.max_surge, total_replicas, round_up=True))
 
 
 def rollout_target(ns: str, spec: ModelRolloutSpec, total_replicas: int) -> RolloutTarget:
@@ -79,6 +103,7 @@ def rollout_target(ns: str, spec: ModelRolloutSpec, total_replicas: int) -> Roll
     return RolloutTarget(
         namespace=ns, stable=spec.stable.deployment, canary=spec.canary.deployment, total_replicas=total_replicas,
         http_route=route.name if route else None, http_route_namespace=route.namespace if route else None,
+        min_serving=min_serving(spec, total_replicas), deadline_seconds=spec.analysis.progress_deadline_seconds,
     )
 
 
@@ -114,7 +139,8 @@ class KubeExecutor:
             allowed = ", ".join(k.value for k in self._router_factories)
             raise InvalidSpec(f"spec.traffic.router: {str(kind)!r} is not a known router; use one of: {allowed}")
         if key not in self._routers:
-            self._routers[key] = self._router_factories[key](self.api)
+            self._routers[key] = self._router_factories[key](
+                self.api, sleep=self._sleep, monotonic=lambda: self.now().timestamp())
         return self._routers[key]
 
     async def set_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
@@ -145,6 +171,14 @@ class KubeExecutor:
                 return InitFailed(problem)
         record = status.stable_record or StableRecord(
             replicas=replicas_of(stable), template=copy.deepcopy(stable["spec"]["template"]), recorded_at=self.now())
+        if status.stable_record is not None and stable["spec"]["template"] != record.template:
+            # A retry or new revision after a promotion that stopped half-way: the stable
+            # serves the recorded champion again before any step (docs/operator.md, "Promotion").
+            try:
+                await self._set_stable(ns, stable_name, record.template, None)
+            except Refused as exc:
+                return InitFailed(f"the stable Deployment {ns}/{stable_name} refused its recorded template: {exc}")
+            log.info("restored the recorded pod template of the stable %s/%s before starting", ns, stable_name)
         try:
             failed = await retry_conflicts(lambda: self._ensure_canary(ns, spec, stable, record, rollout),
                                            f"Deployment {ns}/{canary_name}")
@@ -204,46 +238,94 @@ class KubeExecutor:
     # ------------------------------------------------------------------ promote
 
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
-                      ) -> PromotionApplied | PromotionFailed:
-        """Stable takes the challenger's template and the recorded replicas; waits; then 100 % stable."""
+                      ) -> PromotionApplied | PromotionProgress | PromotionFailed:
+        """One batch of the handover: the stable gains up to maxSurge pods of the challenger's
+        template, and once they are ready the canary gives up as many.
+
+        Every call derives where the handover stands from the two Deployments, so a call
+        after a restart resumes it: the stable runs the challenger's template (set on the
+        first call, starting from 0 pods when the canary serves 100 %), its pods are waited
+        for, the canary shrinks to ``total − stable`` (the route moves first with
+        gatewayAPI), and the stable grows by the next batch. Peak: ``total + maxSurge``
+        pods. A batch not ready within ``progressDeadlineSeconds`` stops the handover where
+        it is, both sides serving, with the cause named (docs/operator.md, "Promotion").
+        """
         record = status.stable_record
         stable_name, canary_name = spec.stable.deployment, spec.canary.deployment
         if record is None:
-            return PromotionFailed("status.stableRecord is missing, so a failed promotion could not be undone; "
+            return PromotionFailed("status.stableRecord is missing, so the handover has no end point; "
                                    "retry the rollout to record the stable first")
         try:
             canary = await self.api.read_deployment(ns, canary_name)
         except NotFound:
             return PromotionFailed(f"canary Deployment {ns}/{canary_name} not found; nothing to promote")
         stable = await self.api.read_deployment(ns, stable_name)
+        total = record.replicas
         desired = promoted_template(canary["spec"]["template"], stable["spec"]["template"])
-        target = rollout_target(ns, spec, record.replicas)
-        try:
-            await self._set_stable(ns, stable_name, desired, record.replicas)
-        except Refused as exc:
-            await self._keep_on_canary(ns, spec, status, record)
-            return PromotionFailed(f"the stable Deployment {ns}/{stable_name} refused the challenger's template: {exc}")
+        target = rollout_target(ns, spec, total)
+        if stable["spec"]["template"] != desired:
+            start = 0 if status.canary_weight >= 100 else replicas_of(stable)
+            try:
+                await self._set_stable(ns, stable_name, desired, start)
+            except Refused as exc:
+                return PromotionFailed(f"the stable Deployment {ns}/{stable_name} refused the challenger's template "
+                                       f"(nothing was handed over): {exc}")
+            log.info("promotion of %s/%s: the stable takes the challenger's template at %d replicas",
+                     ns, stable_name, start)
         available, detail = await self._wait_available(ns, stable_name, spec.analysis.progress_deadline_seconds)
-        if available:
+        stable = await self.api.read_deployment(ns, stable_name)
+        ready = replicas_of(stable)
+        if not available:
+            cause = await self._stall_cause(ns, stable)
+            return PromotionFailed(
+                f"handover stopped at {available_replicas(stable)}/{total} stable pods ready with the challenger's "
+                f"template: the stable Deployment {ns}/{stable_name} did not become available within "
+                f"{spec.analysis.progress_deadline_seconds}s (spec.analysis.progressDeadlineSeconds): {detail}; "
+                f"cause: {cause}")
+        canary_keep = max(0, total - ready)
+        if ready >= total:
             await self.set_weight(target, spec.traffic.router, 0)
             await self._scale_if_present(ns, canary_name, 0)
-            log.info("promoted %s/%s: stable runs the challenger, canary at 0", ns, stable_name)
+            log.info("promoted %s/%s: the stable runs the challenger on %d pods, canary at 0", ns, stable_name, total)
             return PromotionApplied()
-        await self._keep_on_canary(ns, spec, status, record)
-        return PromotionFailed(
-            f"the stable Deployment {ns}/{stable_name} did not become available with the challenger's template "
-            f"within {spec.analysis.progress_deadline_seconds}s (spec.analysis.progressDeadlineSeconds): {detail}")
+        if replicas_of(canary) > canary_keep:
+            await self._hand_over_traffic(ns, spec, target, canary_keep)
+        grown = min(total, ready + surge_of(spec, total))
+        await self.api.scale_deployment(ns, stable_name, grown)
+        return PromotionProgress(stable_ready=ready, canary_replicas=canary_keep, total=total)
 
-    async def _keep_on_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                              record: StableRecord) -> None:
-        """After a failed promotion: the recorded stable back, traffic where it was (on the canary)."""
-        weight = status.canary_weight or 100
-        if spec.traffic.router == RouterKind.REPLICAS:
-            stable_replicas, _ = split_replicas(record.replicas, weight)
-        else:
-            stable_replicas = record.replicas
-        await self._set_stable(ns, spec.stable.deployment, record.template, stable_replicas)
-        await self.set_weight(rollout_target(ns, spec, record.replicas), spec.traffic.router, weight)
+    async def _hand_over_traffic(self, ns: str, spec: ModelRolloutSpec, target: RolloutTarget,
+                                 canary_replicas: int) -> None:
+        """The canary down to ``canary_replicas``; with gatewayAPI the route's share moves first."""
+        total = target.total_replicas
+        percent = -(-100 * canary_replicas // total) if total else 0
+        if spec.traffic.router == RouterKind.GATEWAY_API:
+            router = self.router(spec.traffic.router)
+            assert isinstance(router, GatewayAPIRouter)
+            await router.set_route_weight(target, percent)
+            await self.api.scale_deployment(ns, spec.canary.deployment, canary_replicas)
+            return
+        await self.api.patch_deployment(ns, spec.canary.deployment, {
+            "metadata": {"annotations": {WEIGHT_ANNOTATION: str(percent)}},
+            "spec": {"replicas": canary_replicas},
+        })
+
+    async def _stall_cause(self, ns: str, deployment: Json) -> str:
+        selector = label_selector(deployment["spec"].get("selector") or {})
+        try:
+            pods, replicasets = await asyncio.gather(self.api.list_pods(ns, selector),
+                                                     self.api.list_replicasets(ns, selector))
+        except ClusterConflict as exc:
+            return f"could not be read: {exc}"
+        # The stable's selector also matches the canary's pods (they carry its labels): keep
+        # only the stable's own ReplicaSets, and of their pods those of the current one.
+        uid = deployment.get("metadata", {}).get("uid")
+        owned = [rs for rs in replicasets
+                 if any(o.get("uid") == uid for o in rs.get("metadata", {}).get("ownerReferences") or [])]
+        current = current_pod_template_hash(deployment, owned)
+        pods = [p for p in pods if current is not None
+                and (p.get("metadata", {}).get("labels") or {}).get("pod-template-hash") == current]
+        return stall_cause(deployment, owned, pods)
 
     async def _set_stable(self, ns: str, name: str, template: Json, replicas: int | None) -> None:
         """Replace the stable's pod template (and replicas) as a whole; no-op when it already holds."""

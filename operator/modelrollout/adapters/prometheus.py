@@ -10,8 +10,11 @@ Shape, and why:
   issue 9 reuses the same machinery with fewer conditions and ``path="fastPath"``).
   ``BatchingMetricsSource`` gathers the per-rollout calls of concurrent ticks (one asyncio
   task per rollout, aligned to the interval grid) into such batches.
-* **Never raises, never judges.** Any Prometheus failure becomes a ``MetricsUnavailable``
-  value for the rollouts whose queries failed (every rollout, when Prometheus is down);
+* **Raises only for its own bugs, never judges.** Any Prometheus failure becomes a
+  ``MetricsUnavailable`` value for the rollouts whose queries failed (every rollout, when
+  Prometheus is down), and so does an answer that does not fit the snapshot format. Any
+  other exception is a defect of the operator and is raised as ``OperatorBug``: it must
+  never pass for "Prometheus unavailable" and count toward ``prometheusErrors``;
   an absent series is a ``None`` field, which the core turns into inconclusive / no data.
   Thresholds live in the core; the only numbers used here are the minimum samples that
   decide which window the stable's side is read over (SPEC §3 "The stable's side").
@@ -48,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import requests
+from pydantic import ValidationError
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -55,7 +59,7 @@ from urllib3.util.retry import Retry
 from ..api.models import CustomCondition, MetricLabels, ModelRolloutSpec, ModelRolloutStatus
 from ..api.thresholds import PROFILES, ConditionName, Profile
 from ..core.snapshot import ERROR_CATEGORIES, Snapshot
-from ..errors import MetricsUnavailable
+from ..errors import MetricsUnavailable, OperatorBug
 from . import promql
 from .promql import Pair
 
@@ -514,10 +518,10 @@ class PrometheusMetricsSource:
         """One snapshot (or the reason there is none) per request key. Never raises."""
         try:
             return await self._snapshots(requests, at, path)
-        except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
-            log.exception("building snapshots failed")
-            error = MetricsUnavailable(f"Prometheus {self.url}: {type(exc).__name__}: {exc}")
-            return {r.key: error for r in requests}
+        except OperatorBug:
+            raise
+        except Exception as exc:  # a defect of ours, not Prometheus being unavailable
+            raise OperatorBug(f"building snapshots from {self.url} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _snapshots(self, requests: Sequence[SnapshotRequest], at: datetime,
                          path: str) -> dict[str, Snapshot | MetricsUnavailable]:
@@ -571,8 +575,9 @@ class PrometheusMetricsSource:
         for r in requests:
             failed = next((failures[k] for k in plan.needs[r.key] if k in failures), None) or custom_failures.get(r.key)
             if failed is not None:
-                out[r.key] = MetricsUnavailable(str(failed)) if isinstance(failed, MetricsUnavailable) else (
-                    MetricsUnavailable(f"Prometheus {self.url}: {type(failed).__name__}: {failed}"))
+                if not isinstance(failed, MetricsUnavailable):  # the client's errors are classified in _run
+                    raise OperatorBug(f"query for {r.key} failed: {type(failed).__name__}: {failed}") from failed
+                out[r.key] = MetricsUnavailable(str(failed))
                 continue
             try:
                 snap = _Assembler(r, answers, plan, at).snapshot()
@@ -580,7 +585,7 @@ class PrometheusMetricsSource:
                     snap = snap.model_copy(update={"custom": Snapshot.model_validate(
                         {"at": at, "custom": _without_none(custom[r.key])}).custom})
                 out[r.key] = snap
-            except Exception as exc:  # noqa: BLE001 - an answer we cannot read is unavailable data
+            except (MetricsUnavailable, ValidationError) as exc:  # an answer that does not fit the snapshot format
                 log.warning("snapshot for %s: %s", r.key, exc)
                 out[r.key] = MetricsUnavailable(f"Prometheus {self.url}: answer for {r.key} unusable: {exc}")
         return out
@@ -855,13 +860,18 @@ class BatchingMetricsSource:
         requests_ = [req for req, _ in batch.values()]
         try:
             results = await self.source.snapshots(requests_, at, path=self.path)
-        except BaseException as exc:  # snapshots() never raises, but callers must never hang
-            results = {r.key: MetricsUnavailable(f"{type(exc).__name__}: {exc}") for r in requests_}
-            if isinstance(exc, asyncio.CancelledError):
-                for _, futures in batch.values():
-                    for f in futures:
-                        f.cancel()
-                raise
+        except asyncio.CancelledError:
+            for _, futures in batch.values():
+                for f in futures:
+                    f.cancel()
+            raise
+        except BaseException as exc:  # an OperatorBug: every caller gets it, none hangs
+            bug = exc if isinstance(exc, Exception) else OperatorBug(f"{type(exc).__name__}: {exc}")
+            for _, futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(bug)
+            return
         for key, (_, futures) in batch.items():
             value = results.get(key) or MetricsUnavailable(f"no answer for {key}")
             for f in futures:

@@ -204,6 +204,11 @@ def replicas_of(deployment: Json) -> int:
     return 1 if value is None else int(value)
 
 
+def available_replicas(deployment: Json) -> int:
+    """Pods of this Deployment that are ready and serving (any template revision)."""
+    return int((deployment.get("status") or {}).get("availableReplicas") or 0)
+
+
 def deployment_available(deployment: Json) -> bool:
     """Rolled out: the controller saw this generation and every replica is updated and available."""
     want = replicas_of(deployment)
@@ -227,6 +232,42 @@ def condition(deployment: Json, type_: str) -> Json | None:
 def progress_deadline_exceeded(deployment: Json) -> bool:
     progressing = condition(deployment, "Progressing")
     return bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded")
+
+
+def stall_cause(deployment: Json, replicasets: Iterable[Json], pods: Iterable[Json]) -> str:
+    """Why a Deployment's pods are not ready, in the apiserver's own words (quota, admission, scheduling).
+
+    A ReplicaSet that cannot create pods says so in its ``ReplicaFailure`` condition
+    ("exceeded quota", an admission policy's denial); a pod that cannot be placed says
+    so in ``PodScheduled=False`` ("Insufficient nvidia.com/gpu"); a pod that cannot
+    start names the container's waiting reason. Falls back to the Deployment's own
+    ``Progressing`` message.
+    """
+    causes: list[str] = []
+    for rs in replicasets:
+        for c in (rs.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+                causes.append(f"{c.get('reason') or 'ReplicaFailure'}: {c.get('message') or ''}".strip())
+    pending: dict[str, int] = {}
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                text = f"pod unschedulable: {c.get('message') or c.get('reason') or 'PodScheduled=False'}"
+                pending[text] = pending.get(text, 0) + 1
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting.get("reason") != "ContainerCreating":
+                text = f"container {cs.get('name')}: {waiting.get('reason')}: {waiting.get('message') or ''}".strip()
+                pending[text] = pending.get(text, 0) + 1
+    causes.extend(f"{text} ({n} pod{'s' if n > 1 else ''})" for text, n in pending.items())
+    if not causes:
+        progressing = condition(deployment, "Progressing")
+        if progressing is not None and progressing.get("message"):
+            causes.append(f"Progressing: {progressing['message']}")
+    return "; ".join(dict.fromkeys(causes)) or "no cause reported by the ReplicaSet or its pods"
 
 
 def label_selector(selector: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from .models import (
     API_GROUP,
     API_VERSION,
     KIND,
+    INT_OR_PERCENT,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -112,7 +113,26 @@ def _duration_default(value: Any) -> str:
     return format_duration(TypeAdapter(timedelta).validate_python(value))
 
 
+_INT_OR_STRING = "x-kubernetes-int-or-string"
+
+
+def _int_or_string(node: Schema) -> Schema:
+    """A count-or-percentage field (``maxSurge: 5`` or ``"25%"``): the apiserver's int-or-string form."""
+    out: Schema = {_INT_OR_STRING: True}
+    if node.get("description"):
+        out["description"] = node["description"].replace("``", "`")
+    # No type: the flag stands for "integer or string". The value checks apply by kind
+    # (pattern to strings only, minimum to integers only).
+    out["pattern"] = INT_OR_PERCENT
+    out["minimum"] = 0
+    if node.get("default") is not None:
+        out["default"] = node["default"]
+    return out
+
+
 def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
+    if _deref(node, defs).get(_INT_OR_STRING):
+        return _int_or_string(_deref(node, defs))
     node, nullable = _split_nullable(_deref(node, defs))
     node, inner_nullable = _split_nullable(_deref(node, defs))
     nullable = nullable or inner_nullable

@@ -8,11 +8,13 @@ are written here as validators with messages that name the field and the fix.
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from .durations import Duration
 from .thresholds import (
@@ -267,12 +269,61 @@ class AnalysisSpec(ApiModel):
         return resolve_conditions(self.profile, self.conditions)
 
 
+INT_OR_PERCENT = r"^(100|[1-9]?[0-9])%$"
+
+
+def _int_or_percent(value: Any) -> int | str:
+    """A count (``5``) or a percentage of the stable's replicas (``"25%"``), as Deployments take them."""
+    if isinstance(value, bool):
+        raise ValueError("must be a count (e.g. 5) or a percentage (e.g. \"25%\")")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} must be >= 0")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        if re.fullmatch(INT_OR_PERCENT, text):
+            return text
+    raise ValueError(f"{value!r} must be a count (e.g. 5) or a percentage from 0% to 100% (e.g. \"25%\")")
+
+
+IntOrPercent = Annotated[
+    int | str,
+    BeforeValidator(_int_or_percent),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+
+def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
+    """``value`` as a number of pods out of ``total`` (percentages round like Kubernetes': surge up, unavailable down)."""
+    if isinstance(value, int):
+        return value
+    share = total * int(value.rstrip("%")) / 100
+    return math.ceil(share) if round_up else math.floor(share)
+
+
+class PromotionSpec(ApiModel):
+    """How the stable takes over from the canary when the last step passes (docs/operator.md, "Promotion")."""
+
+    max_surge: IntOrPercent = Field(
+        default="25%",
+        description="pods the stable gains per handover batch (a count, or a percentage of the stable's recorded "
+                    "replicas, rounded up; at least 1): a promotion never needs more than the larger side plus this")
+    max_unavailable: IntOrPercent = Field(
+        default="25%",
+        description="how far the ready serving pods (stable + canary) may drop below the stable's recorded replicas "
+                    "while traffic moves (a count, or a percentage rounded down); never to 0")
+
+
 class ModelRolloutSpec(ApiModel):
     stable: DeploymentRef
     canary: CanarySpec
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
     steps: list[Step] = Field(default_factory=lambda: list(DEFAULT_STEPS), min_length=1, max_length=20)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     paused: bool = False
 
     @field_validator("steps")
@@ -342,6 +393,16 @@ class StableRecord(ApiModel):
     recorded_at: datetime
 
 
+class PromotionStatus(ApiModel):
+    """Progress of the batched handover: how many of the stable's pods run the challenger and are ready."""
+
+    started_at: datetime
+    batch: int = Field(default=0, ge=0, description="handover batches completed")
+    stable_ready: int = Field(default=0, ge=0, description="stable pods ready with the challenger's template")
+    canary_replicas: int = Field(default=0, ge=0)
+    total: int = Field(default=0, ge=0, description="the stable's recorded replicas: the handover's end point")
+
+
 class RollbackStatus(ApiModel):
     """Progress of a rollback through SPEC §5's three idempotent phases."""
 
@@ -385,6 +446,7 @@ class ModelRolloutStatus(ApiModel):
     next_evaluation_at: datetime | None = None
     stable_record: StableRecord | None = None
     rollback: RollbackStatus | None = None
+    promotion: PromotionStatus | None = None
     promoted_at: datetime | None = None
     last_command: str | None = Field(default=None, description="id of the last manual command applied (idempotency)")
     message: str = ""

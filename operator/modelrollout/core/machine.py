@@ -30,6 +30,7 @@ from ..api.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
+    PromotionStatus,
     RiskLevel,
     RiskStatus,
     RollbackStatus,
@@ -94,6 +95,15 @@ class PromotionApplied:
 
 
 @dataclass(frozen=True, slots=True)
+class PromotionProgress:
+    """One handover batch done: ``stable_ready`` stable pods run the challenger, the canary keeps the rest."""
+
+    stable_ready: int
+    canary_replicas: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class PromotionFailed:
     reason: str
 
@@ -117,7 +127,7 @@ class SpecChanged:
 
 Observation = (
     MetricsObserved | MetricsFailed | CriticalSignal | Initialized | InitFailed | RollbackApplied
-    | PromotionApplied | PromotionFailed | Command | SpecChanged
+    | PromotionApplied | PromotionProgress | PromotionFailed | Command | SpecChanged
 )
 
 
@@ -293,7 +303,11 @@ def step(spec: ModelRolloutSpec, status: ModelRolloutStatus | None, observation:
 
 
 def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, now: datetime, restart: bool) -> Transition:
-    keep_record = status.phase in (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED)
+    # The stable record survives every phase but success: a retry or a new revision after
+    # Failed or RolledBack starts from the stable as it was before any rollout touched it
+    # (re-reading it after a promotion stopped half-way would record 0 replicas). Only a
+    # promoted stable is the new champion, to be recorded afresh.
+    keep_record = status.phase != Phase.SUCCEEDED
     message = f"revision {revision}: starting rollout" + (" (challenger changed: restarting at step 0)" if restart else "")
     new = ModelRolloutStatus(
         phase=Phase.INITIALIZING,
@@ -412,7 +426,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
     if action == DecisionAction.PROMOTE:
         message = f"promoting revision {status.revision}: {decision.reason}"
         new = base.model_copy(update={
-            "phase": Phase.PROMOTING, "message": message,
+            "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
             "conditions": _conditions(base, now, Progressing=(True, "Promoting", message)),
             "history": _history(base, HistoryEntry(at=now, kind="promotion", message=message, step=status.current_step,
                                                    weight=status.canary_weight, score=round(decision.score, 6))),
@@ -535,11 +549,29 @@ def _rolling_back(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
     return Transition(new, (EmitEvent(EventType.WARNING, "RolledBack", message), Notify("rolledBack", payload)))
 
 
+def _promotion_started(status: ModelRolloutStatus, now: datetime) -> PromotionStatus:
+    total = status.stable_record.replicas if status.stable_record else 0
+    return PromotionStatus(started_at=now, total=total)
+
+
 def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
+    if isinstance(obs, PromotionProgress):
+        previous = status.promotion or _promotion_started(status, now)
+        progress = previous.model_copy(update={"batch": previous.batch + 1, "stable_ready": obs.stable_ready,
+                                               "canary_replicas": obs.canary_replicas, "total": obs.total})
+        message = (f"promoting revision {status.revision}: handover batch {progress.batch}, "
+                   f"{obs.stable_ready}/{obs.total} stable pods ready with the challenger, canary at {obs.canary_replicas}")
+        new = status.model_copy(update={"promotion": progress, "message": message})
+        return Transition(new, (Promote(status.revision or ""),))
     if isinstance(obs, PromotionApplied):
         message = f"promoted revision {status.revision}: the stable now runs the challenger"
+        promotion = status.promotion
+        if promotion is not None:
+            promotion = promotion.model_copy(update={"stable_ready": promotion.total, "canary_replicas": 0})
+            message += f" (handover in {(now - promotion.started_at).total_seconds():.1f}s)"
         new = status.model_copy(update={
             "phase": Phase.SUCCEEDED, "canary_weight": 0, "promoted_at": now, "message": message,
+            "promotion": promotion,
             "next_evaluation_at": None,
             "conditions": _conditions(status, now, Progressing=(False, "Succeeded", message),
                                       Complete=(True, "Promoted", message), Degraded=(False, "Promoted", message)),
@@ -548,7 +580,8 @@ def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observat
         payload = {"rollout_phase": "Succeeded", "message": message, "text": f":white_check_mark: {message}"}
         return Transition(new, (EmitEvent(EventType.NORMAL, "Promoted", message), Notify("promoted", payload)))
     if isinstance(obs, PromotionFailed):
-        message = f"promotion failed: {obs.reason}; traffic stays on the canary, stable template restored"
+        message = (f"promotion failed: {obs.reason}; the handover stopped where it was, serving from the ready pods "
+                   "of both sides (retry, or a new revision, starts again from the recorded stable)")
         new = status.model_copy(update={
             "phase": Phase.FAILED, "message": message, "next_evaluation_at": None,
             "conditions": _conditions(status, now, Progressing=(False, "PromotionFailed", message),
@@ -587,7 +620,7 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
         return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
     message = f"manual full promote of revision {status.revision}"
     new = status.model_copy(update={
-        "phase": Phase.PROMOTING, "message": message,
+        "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
         "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path="manual"),
         "history": _history(status, HistoryEntry(at=now, kind="manual", message=message)),
     })
@@ -623,7 +656,7 @@ def initial_status(spec: ModelRolloutSpec, now: datetime, step_index: int = 0) -
 
 __all__ = [
     "Command", "CommandKind", "CriticalSignal", "InitFailed", "Initialized", "MetricsFailed", "MetricsObserved",
-    "Observation", "PromotionApplied", "PromotionFailed", "RollbackApplied", "SpecChanged", "Transition",
+    "Observation", "PromotionApplied", "PromotionFailed", "PromotionProgress", "RollbackApplied", "SpecChanged", "Transition",
     "apply_decision", "evaluation_context", "initial_status", "pending_actions", "plan_windows", "revision_of", "step",
     "RiskLevel",
 ]

@@ -15,7 +15,8 @@ from .base import RolloutTarget, TrafficRouter
 from .gateway_api import GatewayAPIRouter
 from .replicas import ReplicasRouter
 
-RouterFactory = Callable[[KubeApi], TrafficRouter]
+RouterFactory = Callable[..., TrafficRouter]
+"""``factory(api, sleep=..., monotonic=...)``: the clock lets a router wait for pods in tests without real time."""
 
 ROUTERS: dict[RouterKind, RouterFactory] = {
     RouterKind.REPLICAS: ReplicasRouter,

@@ -21,6 +21,10 @@ class RolloutTarget:
     total_replicas: int         # the stable's replicas before the rollout (status.stableRecord)
     http_route: str | None = None
     http_route_namespace: str | None = None
+    min_serving: int = 0
+    """Ready serving pods (stable + canary) a weight change must never go below (spec.promotion.maxUnavailable)."""
+    deadline_seconds: float = 600.0
+    """How long a weight change waits for the growing side's pods before it gives up (progressDeadlineSeconds)."""
 
 
 class TrafficRouter(Protocol):

@@ -111,7 +111,7 @@ async def verify_route(api: KubeApi, target: RolloutTarget) -> str | None:
 class GatewayAPIRouter:
     """``TrafficRouter`` over a ``gateway.networking.k8s.io/v1`` HTTPRoute."""
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, **_clock: Any) -> None:
         self._api = api
 
     @staticmethod
@@ -136,6 +136,11 @@ class GatewayAPIRouter:
         await self._set_route(ns, name, target, percent)
         if current is not None and not grow and want != current:
             await self._api.scale_deployment(target.namespace, target.canary, want)
+
+    async def set_route_weight(self, target: RolloutTarget, percent: int) -> None:
+        """Only the route's weights (the promotion handover scales the Deployments itself)."""
+        ns, name = self._route(target)
+        await self._set_route(ns, name, target, percent)
 
     async def _set_route(self, ns: str, name: str, target: RolloutTarget, percent: int) -> None:
         where = f"HTTPRoute {ns}/{name} (spec.traffic.httpRoute)"

@@ -8,10 +8,13 @@ replicas the canary gets 1 pod (the share actually served is 1/3 — the floor t
 replica granularity allows, never zero), at 100 % the canary runs ``total`` and the
 stable 0, at 0 % the reverse.
 
-Setting a weight reads both Deployments and writes only what differs, growing one
-side before shrinking the other so capacity never dips — except at 0 % (a rollback),
-where both writes go out together: the canary is the problem, and leaving it serving
-while the stable scales up is the slower harm. The requested percent is
+Setting a weight reads both Deployments and writes only what differs. One side grows;
+the other shrinks only as far as the growing side's *ready* pods allow, so the ready
+serving pods never drop below ``target.min_serving`` (the stable's recorded replicas
+less ``spec.promotion.maxUnavailable``, never 0): what can go at once goes in the same
+instant as the growing write (at 0 %, a rollback, that is every canary pod the stable
+can spare), and the rest follows as the other side's pods become ready, or the change
+gives up after ``target.deadline_seconds`` with :class:`CapacityWait` (retried). The requested percent is
 also kept in the canary's annotation ``modelrollout.io/canary-weight`` so
 ``read_canary_weight`` can answer exactly when the replica counts agree with it (a
 pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
@@ -20,11 +23,16 @@ pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...errors import CapacityWait
 from ..kubeapi import KubeApi, NotFound
-from ..workload import replicas_of
+from ..workload import available_replicas, replicas_of
 from .base import RolloutTarget
+
+Sleep = Callable[[float], Awaitable[None]]
 
 WEIGHT_ANNOTATION = "modelrollout.io/canary-weight"
 
@@ -68,8 +76,12 @@ def weight_from_replicas(total: int, stable: int, canary: int, annotated: int | 
 class ReplicasRouter:
     """``TrafficRouter`` by replica counts (``spec.traffic.router: replicas``)."""
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, *, poll_interval: float = 0.25, sleep: Sleep = asyncio.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._api = api
+        self._poll = poll_interval
+        self._sleep = sleep
+        self._monotonic = monotonic
 
     async def set_canary_weight(self, target: RolloutTarget, percent: int) -> None:
         stable_want, canary_want = split_replicas(target.total_replicas, percent)
@@ -80,31 +92,52 @@ class ReplicasRouter:
                 await self._api.scale_deployment(target.namespace, target.stable, stable_want)
             return
         annotations = canary.get("metadata", {}).get("annotations") or {}
-        canary_ok = replicas_of(canary) == canary_want and annotations.get(WEIGHT_ANNOTATION) == str(percent)
-        stable_ok = replicas_of(stable) == stable_want
+        annotated = annotations.get(WEIGHT_ANNOTATION) == str(percent)
+        ns = target.namespace
 
-        async def canary_write() -> None:
-            if not canary_ok:
-                await self._api.patch_deployment(target.namespace, target.canary, {
+        async def write_canary(replicas: int) -> None:
+            if replicas != replicas_of(canary) or not annotated:
+                await self._api.patch_deployment(ns, target.canary, {
                     "metadata": {"annotations": {WEIGHT_ANNOTATION: str(percent)}},
-                    "spec": {"replicas": canary_want},
+                    "spec": {"replicas": replicas},
                 })
 
-        async def stable_write() -> None:
-            if not stable_ok:
-                await self._api.scale_deployment(target.namespace, target.stable, stable_want)
+        async def write_stable(replicas: int) -> None:
+            if replicas != replicas_of(stable):
+                await self._api.scale_deployment(ns, target.stable, replicas)
 
-        # Traffic off the canary (rollback, abort): both writes at once. The canary is the
-        # problem, and the stable's extra pods take longer to become ready than either write.
-        if percent == 0:
-            await asyncio.gather(canary_write(), stable_write())
-        # Otherwise grow first, shrink second: capacity never dips below the total.
-        elif canary_want > replicas_of(canary):
-            await canary_write()
-            await stable_write()
+        # Grow one side, shrink the other only as far as the grown side's ready pods allow:
+        # the ready serving pods never drop below target.min_serving. The first shrink is
+        # computed from what is ready now (growing never lowers it), so both writes go out
+        # together: at 0 % (a rollback) the canary loses every pod the stable can spare at once.
+        if canary_want > replicas_of(canary):
+            grow, grow_want, grow_write = target.canary, canary_want, write_canary
+            shrink, shrink_want, shrink_write, shrink_dep = target.stable, stable_want, write_stable, stable
+            grow_dep = canary
         else:
-            await stable_write()
-            await canary_write()
+            grow, grow_want, grow_write = target.stable, stable_want, write_stable
+            shrink, shrink_want, shrink_write, shrink_dep = target.canary, canary_want, write_canary, canary
+            grow_dep = stable
+        keep = max(shrink_want, min(replicas_of(shrink_dep), target.min_serving - available_replicas(grow_dep)))
+        await asyncio.gather(grow_write(grow_want), shrink_write(keep))
+        if keep <= shrink_want:
+            return
+        deadline = self._monotonic() + target.deadline_seconds
+        while keep > shrink_want:
+            if self._monotonic() >= deadline:
+                raise CapacityWait(
+                    f"Deployment {ns}/{shrink} keeps {keep} pods (wants {shrink_want}): Deployment {ns}/{grow} has "
+                    f"too few ready pods to keep {target.min_serving} serving (spec.promotion.maxUnavailable) after "
+                    f"{target.deadline_seconds:.0f}s (spec.analysis.progressDeadlineSeconds); retrying")
+            await self._sleep(self._poll)
+            ready = available_replicas(await self._api.read_deployment(ns, grow))
+            lower = max(shrink_want, target.min_serving - ready)
+            if lower < keep:
+                keep = lower
+                if shrink == target.canary:
+                    await self._api.patch_deployment(ns, shrink, {"spec": {"replicas": keep}})
+                else:
+                    await self._api.scale_deployment(ns, shrink, keep)
 
     async def _read_canary(self, target: RolloutTarget, required: bool) -> dict[str, Any] | None:
         try:

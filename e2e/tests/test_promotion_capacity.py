@@ -1,0 +1,153 @@
+"""Promotion that never needs two copies of the model and never takes it offline.
+
+Each test runs a real rollout on the local cluster with a ``ServingMonitor`` sampling
+both Deployments every 250 ms: the ready serving pods (stable + canary) must never
+drop below the stable's recorded replicas less ``spec.promotion.maxUnavailable``
+(25 % by default) at any moment, not only at the end (docs/operator.md, "Promotion").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from e2e.harness.cluster import Cluster
+from e2e.harness.invariants import ServingMonitor
+from .operator_support import (  # noqa: F401 — fixtures
+    OperatorProcess,
+    RolloutScenario,
+    crds,
+    operator,
+    rollout_manifest,
+)
+
+pytestmark = pytest.mark.e2e
+
+STABLE_REPLICAS = 20
+BOUND = STABLE_REPLICAS - STABLE_REPLICAS * 25 // 100  # maxUnavailable 25 % of 20: 15 pods always ready
+CHALLENGER = "registry.example/model:v2"
+STEPS = [{"weight": 5, "duration": "6s"}, {"weight": 25, "duration": "6s"}, {"weight": 100, "duration": "6s"}]
+
+
+def quota(namespace: str, gpus: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": namespace},
+            "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}}}
+
+
+def refuse_challenger_on_stable(namespace: str, stable: str, image: str) -> list[dict[str, Any]]:
+    """An admission policy that refuses the stable's pods running ``image`` (the canary's are
+    allowed): the stable "cannot run the challenger", as nodes that cannot pull or fit it."""
+    name = f"refuse-{namespace}"
+    rule = (f"!(has(object.metadata.labels) && object.metadata.labels[?'app'].orValue('') == '{stable}' "
+            f"&& !('modelrollout.io/role' in object.metadata.labels) "
+            f"&& object.spec.containers.exists(c, c.image == '{image}'))")
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE"], "resources": ["pods"]}]},
+                  "validations": [{"expression": rule,
+                                   "message": f"the stable's nodes cannot run {image} (e2e admission policy)"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+    ]
+
+
+@pytest.fixture
+def refusal(cluster: Cluster, namespace: str) -> Iterator[list[dict[str, Any]]]:
+    objects = refuse_challenger_on_stable(namespace, "fraud", CHALLENGER)
+    yield objects
+    for obj in objects:
+        cluster.delete(obj["kind"], obj["metadata"]["name"])
+
+
+def wait_policy_active(cluster: Cluster, namespace: str) -> None:
+    """A policy takes effect asynchronously: probe with a dry-run pod until it is refused."""
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": namespace,
+                                                              "labels": {"app": "fraud"}},
+             "spec": {"containers": [{"name": "server", "image": CHALLENGER}]}}
+
+    def refused() -> bool:
+        try:
+            cluster.core.create_namespaced_pod(namespace, probe, dry_run="All")
+        except Exception as exc:  # noqa: BLE001 - the refusal is what we wait for
+            return "cannot run" in str(exc)
+        return False
+
+    cluster.wait_for(refused, timeout=30, message="the admission policy to refuse the challenger on the stable")
+
+
+def test_a_healthy_challenger_promotes_under_a_gpu_quota_that_cannot_hold_two_copies(
+        operator: OperatorProcess, namespace: str) -> None:
+    """Stable 20 x 1 GPU, challenger 2 GPUs a pod, quota 64: every step fits (55 at most), a
+    promotion that copied the whole challenger onto the stable at once would need 80."""
+    cluster = operator.cluster
+    scenario = RolloutScenario(cluster, namespace, replicas=STABLE_REPLICAS)
+    cluster.apply(quota(namespace, 64))
+    with ServingMonitor(cluster, namespace, scenario.stable, scenario.canary) as monitor:
+        scenario.apply(rollout_manifest("fraud", namespace, stable=scenario.stable, canary=scenario.canary,
+                                        image=CHALLENGER, gpus=2, steps=STEPS,
+                                        analysis={"progressDeadlineSeconds": 60}))
+        status = scenario.wait_phase("Succeeded", "Failed", "RolledBack", timeout=240)
+    assert status["phase"] == "Succeeded", status.get("message")
+    peak = monitor.peak_gpus()
+    assert peak.gpus <= 64, f"peak {peak} exceeds the quota"
+    monitor.assert_serving_at_least(BOUND)
+    promotion = status["promotion"]
+    assert promotion["batch"] >= 4 and promotion["stableReady"] == promotion["total"] == STABLE_REPLICAS
+    stable = scenario.deployment(scenario.stable)
+    assert stable.spec.replicas == STABLE_REPLICAS
+    container = stable.spec.template.spec.containers[0]
+    assert container.image == CHALLENGER and container.resources.limits["nvidia.com/gpu"] == "2"
+    assert scenario.replicas(scenario.canary) == 0
+    print(f"\n[promotion under quota] peak {peak.gpus}/64 GPUs at {peak.at}s, {promotion['batch']} batches, "
+          f"{status['message']}; min serving {monitor.min_serving().serving} (bound {BOUND}), "
+          f"{len(monitor.samples)} samples")
+
+
+@pytest.mark.parametrize("restart", ["retry", "newRevision"])
+def test_a_refused_promotion_keeps_serving_and_a_restart_never_drops_below_the_bound(
+        operator: OperatorProcess, namespace: str, refusal: list[dict[str, Any]], restart: str) -> None:
+    """The stable cannot run the challenger: the handover stops where it is, the canary keeps
+    serving, the cause is named; retry or a new revision starts from the recorded stable."""
+    cluster = operator.cluster
+    scenario = RolloutScenario(cluster, namespace, replicas=STABLE_REPLICAS)
+    cluster.apply(refusal)
+    wait_policy_active(cluster, namespace)
+    manifest = rollout_manifest("fraud", namespace, stable=scenario.stable, canary=scenario.canary,
+                                image=CHALLENGER, gpus=1, steps=STEPS, analysis={"progressDeadlineSeconds": 15})
+    with ServingMonitor(cluster, namespace, scenario.stable, scenario.canary) as monitor:
+        scenario.apply(manifest)
+        failed = scenario.wait_phase("Failed", "Succeeded", "RolledBack", timeout=240)
+        assert failed["phase"] == "Failed", failed.get("message")
+        reasons = {c["type"]: c["reason"] for c in failed["conditions"]}
+        assert reasons["Progressing"] == "PromotionFailed"
+        assert "cannot run" in failed["message"] and "handover stopped at 0/20" in failed["message"], failed["message"]
+        assert failed["stableRecord"]["replicas"] == STABLE_REPLICAS
+        assert scenario.replicas(scenario.canary) == STABLE_REPLICAS  # still serving everything
+        failed_at = monitor.now()
+
+        if restart == "retry":
+            scenario.annotate("modelrollout.io/command", "retry")
+            scenario.wait_status(lambda s: s.get("phase") == "Progressing", timeout=60, message="retry started")
+            assert scenario.template_of(scenario.stable) == scenario.original_template
+            for obj in refusal:  # the nodes can run it now
+                cluster.delete(obj["kind"], obj["metadata"]["name"])
+        else:
+            scenario.patch_spec({"canary": {"template": {"image": "registry.example/model:v3"}}})
+            scenario.wait_status(lambda s: s.get("revision") != failed["revision"] and s.get("phase") != "Failed",
+                                 timeout=60, message="the new revision started")
+        done = scenario.wait_phase("Succeeded", "Failed", "RolledBack", timeout=240)
+        after = monitor.since(failed_at)
+    assert done["phase"] == "Succeeded", done.get("message")
+    assert done["stableRecord"]["replicas"] == STABLE_REPLICAS
+    monitor.assert_serving_at_least(BOUND)
+    assert len(after) > 20
+    print(f"\n[refused promotion, {restart}] min serving {monitor.min_serving().serving} overall, "
+          f"{monitor.min_serving(after).serving} after the failure (bound {BOUND}); {len(monitor.samples)} samples; "
+          f"failed: {failed['message'][:160]}")
