@@ -1,0 +1,90 @@
+"""Errors keep their meaning: an unreadable status holds, it never starts the rollout over."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from modelrollout.controller import Controller, RolloutRef
+from modelrollout.core.actions import EmitEvent
+from modelrollout.telemetry import OperatorMetrics
+
+from .factories import T0, make_spec
+
+
+class Clock:
+    def now(self) -> datetime:
+        return T0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def emit(self, ref: RolloutRef, event: EmitEvent) -> None:
+        self.calls.append(("event", event))
+
+    async def notify(self, kind: str, payload: dict[str, Any]) -> None:
+        self.calls.append(("notify", kind))
+
+    async def write_status(self, ref: RolloutRef, status: dict[str, Any] | None) -> None:
+        self.calls.append(("status", status))
+
+    def __getattr__(self, name: str) -> Any:  # any executor or metrics call is an action: none may happen
+        async def acted(*args: Any, **kwargs: Any) -> None:
+            self.calls.append(("acted", name))
+            raise AssertionError(f"{name} called for a rollout whose status is unreadable")
+        return acted
+
+
+def controller(body: dict[str, Any], rec: Recorder) -> Controller:
+    async def read(ref: RolloutRef) -> dict[str, Any]:
+        return body
+
+    async def write(ref: RolloutRef, status: dict[str, Any] | None) -> None:  # a merge patch, as the apiserver does
+        await rec.write_status(ref, status)
+        body["status"].update(status or {})
+
+    return Controller(read_rollout=read, executor=rec, metrics_source=rec, events=rec, notifier=rec,  # type: ignore[arg-type]
+                      write_status=write, clock=Clock(), telemetry=OperatorMetrics(),  # type: ignore[arg-type]
+                      build_request=lambda *a: None, build_target=lambda *a: None)
+
+
+RECORD = {"replicas": 20, "template": {"spec": {"containers": [{"name": "m", "image": "v1"}]}},
+          "recordedAt": "2026-11-24T12:00:00Z"}
+
+
+def body() -> dict[str, Any]:
+    spec = make_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    status = {"phase": "Promoting", "currentStep": "two", "stableRecord": RECORD,
+              "conditions": [{"type": "Complete", "status": "False", "reason": "Initializing",
+                              "lastTransitionTime": "2026-11-24T12:00:00Z"}]}
+    return {"metadata": {"name": "fraud", "namespace": "ml", "generation": 3}, "spec": spec, "status": status}
+
+
+def test_an_unreadable_status_holds_with_a_condition_and_an_event_and_never_starts_over() -> None:
+    rec = Recorder()
+    c = controller(body(), rec)
+    ref = RolloutRef("ml", "fraud", "uid-1")
+    for resume in (True, False):
+        asyncio.run(c.reconcile(ref, resume=resume))
+    writes = [payload for kind, payload in rec.calls if kind == "status"]
+    assert len(writes) == 1, rec.calls  # the second wake sees the same problem: nothing new to say
+    assert set(writes[0]) == {"message", "conditions"}  # a merge patch: the stable record is not touched
+    assert "status.currentStep" in writes[0]["message"] and "holding" in writes[0]["message"]
+    ready = {c["type"]: c for c in writes[0]["conditions"]}
+    assert ready["Ready"]["status"] == "False" and ready["Ready"]["reason"] == "UnreadableStatus"
+    assert ready["Complete"]["reason"] == "Initializing"  # the readable conditions are kept
+    events = [e for kind, e in rec.calls if kind == "event"]
+    assert [e.reason for e in events] == ["UnreadableStatus"]
+    assert not [name for kind, name in rec.calls if kind == "acted"]
+
+
+def test_a_signal_never_acts_on_an_unreadable_status() -> None:
+    from modelrollout.core.machine import CriticalSignal
+
+    rec = Recorder()
+    acted = asyncio.run(controller(body(), rec).signal(RolloutRef("ml", "fraud", "uid-1"),
+                                                       CriticalSignal("fastPath", "latency", "p95 9ms")))
+    assert acted is False and rec.calls == []
