@@ -171,14 +171,10 @@ class KubeExecutor:
                 return InitFailed(problem)
         record = status.stable_record or StableRecord(
             replicas=replicas_of(stable), template=copy.deepcopy(stable["spec"]["template"]), recorded_at=self.now())
-        if status.stable_record is not None and stable["spec"]["template"] != record.template:
-            # A retry or new revision after a promotion that stopped half-way: the stable
-            # serves the recorded champion again before any step (docs/operator.md, "Promotion").
-            try:
-                await self._set_stable(ns, stable_name, record.template, None)
-            except Refused as exc:
-                return InitFailed(f"the stable Deployment {ns}/{stable_name} refused its recorded template: {exc}")
-            log.info("restored the recorded pod template of the stable %s/%s before starting", ns, stable_name)
+        if status.stable_record is not None:
+            failed = await self._restore_recorded_stable(ns, spec, stable, record)
+            if failed is not None:
+                return failed
         try:
             failed = await retry_conflicts(lambda: self._ensure_canary(ns, spec, stable, record, rollout),
                                            f"Deployment {ns}/{canary_name}")
@@ -187,6 +183,36 @@ class KubeExecutor:
         except Refused as exc:
             return InitFailed(f"spec.canary: the apiserver refused the canary Deployment {ns}/{canary_name}: {exc}")
         return failed or Initialized(record)
+
+    async def _restore_recorded_stable(self, ns: str, spec: ModelRolloutSpec, stable: Json,
+                                       record: StableRecord) -> InitFailed | None:
+        """A retry or new revision after a promotion that stopped half-way: the stable runs the
+        recorded champion again before any step (docs/operator.md, "The stable record").
+
+        With the replicas router the first weight change then sizes it (within the serving
+        floor). With gatewayAPI the route sends the stable 100 − w % from the first step, so
+        it gets its recorded replicas back and is waited for first: the route never points
+        at a stable without ready pods.
+        """
+        name = spec.stable.deployment
+        gateway = spec.traffic.router == RouterKind.GATEWAY_API
+        replicas = record.replicas if gateway else None
+        if stable["spec"]["template"] == record.template and (replicas is None or replicas_of(stable) == replicas):
+            return None
+        try:
+            await self._set_stable(ns, name, record.template, replicas)
+        except Refused as exc:
+            return InitFailed(f"the stable Deployment {ns}/{name} refused its recorded template: {exc}")
+        log.info("restored the recorded pod template of the stable %s/%s before starting", ns, name)
+        if not gateway:
+            return None
+        available, detail = await self._wait_available(ns, name, spec.analysis.progress_deadline_seconds)
+        if available:
+            return None
+        cause = await self._stall_cause(ns, await self.api.read_deployment(ns, name))
+        return InitFailed(f"the stable Deployment {ns}/{name} did not become available with its recorded template "
+                          f"within {spec.analysis.progress_deadline_seconds}s (spec.analysis.progressDeadlineSeconds): "
+                          f"{detail}; cause: {cause}; the canary keeps serving")
 
     async def _ensure_canary(self, ns: str, spec: ModelRolloutSpec, stable: Json, record: StableRecord,
                              rollout: str | None) -> InitFailed | None:
