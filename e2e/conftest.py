@@ -1,10 +1,14 @@
 """Pytest fixtures for e2e tests: one local cluster per session, one namespace per test.
 
 `cluster` attaches to a running cluster (make cluster-up) or starts one with
-e2e/cluster.sh — building the binaries first on a fresh machine, which takes
-several minutes (progress is printed) — and stops it at the end of the session
-if it started it (and no other pytest session still uses it), unless
-MODELROLLOUT_KEEP_CLUSTER=1.
+e2e/cluster.sh, and stops it at the end of the session if it started it (and no
+other pytest session still uses it), unless MODELROLLOUT_KEEP_CLUSTER=1. The
+binaries are built before collection by the root conftest.py (e2e/build.sh, cached;
+a cold build takes several minutes and prints its progress); cluster.sh would
+build whatever is still missing.
+
+A failing test's report ends with the last lines of every operator log it started
+(``OperatorProcess`` in e2e/tests/operator_support.py): see pytest_runtest_makereport.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import CLUSTER_SH, Cluster, state_dir
+from e2e.harness.simulator_client import SimulatorError
 
 # A cold start includes the Go builds (~8 min on 2 cores, measured); leave room.
 UP_TIMEOUT_S = 45 * 60
+# How much of each operator log a failing test's report shows.
+OPERATOR_LOG_LINES = 200
+_FIRST_OPERATOR = pytest.StashKey[int]()
 
 
 @contextlib.contextmanager
@@ -148,7 +156,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     try:
         yield name
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(SimulatorError, OSError):  # cleanup: the simulator may be gone
             cluster.simulator.forget_namespace(name)
         try:
             cluster.core.delete_namespace(name)
@@ -157,3 +165,46 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
                 raise
         # Not waited for: the namespace controller takes 5-10 s per namespace, and
         # the fake nodes have GPUs to spare (MODELROLLOUT_NODE_GPUS, 64 each).
+
+
+# ----------------------------------------------------------------------------- operator logs on failure
+
+
+def _started_operators() -> list:
+    """OperatorProcess objects started so far this session (none if no test module used them)."""
+    support = sys.modules.get("e2e.tests.operator_support")
+    return list(getattr(support, "STARTED", ())) if support is not None else []
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.stash[_FIRST_OPERATOR] = len(_started_operators())
+    yield
+
+
+def _operators_of(item: pytest.Item) -> list:
+    """The operators a test may have depended on: those started since its setup began,
+    and older ones (module- or session-scoped) still running. Each process object once."""
+    started = _started_operators()
+    first = item.stash.get(_FIRST_OPERATOR, len(started))
+    seen: set[int] = set()
+    chosen = []
+    for i, op in enumerate(started):
+        if id(op) in seen or (i < first and not op.alive()):
+            continue
+        seen.add(id(op))
+        chosen.append(op)
+    return chosen
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing e2e test's report ends with the tail of every operator log it started."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for op in _operators_of(item):
+        state = "running" if op.alive() else f"exited {op.proc.returncode}" if op.proc is not None else "not started"
+        report.sections.append((f"operator log {op.log_path} ({state}; last {OPERATOR_LOG_LINES} lines)",
+                                op.log_tail(OPERATOR_LOG_LINES)))

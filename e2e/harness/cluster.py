@@ -52,13 +52,19 @@ def read_ports(state: Path) -> dict[str, int]:
     return ports
 
 
-def kubectl_path() -> str:
-    """The kubectl built with the cluster (the image's own kubectl is older)."""
+def built_path(variable: str) -> str:
+    """Where e2e/versions.sh puts a built binary or file (``KUBECTL``, ``HELM``, ...),
+    honouring MODELROLLOUT_CACHE and the pinned versions."""
     out = subprocess.run(
-        ["bash", "-c", f'source "{REPO}/e2e/versions.sh"; echo "$KUBECTL"'],
+        ["bash", "-c", f'source "{REPO}/e2e/versions.sh"; echo "${{{variable}}}"'],
         check=True, capture_output=True, text=True,
     )
     return out.stdout.strip()
+
+
+def kubectl_path() -> str:
+    """The kubectl built with the cluster (the image's own kubectl is older)."""
+    return built_path("KUBECTL")
 
 
 @dataclass

@@ -27,6 +27,9 @@ from e2e.harness.manifests import gpu_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
+# Every operator process started in this session, in start order (restarts included):
+# e2e/conftest.py attaches the log tails of the ones a failing test used to its report.
+STARTED: list["OperatorProcess"] = []
 
 
 def free_port() -> int:
@@ -63,6 +66,7 @@ class OperatorProcess:
         log.flush()
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self.starts += 1
+        STARTED.append(self)
         return self
 
     def kill(self) -> None:
@@ -134,14 +138,12 @@ def delete_rollouts(cluster: Cluster, namespace: str, timeout: float = 20.0) -> 
 
 
 @pytest.fixture
-def operator(crds: Cluster, namespace: str, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+def operator(crds: Cluster, namespace: str) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace (its log tail is in a failing test's report)."""
     proc = OperatorProcess(crds, namespace).start()
     yield proc
     delete_rollouts(crds, namespace)
     proc.stop()
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print(f"\n----- operator log ({proc.log_path}) -----\n{proc.log_tail()}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import subprocess
 import uuid
@@ -34,7 +35,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from e2e.harness.cluster import REPO, Cluster
+from e2e.harness.cluster import REPO, Cluster, built_path
+from e2e.harness.simulator_client import SimulatorError
 
 from .operator_support import (  # noqa: F401 — fixtures
     OperatorProcess,
@@ -47,7 +49,8 @@ from .operator_support import (  # noqa: F401 — fixtures
 pytestmark = pytest.mark.e2e
 
 CHART = REPO / "charts" / "modelrollout"
-HELM = sorted(Path.home().glob(".cache/modelrollout/bin/helm-*/helm"))
+# Built before collection by the root conftest (e2e/build.sh helm), like every tool a test needs.
+HELM = built_path("HELM")
 GPU = "nvidia.com/gpu"
 
 # What the operator calls, as `kubectl auth can-i --list` names it -> the verbs.
@@ -108,9 +111,10 @@ DENIED_CLUSTER = [
 
 
 def helm(cluster: Cluster, *args: str, timeout: float = 120.0) -> str:
-    if not HELM:
-        pytest.skip("helm not found in ~/.cache/modelrollout/bin/helm-*/helm (make cluster-build)")
-    proc = subprocess.run([str(HELM[-1]), "--kubeconfig", cluster.kubeconfig, *args],
+    if not os.access(HELM, os.X_OK):
+        pytest.fail(f"helm is not built at {HELM}: the session builds it before collecting (e2e/build.sh helm); "
+                    "see the build output above", pytrace=False)
+    proc = subprocess.run([HELM, "--kubeconfig", cluster.kubeconfig, *args],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -138,7 +142,7 @@ def create_namespace(cluster: Cluster, name: str) -> None:
 
 
 def delete_namespace(cluster: Cluster, name: str) -> None:
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(SimulatorError, OSError):  # cleanup: the simulator may be gone
         cluster.simulator.forget_namespace(name)
     with contextlib.suppress(ApiException):
         cluster.core.delete_namespace(name)

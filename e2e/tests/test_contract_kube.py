@@ -22,20 +22,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kubernetes import watch
 
-from e2e.harness.cluster import REPO, Cluster
+from e2e.harness.cluster import REPO, Cluster, WaitTimeout
 from e2e.harness.manifests import gpu_deployment, http_route
 from modelrollout.adapters.kube import KubeExecutor, rollout_target
 from modelrollout.adapters.kubeapi import KubeApi
 from modelrollout.adapters.notifiers.events import EventRecorder
-from modelrollout.adapters.workload import ROLE_LABEL
+from modelrollout.adapters.workload import ROLE_LABEL, canary_health_of
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
 from modelrollout.core.actions import EmitEvent, EventType
 from modelrollout.core.machine import (
@@ -43,6 +44,7 @@ from modelrollout.core.machine import (
     Initialized,
     PromotionApplied,
     PromotionFailed,
+    PromotionProgress,
     RollbackApplied,
 )
 from modelrollout.errors import ClusterConflict
@@ -109,6 +111,50 @@ def route_weights(cluster: Cluster, ns: str, name: str) -> list[int]:
 def wait_available(cluster: Cluster, ns: str, name: str, replicas: int, timeout: float = 60) -> None:
     cluster.wait_for(lambda: cluster.deployment_available(ns, name, replicas), timeout=timeout,
                      message=f"{ns}/{name} {replicas}/{replicas} available")
+
+
+def deployment_condition(d: dict[str, Any], kind: str) -> str | None:
+    return next((c.get("status") for c in (d.get("status") or {}).get("conditions") or [] if c.get("type") == kind),
+                None)
+
+
+def deployment_version_where(cluster: Cluster, ns: str, name: str, predicate: Callable[[dict[str, Any]], bool],
+                             timeout: int = 30, message: str = "a Deployment version") -> dict[str, Any]:
+    """The first version of the Deployment (API JSON) satisfying ``predicate``: the current one,
+    or one written after it, seen on a watch -- however briefly it lasted."""
+    listed = cluster.apps.list_namespaced_deployment(ns, field_selector=f"metadata.name={name}")
+    current = raw(cluster, ns, name)
+    if predicate(current):
+        return current
+    w = watch.Watch()
+    try:
+        for event in w.stream(cluster.apps.list_namespaced_deployment, ns, field_selector=f"metadata.name={name}",
+                              resource_version=listed.metadata.resource_version, timeout_seconds=timeout):
+            if event["type"] == "ERROR":
+                raise AssertionError(f"watching {ns}/{name}: {event['raw_object']}")
+            if event["type"] in ("ADDED", "MODIFIED") and predicate(event["raw_object"]):
+                return event["raw_object"]
+    finally:
+        w.stop()
+    raise WaitTimeout(f"no version of {ns}/{name} within {timeout}s: {message}")
+
+
+# Written on the Deployment by the deployment controller once it has made the ReplicaSet of
+# the current template: until then the controller itself is about to change the object.
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+
+def wait_controller_synced(cluster: Cluster, ns: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    """The Deployment once the deployment controller has caught up with its spec: it has
+    observed the current generation and written the revision annotation. Reading a
+    Deployment's metadata before that races the controller's own first write."""
+    def synced() -> dict[str, Any] | None:
+        d = raw(cluster, ns, name)
+        annotations = d["metadata"].get("annotations") or {}
+        observed = (d.get("status") or {}).get("observedGeneration", 0)
+        return d if REVISION_ANNOTATION in annotations and observed >= d["metadata"]["generation"] else None
+    return cluster.wait_for(synced, timeout=timeout, message=f"{ns}/{name}: the deployment controller's revision "
+                                                             "annotation and observedGeneration")
 
 
 def started(cluster: Cluster, executor: KubeExecutor, ns: str, spec: ModelRolloutSpec,
@@ -270,7 +316,12 @@ def test_digest_mismatch_refuses_to_start_and_touches_nothing(cluster: Cluster, 
         return {n: (d["metadata"]["generation"], d["metadata"].get("annotations"), d["spec"])
                 for n in ("fraud", "fraud-canary") for d in [raw(cluster, ns, n)]}
 
+    # "before" only once the deployment controller has written its revision annotation:
+    # read earlier, its own write would show up as a change the executor did not make.
+    for name in ("fraud", "fraud-canary"):
+        wait_controller_synced(cluster, ns, name)
     before = written()
+    assert all(REVISION_ANNOTATION in annotations for _, annotations, _ in before.values()), before
     spec = make_spec(template={"image": "fraud:v2", "modelDigest": DIGEST_A})
     result = run("start_rollout (digest mismatch)", executor.start_rollout(ns, spec, ModelRolloutStatus()))
     assert isinstance(result, InitFailed)
@@ -294,6 +345,17 @@ def test_digest_mismatch_refuses_to_start_and_touches_nothing(cluster: Cluster, 
 # ----------------------------------------------------------------------------- promote
 
 
+def promote_until_done(executor: KubeExecutor, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                       what: str) -> list[Any]:
+    """Promote batch by batch, as the controller does, until the handover ends."""
+    results: list[Any] = []
+    for _ in range(20):
+        results.append(run(what, executor.promote(ns, spec, status)))
+        if not isinstance(results[-1], PromotionProgress):
+            return results
+    raise AssertionError(f"the handover did not end: {results}")
+
+
 def test_promote_moves_the_challenger_to_the_stable(cluster: Cluster, namespace: str, executor: KubeExecutor) -> None:
     ns = namespace
     spec = make_spec(template={"image": "fraud:v2", "modelDigest": DIGEST_A,
@@ -304,8 +366,10 @@ def test_promote_moves_the_challenger_to_the_stable(cluster: Cluster, namespace:
     wait_available(cluster, ns, "fraud-canary", 2)
     status = status.model_copy(update={"canary_weight": 100})
 
-    result = run("promote (waits for the stable)", executor.promote(ns, spec, status))
-    assert isinstance(result, PromotionApplied), result
+    results = promote_until_done(executor, ns, spec, status, "promote (one batch)")
+    assert isinstance(results[-1], PromotionApplied), results
+    # 25 % of 2 rounds up to 1 pod a batch: the stable goes 0 -> 1 -> 2, then the canary goes.
+    assert [r.stable_ready for r in results[:-1]] == [0, 1]
     stable = raw(cluster, ns, "fraud")
     pod = stable["spec"]["template"]
     assert pod["spec"]["containers"][0]["image"] == "fraud:v2"
@@ -322,25 +386,33 @@ def test_promote_moves_the_challenger_to_the_stable(cluster: Cluster, namespace:
     assert raw(cluster, ns, "fraud")["metadata"]["generation"] == generation
 
 
-def test_promote_failure_restores_the_stable_and_keeps_traffic_on_the_canary(cluster: Cluster, namespace: str,
-                                                                            executor: KubeExecutor) -> None:
-    """The challenger asks for 65 GPUs; the kwok nodes have 64 each: the stable cannot become available."""
+def test_promote_failure_stops_the_handover_where_it_is_naming_the_quota(cluster: Cluster, namespace: str,
+                                                                       executor: KubeExecutor) -> None:
+    """A GPU quota that holds the canary but not one more pod: the first batch is never
+    created, the handover stops, the canary keeps serving, and the cause is the quota's."""
     ns = namespace
-    spec = make_spec(template={"image": "fraud:v2", "resources": {"limits": {"nvidia.com/gpu": "65"}}}, pds=3)
+    spec = make_spec(template={"image": "fraud:v2", "resources": {"limits": {"nvidia.com/gpu": "2"},
+                                                                  "requests": {"nvidia.com/gpu": "2"}}}, pds=3)
     status = started(cluster, executor, ns, spec, replicas=2)
     assert status.stable_record is not None
     run("set_weight", executor.set_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 100))
+    wait_available(cluster, ns, "fraud-canary", 2)
+    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": ns},
+                   "spec": {"hard": {"requests.nvidia.com/gpu": "4"}}})  # the canary's 2 x 2 GPUs, no more
+    cluster.wait_for(lambda: (cluster.core.read_namespaced_resource_quota("gpus", ns).status.used or {})
+                     .get("requests.nvidia.com/gpu") == "4", timeout=30, message="quota usage counted")
     status = status.model_copy(update={"canary_weight": 100})
 
     t0 = time.perf_counter()
-    result = run("promote (fails after deadline)", executor.promote(ns, spec, status))
-    assert isinstance(result, PromotionFailed), result
-    assert 3 <= time.perf_counter() - t0 < 15
-    assert "did not become available" in result.reason and "progressDeadlineSeconds" in result.reason
+    results = promote_until_done(executor, ns, spec, status, "promote (fails after deadline)")
+    result = results[-1]
+    assert isinstance(result, PromotionFailed), results
+    assert 3 <= time.perf_counter() - t0 < 20
+    assert "handover stopped at 0/2" in result.reason and "progressDeadlineSeconds" in result.reason
+    assert "exceeded quota" in result.reason, result.reason
     stable = raw(cluster, ns, "fraud")
-    assert stable["spec"]["template"] == status.stable_record.template
-    assert stable["spec"]["replicas"] == 0                       # traffic stays on the canary (weight 100)
-    assert raw(cluster, ns, "fraud-canary")["spec"]["replicas"] == 2
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "fraud:v2"  # stopped where it was
+    assert raw(cluster, ns, "fraud-canary")["spec"]["replicas"] == 2                  # still serving everything
 
 
 # ----------------------------------------------------------------------------- rollback
@@ -407,8 +479,22 @@ def test_canary_health_sees_oom_kills(cluster: Cluster, namespace: str, executor
     if shape == "crashloop-oom":
         assert health.crash_looping >= 1
     run("canary_health", executor.canary_health(ns, "fraud-canary", 600))
-    cluster.wait_for(lambda: asyncio.run(executor.canary_health(ns, "fraud-canary", 600)).unavailable_for_seconds > 0,
-                     timeout=30, message="unavailable_for_seconds > 0")
+
+    # Unavailability, as the deployment controller publishes it. Under crashloop-oom the pod
+    # stays unready, so Available stays False once it is. Under oomkilled the ReplicaSet
+    # replaces each Failed pod within a second and the new one is Ready at once: Available
+    # flaps, False for well under a second at a time, and a read at a random moment (the
+    # old poll) mostly sees True -- on a loaded machine for longer than any timeout. So the
+    # Deployment is watched, and judged as it was when the controller said False.
+    unavailable = deployment_version_where(
+        cluster, ns, "fraud-canary", lambda d: deployment_condition(d, "Available") == "False",
+        message="the deployment controller publishing Available=False")
+    pods = json.loads(cluster.kubectl("-n", ns, "get", "pods", "-l", "app=fraud-canary", "-o", "json"))["items"]
+    observed = canary_health_of(unavailable, pods, now(), 600)
+    assert observed.unavailable_for_seconds > 0 and observed.oom_killed >= 1, observed
+    if shape == "crashloop-oom":  # a steady state: a fresh read says the same
+        health = run("canary_health", executor.canary_health(ns, "fraud-canary", 600))
+        assert health.unavailable_for_seconds > 0 and health.crash_looping >= 1, health
 
 
 def test_canary_health_of_a_healthy_canary_and_an_older_revision(cluster: Cluster, namespace: str,

@@ -198,6 +198,20 @@ def _container_status(cluster: Cluster, namespace: str, app: str):
             yield p, cs
 
 
+def _deployment_saw_no_ready_pod(cluster: Cluster, namespace: str, name: str):
+    d = cluster.apps.read_namespaced_deployment(name, namespace)
+    caught_up = (d.status.observed_generation or 0) >= (d.metadata.generation or 0)
+    return d if caught_up and not d.status.ready_replicas else None
+
+
+def _assert_unavailable(d) -> None:
+    """The Deployment counts no pod available and says so in its Available condition."""
+    s = d.status
+    assert not s.available_replicas and s.unavailable_replicas == d.spec.replicas, s
+    available = {c.type: c for c in s.conditions or []}.get("Available")
+    assert available is not None and available.status == "False", s.conditions
+
+
 def test_oom_injection_crashloop_shape(cluster: Cluster, namespace: str) -> None:
     """Realistic OOM under restartPolicy Always: Running, not ready, CrashLoopBackOff,
     lastState OOMKilled, restartCount rising."""
@@ -216,14 +230,21 @@ def test_oom_injection_crashloop_shape(cluster: Cluster, namespace: str) -> None
         return False
 
     cluster.wait_for(crashlooping, timeout=30, message="CrashLoopBackOff with lastState OOMKilled")
-    d = cluster.apps.read_namespaced_deployment("oom-loop", namespace)
-    assert not d.status.available_replicas
+    # The Deployment's counts lag the pod: kwok made the pod Ready before the Stage crashed it
+    # a second later, and the ReplicaSet controller, then the deployment controller, catch up
+    # in turn. Read the Deployment once its controller has observed the pod unready (its
+    # current generation observed, readyReplicas 0), not at whatever moment the pod changed.
+    d = cluster.wait_for(lambda: _deployment_saw_no_ready_pod(cluster, namespace, "oom-loop"), timeout=30,
+                         message="oom-loop: the deployment controller observing the pod unready")
+    _assert_unavailable(d)
     # The loop goes on: restartCount keeps rising (every 5 s), the pod is not replaced.
     first = {p.metadata.name: cs.restart_count for p, cs in _container_status(cluster, namespace, "oom-loop")}
     cluster.wait_for(lambda: any(cs.restart_count > first.get(p.metadata.name, 99)
                                  for p, cs in _container_status(cluster, namespace, "oom-loop")),
                      timeout=15, message="restartCount rising")
     assert {p.metadata.name for p in _live_pods(cluster, namespace, "oom-loop")} == set(first)
+    # Still not available after restarts: the loop never makes the pod count again.
+    _assert_unavailable(cluster.apps.read_namespaced_deployment("oom-loop", namespace))
 
 
 def test_oom_injection_oomkilled_shape(cluster: Cluster, namespace: str) -> None:

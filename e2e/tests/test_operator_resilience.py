@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
 
@@ -274,7 +275,7 @@ def test_spec_past_admission_but_invalid_sets_invalid_spec_and_touches_nothing(
     assert "Value error" not in ready["message"]
     time.sleep(2)
     assert s.replicas(s.stable) == s.original_replicas and s.template_of(s.stable) == s.original_template
-    with pytest.raises(Exception):
+    with pytest.raises(ApiException, match=r"\(404\)"):
         s.deployment(s.canary)
     # Fixing the spec lifts InvalidSpec (Argo CD / Flux health read Ready) and the rollout starts.
     s.patch_spec({"analysis": {"conditions": {"accuracy": {"criticalAccuracy": 0.8}}}})

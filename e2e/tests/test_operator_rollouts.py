@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.manifests import http_route
@@ -140,10 +141,10 @@ def test_dry_run_records_decisions_and_changes_nothing(scenario: RolloutScenario
     status = s.status()
     assert status["phase"] == "Progressing"
     assert s.replicas(s.stable) == 4
-    assert s.template_of(s.stable) == s.cluster.api_client.sanitize_for_serialization(
-        s.deployment(s.stable).spec.template)
-    with pytest.raises(Exception):
-        s.deployment(s.canary)  # never created
+    assert s.template_of(s.stable) == s.original_template  # as captured before the rollout
+    with pytest.raises(ApiException, match=r"\(404\)") as never_created:
+        s.deployment(s.canary)
+    assert never_created.value.status == 404
     assert any("DryRun" in e.reason for e in s.events())
 
 

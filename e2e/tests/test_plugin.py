@@ -42,8 +42,8 @@ class Plugin:
     """``kubectl-modelrollout -n NAMESPACE …`` with the cluster's kubeconfig in $KUBECONFIG."""
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
-        if not PLUGIN.exists():
-            pytest.skip(f"{PLUGIN} not installed (pip install -e .)")
+        if not PLUGIN.exists():  # the project installs it (make install: pip install -e '.[test,bench]')
+            pytest.fail(f"{PLUGIN} is not installed: run `make install` (pip install -e .)", pytrace=False)
         self.cluster = cluster
         self.namespace = namespace
         self.env = dict(os.environ, KUBECONFIG=cluster.kubeconfig,

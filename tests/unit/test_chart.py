@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.harness.cluster import built_path
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelrollout"
-HELM = sorted(Path.home().glob(".cache/modelrollout/bin/helm-*/helm"))
-
-pytestmark = pytest.mark.skipif(
-    not HELM, reason="helm not found in ~/.cache/modelrollout/bin/helm-*/helm; run `make cluster-build`")
+# Built before collection by the root conftest (e2e/build.sh helm), like every tool a test needs.
+HELM = [built_path("HELM")]
 
 NAMESPACED = ["--set", "namespaced=true", "--set", "watchNamespaces={ml,risk}"]
 WORKLOAD_RESOURCES = {"modelrollouts", "modelrollouts/status", "deployments", "deployments/scale", "replicasets",

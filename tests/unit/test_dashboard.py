@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.harness.cluster import built_path
 from e2e.harness.dashboard import DASHBOARD, load_dashboard, panels, queries, substitute, variables_in
 from modelrollout.telemetry import OperatorMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelrollout"
-HELM = sorted(Path.home().glob(".cache/modelrollout/bin/helm-*/helm"))
-PROMTOOL = shutil.which("promtool")
+# Built before collection by the root conftest (e2e/build.sh helm prometheus).
+HELM = [built_path("HELM")]
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 # What Grafana would put in place of the variables, for a syntax check.
@@ -143,7 +145,6 @@ def test_substitute_replaces_every_variable_syntax():
         substitute("x{a=~\"$namespace\"}", {})
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (installed with Prometheus by make cluster-build)")
 def test_every_query_is_valid_promql(dashboard, tmp_path):
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:panel{q.panel_id}:{q.ref_id.lower()}", "expr": substitute(q.expr, SAMPLE_VALUES)}
@@ -156,10 +157,6 @@ def test_every_query_is_valid_promql(dashboard, tmp_path):
 
 # ----------------------------------------------------------------------------- the chart's ConfigMap
 
-helm_only = pytest.mark.skipif(
-    not HELM, reason="helm not found in ~/.cache/modelrollout/bin/helm-*/helm; run `make cluster-build`")
-
-
 def render(*args: str) -> list[dict[str, Any]]:
     result = subprocess.run([str(HELM[-1]), "template", "mro", str(CHART), "--namespace", "modelrollout-system",
                              *args], capture_output=True, text=True, timeout=120)
@@ -171,7 +168,6 @@ def dashboard_maps(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == "ConfigMap" and "modelrollout.json" in (d.get("data") or {})]
 
 
-@helm_only
 def test_chart_ships_the_dashboard_file_itself_for_the_grafana_sidecar():
     cm, = dashboard_maps(render())
     assert cm["metadata"]["name"] == "mro-modelrollout-dashboard"
@@ -182,7 +178,6 @@ def test_chart_ships_the_dashboard_file_itself_for_the_grafana_sidecar():
     assert cm["data"]["modelrollout.json"] == DASHBOARD.read_text()
 
 
-@helm_only
 def test_dashboard_configmap_can_be_moved_relabelled_or_switched_off():
     assert not dashboard_maps(render("--set", "grafanaDashboard.enabled=false"))
     cm, = dashboard_maps(render("--set", "grafanaDashboard.namespace=monitoring",
