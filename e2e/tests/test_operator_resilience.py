@@ -308,3 +308,39 @@ def test_two_operator_replicas_only_one_acts(scenario: RolloutScenario, crds: Cl
         low.stop()
         high.stop()
 
+
+
+def test_the_other_replica_takes_over_within_15s_when_the_acting_one_is_killed(
+        scenario: RolloutScenario, crds: Cluster, namespace: str) -> None:
+    """kopf peering: SIGKILL leaves the acting replica's peering record behind; it expires
+    after its lifetime (10 s, docs/operator.md "High availability"), and the other replica
+    acts. Never both: the survivor's decisions start only after the kill."""
+    s = scenario
+    crds.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                "metadata": {"name": "modelrollout", "namespace": namespace}})
+    low = OperatorProcess(crds, namespace, "--priority", "10", name="low", standalone=False).start()
+    high = OperatorProcess(crds, namespace, "--priority", "20", name="high", standalone=False).start()
+
+    def decisions(op: OperatorProcess) -> float:
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("modelrollout_decisions_total{"))
+
+    try:
+        s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary, interval="1s",
+                                 steps=[{"weight": 25, "duration": "1h"}, {"weight": 100, "duration": "1h"}]))
+        crds.wait_for(lambda: decisions(high) >= 3, timeout=60, message="the high-priority replica acting")
+        assert decisions(low) == 0
+        high.kill()
+        killed = time.monotonic()
+        crds.wait_for(lambda: decisions(low) > 0, timeout=30, interval=0.2, message="the other replica acting")
+        takeover = time.monotonic() - killed
+        assert takeover < 15, f"took {takeover:.1f}s"
+        assert s.status()["phase"] == "Progressing"
+        assert_no_duplicates(s.status())
+        print(f"\n[failover] the other replica acted {takeover:.1f}s after the SIGKILL")
+    finally:
+        delete_rollouts(crds, namespace)
+        low.stop()
+        high.stop()

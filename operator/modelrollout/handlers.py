@@ -51,6 +51,9 @@ class OperatorConfig:
     query_timeout_seconds: float = 5.0
     liveness_endpoint: str | None = None
     default_profile: str | None = None
+    peering_lifetime_seconds: int = 10
+    """How long a replica's peering record counts without a refresh (kopf's default is 60 s):
+    a SIGKILLed acting replica is replaced by the next one within about this long."""
 
 
 def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.OperatorRegistry:
@@ -69,6 +72,7 @@ def make_registry(config: OperatorConfig, clock: Clock | None = None) -> kopf.Op
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrollout.io")
         settings.persistence.finalizer = "modelrollout.io/finalizer"
         settings.peering.priority = config.priority
+        settings.peering.lifetime = config.peering_lifetime_seconds
         settings.peering.standalone = config.standalone
         if not config.standalone:
             settings.peering.name = config.peering_name
