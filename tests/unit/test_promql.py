@@ -513,3 +513,13 @@ def test_a_bug_while_parsing_an_answer_is_an_operator_error(monkeypatch: pytest.
 def test_a_client_failure_is_still_prometheus_unavailable() -> None:
     out, _, _ = run_snapshots([request()], healthy_table(), fail=ValueError("garbled JSON"))
     assert isinstance(out["ml/fraud"], MetricsUnavailable) and "garbled JSON" in str(out["ml/fraud"])
+
+
+def test_a_confidence_histogram_without_its_inf_bucket_is_partial_and_unusable() -> None:
+    """A partial answer that lost the +Inf bucket would make its last bucket pass for the
+    total: a healthy model's CDF would look drifted (seen with partial vectors in e2e)."""
+    full = {"0.5": 10.0, "0.9": 60.0, "1.0": 100.0, "+Inf": 100.0}
+    assert promql.confidence_histogram(full) is not None
+    assert promql.confidence_histogram({"0.5": 10.0, "0.9": 60.0}) is None
+    coarser = promql.confidence_histogram({"0.9": 60.0, "+Inf": 100.0})  # intermediate buckets lost: coarser, fine
+    assert coarser is not None and coarser.le == [0.9, 1.0] and coarser.counts == [60.0, 100.0]

@@ -280,7 +280,11 @@ def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHisto
       bucket series on its own, which can leave a bucket a hair below the one before it.
       ``histogram_quantile`` applies the same fix.
 
-    None when there are no buckets at all (absent series).
+    None when there are no buckets at all (absent series), and when the ``+Inf`` bucket is
+    missing: every Prometheus histogram has one, so an answer without it is partial (a
+    scrape or rule evaluation cut short). Its last bucket would pass for the total and
+    skew the CDF into a false drift; judged as no data instead (inconclusive, never
+    healthy). Missing intermediate buckets only coarsen the CDF, which is conservative.
     """
     finite: list[tuple[float, float]] = []
     inf_count: float | None = None
@@ -294,8 +298,10 @@ def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHisto
             inf_count = c
         elif not math.isnan(bound):
             finite.append((bound, c))
+    if inf_count is None:
+        return None
     finite.sort()
-    if inf_count is not None and not (finite and finite[-1][0] >= 1.0):
+    if not (finite and finite[-1][0] >= 1.0):
         finite.append((1.0, inf_count))
     if not finite:
         return None
