@@ -173,6 +173,12 @@ class Controller:
             return 3600.0
         generation = _generation(body)
         now = self.clock.now()
+        if status.phase not in (Phase.PROMOTING, Phase.ROLLING_BACK):  # those finish whatever the spec says
+            try:  # query overrides and label values: checked before anything is started, not at the first tick
+                self.build_request(ref, spec, status, now)
+            except InvalidSpec as exc:
+                await self._invalid_spec(ref, status, str(exc), generation)
+                return 3600.0
         status = await self._clear_invalid_spec(ref, status, generation, now)
 
         if resume and status.phase not in (Phase.PENDING,):

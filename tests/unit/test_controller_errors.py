@@ -88,3 +88,32 @@ def test_a_signal_never_acts_on_an_unreadable_status() -> None:
     acted = asyncio.run(controller(body(), rec).signal(RolloutRef("ml", "fraud", "uid-1"),
                                                        CriticalSignal("fastPath", "latency", "p95 9ms")))
     assert acted is False and rec.calls == []
+
+
+def test_durations_too_large_for_any_clock_name_the_field_instead_of_crashing() -> None:
+    import pytest
+
+    from modelrollout.api.manifests import ManifestError, parse_spec
+
+    for written in ("99999999999h", "9" * 400 + "s"):
+        with pytest.raises(ManifestError, match=r"spec\.steps\[0\]\.duration: .* is too large"):
+            parse_spec({"stable": {"deployment": "a"}, "canary": {"deployment": "b"},
+                        "steps": [{"weight": 100, "duration": written}]})
+
+
+def test_an_unusable_query_override_is_invalid_before_anything_starts() -> None:
+    from modelrollout.errors import InvalidSpec
+
+    rec = Recorder()
+    b = body()
+    b["status"] = {}
+
+    def request(*_: Any) -> None:
+        raise InvalidSpec("spec.analysis.queries.p99: unknown query name")
+
+    c = controller(b, rec)
+    c.build_request = request  # type: ignore[assignment]
+    asyncio.run(c.reconcile(RolloutRef("ml", "fraud", "uid-1")))
+    writes = [payload for kind, payload in rec.calls if kind == "status"]
+    assert writes and "invalid spec: spec.analysis.queries.p99" in writes[-1]["message"]
+    assert not [name for kind, name in rec.calls if kind == "acted"]  # no canary, no weight

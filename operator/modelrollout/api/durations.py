@@ -28,10 +28,22 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"{value} is negative; durations are >= 0")
-        return timedelta(seconds=float(value))
+        return _bounded(float(value), value)
     if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value.strip()):
         raise ValueError(f"{value!r} is not a duration; write it like 30s, 15m, 1h or 1h30m")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(value.strip()))
+    return _bounded(seconds, value)
+
+
+MAX_DURATION = timedelta(days=3650)
+"""Ten years: far beyond any step or window, and far inside what ``timedelta`` (and Go) can hold."""
+
+
+def _bounded(seconds: float, written: Any) -> timedelta:
+    """The CRD only checks the pattern, so ``99999999999h`` gets this far: say it is too large
+    rather than overflow (which would crash validation instead of naming the field)."""
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf and nan
+        raise ValueError(f"{written!r} is too large; durations are at most {MAX_DURATION.days * 24}h")
     return timedelta(seconds=seconds)
 
 
