@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction crds demo demo-down demo-offline clean
+.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction crds demo demo-down demo-offline clean chaos
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -68,3 +68,20 @@ bench-operator: install
 # Rollouts v1.10.1 built from its Go module (first run builds it: minutes). Needs the cluster.
 bench-reaction: install cluster-up
 	$(PY) bench/bench_reaction.py $(BENCH_ARGS)
+
+# SIGKILL chaos (docs/chaos.md): rollouts of every kind side by side while the operator is
+# killed at random moments (>= 200 times), with the invariants sampled every 250 ms. Ends
+# with "chaos: K kills, F faults, R rollouts, V invariant violations, worst recovery S s";
+# exit 1 on a violation. Options: CHAOS_ARGS='--kills 50 --seed 7 --rollouts 3 --budget-seconds 900'.
+chaos: install cluster-up
+	$(PY) -m e2e.chaos $(CHAOS_ARGS)
+
+# Fuzzed specs (docs/fuzz.md): hypothesis-generated ModelRollouts, each sent to the real
+# apiserver as a dry-run create (rejected naming the field, or accepted and checked against
+# the operator's own validation), then a sample created for real under one operator process.
+# Ends with "fuzz: N specs, A accepted, R rejected (F naming the field), ..."; exit 1 when a
+# check fails. Options: FUZZ_ARGS='--count 300 --seed 7 --runs 4 --json /tmp/fuzz.json'.
+.PHONY: fuzz
+FUZZ_ARGS ?= --count 10000 --seed 1
+fuzz: install cluster-up
+	$(PY) -m e2e.fuzz_specs $(FUZZ_ARGS)
