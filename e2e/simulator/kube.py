@@ -92,10 +92,12 @@ class KubeReader:
         selector = dict((d.spec.selector.match_labels or {}) if d.spec.selector else {})
         containers = d.spec.template.spec.containers or []
         image = containers[0].image if containers else None
+        # By owner, not by selector alone: the canary's pods carry the stable's labels (so one
+        # Service reaches both), and counting them for the stable too skews the split.
         ready = tuple(
             PodView(p.metadata.name, _pod_image(p))
             for p in pods
-            if selector and _matches(p, selector) and _pod_ready(p)
+            if selector and _matches(p, selector) and _pod_ready(p) and _owned_by(p, d.metadata.name)
         )
         return DeploymentView(
             exists=True,
@@ -189,3 +191,12 @@ def _pod_ready(pod: Any) -> bool:
 def _pod_image(pod: Any) -> str | None:
     containers = pod.spec.containers or []
     return containers[0].image if containers else None
+
+
+def _owned_by(pod: Any, deployment: str) -> bool:
+    """Whether ``pod`` belongs to ``deployment`` through its ReplicaSet (``<deployment>-<hash>``).
+    A pod without a ReplicaSet owner (created by hand) is judged by the selector alone."""
+    owners = [o for o in (pod.metadata.owner_references or []) if o.kind == "ReplicaSet"]
+    if not owners:
+        return True
+    return any(o.name.rsplit("-", 1)[0] == deployment for o in owners)

@@ -350,3 +350,39 @@ def test_unknown_router_is_an_error(world) -> None:
     _, _, ex = world
     with pytest.raises(InvalidSpec, match="spec.traffic.router: 'linkerd'"):
         asyncio.run(ex.set_weight(rollout_target("ml", spec(), 3), "linkerd", 5))  # type: ignore[arg-type]
+
+
+def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed() -> None:
+    """Seen in the chaos run: the stable was just scaled 6 -> 4 and its status still said 6
+    available; trusting it dropped the canary to 0 and left 4 serving under a floor of 6."""
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+
+    async def sleep(seconds: float) -> None:  # each poll, one more stable pod is ready
+        api.become_ready("fraud")
+        await clock.sleep(seconds)
+
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    s = spec(image="fraud:v2")
+    asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
+    target = rollout_target("ml", s, 8)
+    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 50))
+    stable = api.deployments[("ml", "fraud")]
+    assert stable["spec"]["replicas"] == 4
+    stable["status"]["availableReplicas"] = 6  # the status lags the scale-down
+    api.not_ready.add("fraud")
+    canary_sizes: list[int] = []
+    patch = api.patch_deployment
+
+    async def recording_patch(ns: str, name: str, body: Json) -> Json:
+        out = await patch(ns, name, body)
+        if name == "fraud-canary":
+            canary_sizes.append(out["spec"]["replicas"])
+        return out
+
+    api.patch_deployment = recording_patch  # type: ignore[method-assign]
+    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+    # 4 stable pods stay, so the canary keeps 2 of its 4 until more stable pods are ready
+    # (trusting the stale 6 would have dropped it to 0 at once: 4 serving under a floor of 6).
+    assert canary_sizes[0] == 2, canary_sizes
+    assert canary_sizes[-1] == 0 and api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8

@@ -209,6 +209,21 @@ def available_replicas(deployment: Json) -> int:
     return int((deployment.get("status") or {}).get("availableReplicas") or 0)
 
 
+def serving_replicas(deployment: Json) -> int | None:
+    """Ready pods that will *stay*: ``availableReplicas`` capped by ``spec.replicas``.
+
+    Right after a scale-down the status still counts the pods being removed (seen in the
+    chaos run: 6 available, 4 wanted, then 4 serving); counting them would let the other
+    side shrink below the serving floor. None while the controller has not observed the
+    latest spec: the status is then not evidence at all.
+    """
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation") or 0
+    if (status.get("observedGeneration") or 0) < generation:
+        return None
+    return min(available_replicas(deployment), replicas_of(deployment))
+
+
 def deployment_available(deployment: Json) -> bool:
     """Rolled out: the controller saw this generation and every replica is updated and available."""
     want = replicas_of(deployment)

@@ -29,7 +29,7 @@ from typing import Any
 
 from ...errors import CapacityWait
 from ..kubeapi import KubeApi, NotFound
-from ..workload import available_replicas, replicas_of
+from ..workload import available_replicas, replicas_of, serving_replicas
 from .base import RolloutTarget
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -118,7 +118,8 @@ class ReplicasRouter:
             grow, grow_want, grow_write = target.stable, stable_want, write_stable
             shrink, shrink_want, shrink_write, shrink_dep = target.canary, canary_want, write_canary, canary
             grow_dep = stable
-        keep = max(shrink_want, min(replicas_of(shrink_dep), target.min_serving - available_replicas(grow_dep)))
+        staying = min(available_replicas(grow_dep), replicas_of(grow_dep))  # before our write: a stale status never counts more
+        keep = max(shrink_want, min(replicas_of(shrink_dep), target.min_serving - staying))
         await asyncio.gather(grow_write(grow_want), shrink_write(keep))
         if keep <= shrink_want:
             return
@@ -130,7 +131,9 @@ class ReplicasRouter:
                     f"too few ready pods to keep {target.min_serving} serving (spec.promotion.maxUnavailable) after "
                     f"{target.deadline_seconds:.0f}s (spec.analysis.progressDeadlineSeconds); retrying")
             await self._sleep(self._poll)
-            ready = available_replicas(await self._api.read_deployment(ns, grow))
+            ready = serving_replicas(await self._api.read_deployment(ns, grow))
+            if ready is None:  # our write not observed yet: its status says nothing
+                continue
             lower = max(shrink_want, target.min_serving - ready)
             if lower < keep:
                 keep = lower
