@@ -175,6 +175,15 @@ class KubeExecutor:
             failed = await self._restore_recorded_stable(ns, spec, stable, record)
             if failed is not None:
                 return failed
+            # A restart (new revision, retry) finds the canary still serving: traffic goes back
+            # to the stable first (within the serving floor), so the canary's pods are never
+            # rolled to an unvalidated template while users are on them.
+            try:
+                serving = replicas_of(await self.api.read_deployment(ns, canary_name)) > 0
+            except NotFound:
+                serving = False
+            if serving:
+                await self.set_weight(rollout_target(ns, spec, record.replicas), spec.traffic.router, 0)
         try:
             failed = await retry_conflicts(lambda: self._ensure_canary(ns, spec, stable, record, rollout),
                                            f"Deployment {ns}/{canary_name}")
