@@ -297,13 +297,15 @@ def test_start_rollout_records_the_stable_and_creates_the_canary(cluster: Cluste
     run("set_weight", executor.set_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 25))
     wait_available(cluster, ns, "fraud-canary", 1)
 
-    # A new revision re-deploys the challenger, keeping its replicas.
+    # A new revision re-deploys the challenger, after taking its traffic back to the stable:
+    # the serving canary is never rolled to an unvalidated template under users.
     spec2 = make_spec(template={"image": "fraud:v3", "resources": {"limits": {"nvidia.com/gpu": "2"}}})
     assert isinstance(run("start_rollout (new revision)", executor.start_rollout(ns, spec2, status)), Initialized)
     canary2 = raw(cluster, ns, "fraud-canary")
     assert canary2["spec"]["template"]["spec"]["containers"][0]["image"] == "fraud:v3"
     assert MODEL_DIGEST_ANNOTATION not in (canary2["spec"]["template"]["metadata"].get("annotations") or {})
-    assert canary2["spec"]["replicas"] == 1
+    assert canary2["spec"]["replicas"] == 0
+    assert raw(cluster, ns, "fraud")["spec"]["replicas"] == 2
 
 
 def test_digest_mismatch_refuses_to_start_and_touches_nothing(cluster: Cluster, namespace: str,
