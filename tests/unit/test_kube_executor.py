@@ -282,17 +282,22 @@ def test_a_retry_after_a_stopped_handover_restores_the_recorded_stable(world) ->
     assert api.deployments[("ml", "fraud")]["spec"]["template"] == record.template
 
 
-def test_a_rollback_from_100_percent_removes_canary_pods_only_as_stable_pods_become_ready() -> None:
-    """The serving floor: with 8 recorded replicas and maxUnavailable 25 %, at least 6
-    pods stay ready while traffic leaves a canary that serves everything."""
+def stable_pods_ready_one_per_poll(replicas: int) -> tuple[FakeApi, KubeExecutor]:
+    """A stable of ``replicas`` whose new pods become ready one per poll of the executor."""
     api, clock = FakeApi(), FakeClock()
-    api.add("ml", stable_body(8))
+    api.add("ml", stable_body(replicas))
 
-    async def sleep(seconds: float) -> None:  # each poll, one more stable pod is ready
+    async def sleep(seconds: float) -> None:
         api.become_ready("fraud")
         await clock.sleep(seconds)
 
-    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    return api, KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+
+
+def test_a_rollback_from_100_percent_removes_canary_pods_only_as_stable_pods_become_ready() -> None:
+    """The serving floor: with 8 recorded replicas and maxUnavailable 25 %, at least 6
+    pods stay ready while traffic leaves a canary that serves everything."""
+    api, ex = stable_pods_ready_one_per_poll(8)
     s = spec(image="fraud:v2")
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 8)
@@ -355,14 +360,7 @@ def test_unknown_router_is_an_error(world) -> None:
 def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed() -> None:
     """Seen in the chaos run: the stable was just scaled 6 -> 4 and its status still said 6
     available; trusting it dropped the canary to 0 and left 4 serving under a floor of 6."""
-    api, clock = FakeApi(), FakeClock()
-    api.add("ml", stable_body(8))
-
-    async def sleep(seconds: float) -> None:  # each poll, one more stable pod is ready
-        api.become_ready("fraud")
-        await clock.sleep(seconds)
-
-    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    api, ex = stable_pods_ready_one_per_poll(8)
     s = spec(image="fraud:v2")
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 8)
