@@ -128,7 +128,6 @@ class _Side:
         self.f95 = pdf(self.x95, z95)
         self.f99 = pdf(self.x99, z99)
         self.err = np.array([b.error_rates.get(c, 0.0) for c in ERROR_CATEGORIES])
-        self.total_err = float(self.err.sum())
         cdf = stats.beta.cdf(LE, *b.confidence_beta)
         self.conf_p = np.diff(np.concatenate([[0.0], cdf]))
         self.conf_p = self.conf_p / self.conf_p.sum()

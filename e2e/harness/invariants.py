@@ -279,7 +279,6 @@ class RolloutMonitor:
         self.errors: list[str] = []
         self.recoveries: list[tuple[float, float, str, str]] = []  # (kill time, seconds, phase before, lifecycle)
         self.interrupted = 0                              # kills followed by another before any write
-        self.last_body: dict[str, Any] | None = None
         self._open: dict[str, Violation] = {}
         # What was checked, so a clean run shows it looked: samples per invariant, the
         # closest approach to the serving bound, the largest share of a time budget used.
@@ -406,7 +405,6 @@ class RolloutMonitor:
             canary_replicas=replicas(canary), critical=critical_conditions(status), hold=hold_of(body),
             restore=restore)
         with self._lock:
-            self.last_body = body
             self.samples.append(sample)
             if len(self.samples) > self._keep:
                 del self.samples[: len(self.samples) - self._keep]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
@@ -246,11 +245,3 @@ class RolloutScenario:
 
     def template_of(self, name: str) -> dict[str, Any]:
         return self.cluster.api_client.sanitize_for_serialization(self.deployment(name).spec.template)
-
-
-def dump(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)
-
-
-def is_not_found(exc: ApiException) -> bool:
-    return exc.status == 404

@@ -462,8 +462,3 @@ class ModelRollout(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ModelRolloutSpec
     status: ModelRolloutStatus | None = None
-
-
-def condition_names() -> list[str]:
-    """The built-in condition keys in their canonical (SPEC §3 table) order."""
-    return [c.value for c in ConditionName]

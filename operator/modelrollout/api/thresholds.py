@@ -9,7 +9,6 @@ profile's value", so the CRD schema, the docs and the core all read the same nam
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import lru_cache
 from enum import StrEnum
 from typing import Any, Self
@@ -290,9 +289,3 @@ def resolve_conditions(profile: Profile, overrides: ConditionOverrides | None) -
     (e.g. a critical bound on the wrong side of the profile's warning bound).
     """
     return _merge(PROFILES[profile], overrides)
-
-
-def window_of(thresholds: ConditionBase) -> timedelta:
-    """The nominal window of a resolved condition (always set after resolution)."""
-    assert thresholds.window is not None
-    return thresholds.window

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
+from ..api.models import ModelRolloutSpec, ModelRolloutStatus, StableRecord
 from .actions import Action, Promote, RollbackPhase, StartRollout, describe
 from .decision import Decision
 from .machine import (
@@ -112,7 +112,3 @@ def tick_record(tick: ReplayTick, *, with_status: bool = False) -> dict[str, Any
     if with_status:
         record["status"] = tick.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return record
-
-
-def is_rolled_back(status: ModelRolloutStatus) -> bool:
-    return status.phase == Phase.ROLLED_BACK
