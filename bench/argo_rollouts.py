@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from kubernetes import client  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
 from e2e.harness.cluster import Cluster  # noqa: E402
+from e2e.harness.operator_process import free_port  # noqa: E402
 from e2e.harness.simulator_client import SimulatorClient  # noqa: E402
 
 BUILD_SCRIPT = ROOT / "e2e" / "build_argo.sh"
@@ -94,14 +94,6 @@ def ensure_built(timeout: float = 3600.0) -> Path:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A free loopback port (Argo binds its metrics/healthz ports on every address,
-    so the defaults 8090/8080 would collide between trials and other work)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def install_crds(cluster: Cluster, argo_dir: Path) -> None:
@@ -174,6 +166,8 @@ class ArgoController:
         self.cluster = cluster
         self.namespace = namespace
         self.binary = argo_dir / "rollouts-controller"
+        # Argo binds its metrics/healthz ports on every address, so the defaults 8090/8080
+        # would collide between trials and other work: free loopback ports instead.
         self.metrics_port = free_port()
         self.healthz_port = free_port()
         self.log_path = _log_path(cluster, f"{namespace}-argo-rollouts.log")

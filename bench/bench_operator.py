@@ -25,14 +25,9 @@ sys.path.insert(0, str(ROOT))
 from kubernetes import client  # noqa: E402
 
 from e2e.harness.cluster import Cluster  # noqa: E402
-from e2e.harness.manifests import gpu_deployment  # noqa: E402
-from e2e.tests.operator_support import (  # noqa: E402
-    OperatorProcess,
-    RolloutScenario,
-    delete_rollouts,
-    install_crds,
-    rollout_manifest,
-)
+from e2e.harness.manifests import gpu_deployment, rollout_manifest  # noqa: E402
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts, install_crds  # noqa: E402
+from e2e.harness.scenario import RolloutScenario  # noqa: E402
 
 LATENCY_WINDOW = "20s"
 CRITICAL_P95_MS = 6.0  # balanced: p95 bound 3 ms, critical factor 2

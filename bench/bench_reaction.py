@@ -41,14 +41,9 @@ from kubernetes import client  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from e2e.harness.cluster import Cluster  # noqa: E402
-from e2e.harness.manifests import gpu_deployment, http_route  # noqa: E402
-from e2e.tests.operator_support import (  # noqa: E402
-    OperatorProcess,
-    RolloutScenario,
-    delete_rollouts,
-    install_crds,
-    rollout_manifest,
-)
+from e2e.harness.manifests import gpu_deployment, http_route, rollout_manifest  # noqa: E402
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts, install_crds  # noqa: E402
+from e2e.harness.scenario import RolloutScenario  # noqa: E402
 
 LATENCY_WINDOW = "60s"          # the latency condition's window in these rollouts, and the query's
 CRITICAL_P95_MS = 6.0           # balanced: p95 bound 3 ms × critical factor 2

@@ -51,14 +51,8 @@ from kubernetes import client  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
 from e2e.harness.cluster import CLUSTER_SH, Cluster, state_dir  # noqa: E402
-from e2e.tests.operator_support import (  # noqa: E402
-    GROUP,
-    PLURAL,
-    VERSION,
-    delete_rollouts,
-    free_port,
-    install_crds,
-)
+from e2e.harness.manifests import GROUP, PLURAL, VERSION  # noqa: E402
+from e2e.harness.operator_process import delete_rollouts, free_port, install_crds  # noqa: E402
 from modelrollout.plugin import parse_time  # noqa: E402
 
 DEMO = ROOT / "demo"

@@ -54,11 +54,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from e2e.harness.admission import refuse_challenger_on_stable
 from e2e.harness.cluster import Cluster, state_dir
 from e2e.harness.invariants import TERMINAL_PHASES, Lifecycle, RolloutMonitor, Violation
-from e2e.tests.operator_support import GROUP, PLURAL, VERSION, OperatorProcess, delete_rollouts, install_crds, \
-    rollout_manifest
-from e2e.tests.test_promotion_capacity import refuse_challenger_on_stable
+from e2e.harness.manifests import GROUP, PLURAL, VERSION, rollout_manifest
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts, install_crds
 
 KINDS = ("healthy", "degraded", "promotion-failure", "manual")
 EXPECTED = {"healthy": "Succeeded", "degraded": "RolledBack", "promotion-failure": "Succeeded", "manual": "Succeeded"}

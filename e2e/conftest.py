@@ -8,7 +8,7 @@ a cold build takes several minutes and prints its progress); cluster.sh would
 build whatever is still missing.
 
 A failing test's report ends with the last lines of every operator log it started
-(``OperatorProcess`` in e2e/tests/operator_support.py): see pytest_runtest_makereport.
+(``OperatorProcess`` in e2e/harness/operator_process.py): see pytest_runtest_makereport.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 def _started_operators() -> list:
     """OperatorProcess objects started so far this session (none if no test module used them)."""
-    support = sys.modules.get("e2e.tests.operator_support")
+    support = sys.modules.get("e2e.harness.operator_process")
     return list(getattr(support, "STARTED", ())) if support is not None else []
 
 

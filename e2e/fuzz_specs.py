@@ -1252,7 +1252,7 @@ class RealRuns:
 
     def __init__(self, cluster: Any, namespace: str, *, parallel: int, run_timeout: float, deadline: float,
                  log: Callable[[str], None]) -> None:
-        from e2e.tests.operator_support import OperatorProcess
+        from e2e.harness.operator_process import OperatorProcess
 
         self.cluster = cluster
         self.namespace = namespace
@@ -1290,7 +1290,7 @@ class RealRuns:
 
     def start(self, run: Run) -> None:
         from e2e.harness.manifests import http_route
-        from e2e.tests.operator_support import RolloutScenario
+        from e2e.harness.scenario import RolloutScenario
 
         if run.route:
             self.cluster.apply(http_route(run.route, self.namespace, {run.name: 100, f"{run.name}-canary": 0}))
@@ -1432,7 +1432,7 @@ class RealRuns:
                 run.outcome, run.detail = "stuck", "the runner's deadline passed"
                 self.cleanup(run)
         finally:
-            from e2e.tests.operator_support import delete_rollouts
+            from e2e.harness.operator_process import delete_rollouts
 
             delete_rollouts(self.cluster, self.namespace)
             self.check_operator()
@@ -1638,7 +1638,7 @@ def run(options: Options, *, cluster: Any = None, namespace: str | None = None,
         from e2e.harness.cluster import Cluster
 
         cluster = Cluster.from_state()
-    from e2e.tests.operator_support import install_crds
+    from e2e.harness.operator_process import install_crds
 
     install_crds(cluster)
     if own_namespace:

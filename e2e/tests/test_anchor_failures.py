@@ -12,19 +12,15 @@ from typing import Any
 
 import pytest
 
+from e2e.harness.admission import CHALLENGER, refuse_challenger_on_stable, wait_policy_active
 from e2e.harness.cluster import Cluster
 from e2e.harness.invariants import ServingMonitor
-from e2e.harness.manifests import http_route
+from e2e.harness.manifests import http_route, rollout_manifest
+from e2e.harness.operator_process import OperatorProcess
+from e2e.harness.scenario import RolloutScenario
+from e2e.harness.tcp_proxy import TcpProxy
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    operator,
-    rollout_manifest,
-)
-from .test_operator_resilience import TcpProxy
-from .test_promotion_capacity import CHALLENGER, refuse_challenger_on_stable, wait_policy_active
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 

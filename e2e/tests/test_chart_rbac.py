@@ -36,15 +36,12 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import REPO, Cluster, built_path
+from e2e.harness.manifests import rollout_manifest
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts
+from e2e.harness.scenario import RolloutScenario
 from e2e.harness.simulator_client import SimulatorError
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    delete_rollouts,
-    rollout_manifest,
-)
+from .operator_support import crds  # noqa: F401 — fixture
 
 pytestmark = pytest.mark.e2e
 

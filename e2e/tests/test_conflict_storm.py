@@ -12,14 +12,11 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.invariants import ServingMonitor
+from e2e.harness.manifests import rollout_manifest
+from e2e.harness.operator_process import OperatorProcess
+from e2e.harness.scenario import RolloutScenario
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    operator,
-    rollout_manifest,
-)
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 

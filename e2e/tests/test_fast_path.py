@@ -17,14 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.harness.cluster import Cluster
+from e2e.harness.manifests import rollout_manifest
+from e2e.harness.operator_process import OperatorProcess
+from e2e.harness.scenario import RolloutScenario
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    operator,
-    rollout_manifest,
-)
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 

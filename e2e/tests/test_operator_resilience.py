@@ -4,9 +4,7 @@ revision changes and two replicas."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -15,15 +13,12 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
+from e2e.harness.manifests import rollout_manifest
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts
+from e2e.harness.scenario import RolloutScenario
+from e2e.harness.tcp_proxy import TcpProxy
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    delete_rollouts,
-    operator,
-    rollout_manifest,
-)
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -55,78 +50,6 @@ def test_oomkilled_canary_rolls_back_at_once(scenario: RolloutScenario, operator
     assert rollback["evidence"]["trigger"] == "kubernetesHealth"
     assert "OOMKilled" in rollback["evidence"]["reason"] or "CrashLoop" in rollback["evidence"]["reason"]
     assert s.replicas(s.canary) == 0
-
-
-class TcpProxy:
-    """A loopback TCP proxy in front of Prometheus, so a test can 'stop Prometheus' alone."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(64)
-        self.port = self.server.getsockname()[1]
-        self._up = True
-        self.stopped = False
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def up(self) -> bool:
-        return self._up
-
-    @up.setter
-    def up(self, value: bool) -> None:
-        """Going down also cuts established (keep-alive) connections, like a dead server."""
-        self._up = value
-        if not value:
-            with self._lock:
-                for sock in list(self._open):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                        sock.close()
-                    except OSError:
-                        pass
-                self._open.clear()
-
-    def _accept(self) -> None:
-        while not self.stopped:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            if not self.up:
-                conn.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            with self._lock:
-                self._open.update((conn, upstream))
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.stopped = True
-        self.server.close()
 
 
 def test_prometheus_down_holds_never_promotes_then_applies_policy(scenario: RolloutScenario,

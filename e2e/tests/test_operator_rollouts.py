@@ -14,15 +14,11 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
-from e2e.harness.manifests import http_route
+from e2e.harness.manifests import http_route, rollout_manifest
+from e2e.harness.operator_process import OperatorProcess, delete_rollouts
+from e2e.harness.scenario import RolloutScenario
 
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    operator,
-    rollout_manifest,
-)
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -186,6 +182,5 @@ def test_operator_default_profile_applies_to_rollouts_without_one(scenario: Roll
         assert latency["threshold"]["p95_ms"] == PROFILES[Profile.CONSERVATIVE].latency.p95_ms
         assert PROFILES[Profile.CONSERVATIVE].latency.p95_ms != PROFILES[Profile.BALANCED].latency.p95_ms
     finally:
-        from .operator_support import delete_rollouts
         delete_rollouts(crds, namespace)
         op.stop()

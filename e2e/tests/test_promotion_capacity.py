@@ -13,21 +13,19 @@ from typing import Any
 
 import pytest
 
+from e2e.harness.admission import CHALLENGER, refuse_challenger_on_stable, wait_policy_active
 from e2e.harness.cluster import Cluster
 from e2e.harness.invariants import ServingMonitor
-from .operator_support import (  # noqa: F401 — fixtures
-    OperatorProcess,
-    RolloutScenario,
-    crds,
-    operator,
-    rollout_manifest,
-)
+from e2e.harness.manifests import rollout_manifest
+from e2e.harness.operator_process import OperatorProcess
+from e2e.harness.scenario import RolloutScenario
+
+from .operator_support import crds, operator  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.e2e
 
 STABLE_REPLICAS = 20
 BOUND = STABLE_REPLICAS - STABLE_REPLICAS * 25 // 100  # maxUnavailable 25 % of 20: 15 pods always ready
-CHALLENGER = "registry.example/model:v2"
 STEPS = [{"weight": 5, "duration": "6s"}, {"weight": 25, "duration": "6s"}, {"weight": 100, "duration": "6s"}]
 
 
@@ -36,50 +34,12 @@ def quota(namespace: str, gpus: int) -> dict[str, Any]:
             "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}}}
 
 
-def refuse_challenger_on_stable(namespace: str, stable: str, image: str) -> list[dict[str, Any]]:
-    """An admission policy that refuses the stable's pods running ``image`` (the canary's are
-    allowed): the stable "cannot run the challenger", as nodes that cannot pull or fit it."""
-    name = f"refuse-{namespace}"
-    rule = (f"!(has(object.metadata.labels) && object.metadata.labels[?'app'].orValue('') == '{stable}' "
-            f"&& !('modelrollout.io/role' in object.metadata.labels) "
-            f"&& object.spec.containers.exists(c, c.image == '{image}'))")
-    return [
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-         "metadata": {"name": name},
-         "spec": {"failurePolicy": "Fail",
-                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                                                          "operations": ["CREATE"], "resources": ["pods"]}]},
-                  "validations": [{"expression": rule,
-                                   "message": f"the stable's nodes cannot run {image} (e2e admission policy)"}]}},
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-         "metadata": {"name": name},
-         "spec": {"policyName": name, "validationActions": ["Deny"],
-                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
-    ]
-
-
 @pytest.fixture
 def refusal(cluster: Cluster, namespace: str) -> Iterator[list[dict[str, Any]]]:
     objects = refuse_challenger_on_stable(namespace, "fraud", CHALLENGER)
     yield objects
     for obj in objects:
         cluster.delete(obj["kind"], obj["metadata"]["name"])
-
-
-def wait_policy_active(cluster: Cluster, namespace: str) -> None:
-    """A policy takes effect asynchronously: probe with a dry-run pod until it is refused."""
-    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": namespace,
-                                                              "labels": {"app": "fraud"}},
-             "spec": {"containers": [{"name": "server", "image": CHALLENGER}]}}
-
-    def refused() -> bool:
-        try:
-            cluster.core.create_namespaced_pod(namespace, probe, dry_run="All")
-        except Exception as exc:  # noqa: BLE001 - the refusal is what we wait for
-            return "cannot run" in str(exc)
-        return False
-
-    cluster.wait_for(refused, timeout=30, message="the admission policy to refuse the challenger on the stable")
 
 
 def test_a_healthy_challenger_promotes_under_a_gpu_quota_that_cannot_hold_two_copies(

@@ -47,20 +47,12 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.harness.cluster import Cluster, read_ports
-from e2e.harness.manifests import gpu_deployment
+from e2e.harness.cluster import REPO, Cluster, read_ports
+from e2e.harness.manifests import GROUP, PLURAL, VERSION, gpu_deployment, rollout_manifest
+from e2e.harness.operator_process import delete_rollouts, free_port
+from e2e.harness.scenario import RolloutScenario
 
-from .operator_support import (  # noqa: F401 — fixtures
-    GROUP,
-    PLURAL,
-    ROOT,
-    VERSION,
-    RolloutScenario,
-    crds,
-    delete_rollouts,
-    free_port,
-    rollout_manifest,
-)
+from .operator_support import crds  # noqa: F401 — fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +89,7 @@ class Operator:
             self._offset = log.tell()
         self.t0 = time.monotonic()
         with self.log_path.open("ab") as out:   # the child keeps its own descriptor
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         return self
 
     def since_start(self) -> float:
@@ -278,7 +270,7 @@ def private(crds: Cluster, tmp_path: Path) -> Iterator[Cluster]:
 def apply_files(cluster: Cluster, *paths: str) -> None:
     args = ["apply", "--server-side", "--force-conflicts"]
     for path in paths:
-        args += ["-f", str(ROOT / path)]
+        args += ["-f", str(REPO / path)]
     cluster.kubectl(*args)
 
 
@@ -498,7 +490,7 @@ def test_helm_install_then_the_operator_at_once_with_the_charts_service_account(
     private.kubectl("create", "namespace", "modelrollout-system")
     t0 = time.monotonic()
     installed = subprocess.run([str(helm[-1]), "--kubeconfig", private.kubeconfig, "install", "mro",
-                                str(ROOT / "charts" / "modelrollout"), "-n", "modelrollout-system",
+                                str(REPO / "charts" / "modelrollout"), "-n", "modelrollout-system",
                                 "--set", "replicas=0"], capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     token = private.kubectl("create", "token", "mro-modelrollout", "-n", "modelrollout-system",

@@ -1,4 +1,4 @@
-"""Builders for specs and snapshots used across the unit tests.
+"""Builders for specs, snapshots and started rollouts used across the unit tests.
 
 ``healthy_snapshot`` is a canary indistinguishable from its stable at a 40k RPS service;
 tests change one thing from it, which keeps each test's intent readable.
@@ -12,11 +12,14 @@ from typing import Any
 
 from scipy import stats
 
-from modelrollout.api.models import ModelRolloutSpec
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
+from modelrollout.core.actions import SetWeight, StartRollout
+from modelrollout.core.machine import Initialized, SpecChanged, step
 from modelrollout.core.snapshot import Snapshot, load_snapshot
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 LE = [round(0.1 * i, 1) for i in range(1, 11)]
+RECORD = StableRecord(replicas=4, template={"spec": {"containers": [{"name": "m", "image": "img:v1"}]}}, recorded_at=T0)
 
 
 def make_spec(**analysis: Any) -> ModelRolloutSpec:
@@ -87,3 +90,13 @@ def with_changes(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 def ticks(start: datetime, seconds: int, every: int = 10) -> list[datetime]:
     return [start + timedelta(seconds=s) for s in range(every, seconds + 1, every)]
+
+
+def begin(spec: ModelRolloutSpec, now: datetime = T0) -> ModelRolloutStatus:
+    """A rollout of ``spec`` started and initialized at ``now``: Progressing at its first step (5 %)."""
+    t = step(spec, None, SpecChanged(), now)
+    assert t.status.phase == Phase.INITIALIZING
+    assert isinstance(t.actions[0], StartRollout)
+    t = step(spec, t.status, Initialized(RECORD), now)
+    assert t.status.phase == Phase.PROGRESSING and t.actions[0] == SetWeight(5)
+    return t.status

@@ -32,8 +32,7 @@ from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
 from modelrollout.fastpath import FastPath, deployment_of_pod
 from modelrollout.telemetry import OperatorMetrics
 
-from .factories import T0, healthy_snapshot, make_spec, snapshot_dict, with_changes
-from .test_machine import begin
+from .factories import T0, begin, healthy_snapshot, make_spec, snapshot_dict, with_changes
 
 
 def at_25(spec: ModelRolloutSpec) -> tuple[ModelRolloutStatus, datetime]:

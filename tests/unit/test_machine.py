@@ -27,19 +27,7 @@ from modelrollout.core.machine import (
 from modelrollout.core.replay import settle, start
 from modelrollout.core.snapshot import load_snapshot
 
-from .factories import T0, healthy_snapshot, make_spec, snapshot_dict, with_changes
-
-RECORD = StableRecord(replicas=4, template={"spec": {"containers": [{"name": "m", "image": "img:v1"}]}}, recorded_at=T0)
-
-
-def begin(spec: ModelRolloutSpec, now: datetime = T0) -> ModelRolloutStatus:
-    t = step(spec, None, SpecChanged(), now)
-    assert t.status.phase == Phase.INITIALIZING
-    assert isinstance(t.actions[0], StartRollout)
-    t = step(spec, t.status, Initialized(RECORD), now)
-    assert t.status.phase == Phase.PROGRESSING and t.actions[0] == SetWeight(5)
-    return t.status
-
+from .factories import RECORD, T0, begin, healthy_snapshot, make_spec, snapshot_dict, with_changes
 
 def run(spec: ModelRolloutSpec, status: ModelRolloutStatus, times: list[datetime], make) -> list:
     """Tick at each time with ``make(at, weight)``; returns [(time, transition)] until terminal."""
