@@ -343,6 +343,49 @@ def test_client_errors_are_translated_naming_the_object():
         assert isinstance(translate(exc, what), ClusterUnavailable), exc
 
 
+def test_rollout_reads_and_status_writes_translate_errors_as_every_other_call():
+    """One mapping (kubeapi.translate) for the ModelRollout store too; a read's 404 is ``None``."""
+    import asyncio
+
+    import urllib3
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from modelrollout.adapters.kubeapi import Conflict, NotFound, Refused
+    from modelrollout.adapters.rollouts import RolloutStore
+    from modelrollout.controller import RolloutRef
+    from modelrollout.errors import ClusterUnavailable
+
+    class Failing:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def get_namespaced_custom_object(self, *args, **kwargs):
+            raise self.exc
+
+        def patch_namespaced_custom_object_status(self, *args, **kwargs):
+            raise self.exc
+
+    def store(exc: BaseException) -> RolloutStore:
+        s = RolloutStore(k8s.ApiClient(k8s.Configuration()))
+        s._custom = Failing(exc)  # type: ignore[assignment]
+        return s
+
+    ref = RolloutRef("ml", "fraud", "uid-1")
+    assert asyncio.run(store(ApiException(status=404)).read(ref)) is None
+    cases = [(ApiException(status=404), NotFound), (ApiException(status=409), Conflict),
+             (ApiException(status=422), Refused), (ApiException(status=403), Refused),
+             (ApiException(status=503), ClusterUnavailable),
+             (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), ClusterUnavailable),
+             (ConnectionRefusedError(), ClusterUnavailable)]
+    for exc, family in cases:
+        with pytest.raises(family, match="ModelRollout ml/fraud"):
+            asyncio.run(store(exc).write_status(ref, {"phase": "Progressing"}))
+        if family is not NotFound:
+            with pytest.raises(family, match="ModelRollout ml/fraud"):
+                asyncio.run(store(exc).read(ref))
+
+
 def test_event_body_names_the_modelrollout():
     from dataclasses import dataclass
 

@@ -8,7 +8,9 @@ dropping or renaming something. Here the body read is the body written, byte for
 in meaning. The ``ApiClient`` still provides configuration, TLS, auth and pooling.
 
 Every call runs in a worker thread (the client is synchronous) and translates
-``ApiException`` and transport errors at this boundary (STYLE: ``map_exceptions``):
+``ApiException`` and transport errors at this boundary (STYLE: ``map_exceptions``).
+:func:`translate` is the operator's one apiserver error mapping; ``rollouts.py`` (the
+ModelRollout reads and status writes) uses it too:
 
 * 404 -> :class:`NotFound` (a :class:`ClusterConflict`) naming the object;
 * 409 -> :class:`Conflict` (a :class:`ClusterConflict`); read-modify-write callers

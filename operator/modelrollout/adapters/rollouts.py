@@ -6,6 +6,8 @@ a whole, which is what we want for them.
 
 Every call has a request timeout: without one, a connection the apiserver never answers
 would hold the rollout's lock (and a worker thread) forever, and its loop would wedge.
+Client errors are translated by :func:`.kubeapi.translate`, the one apiserver error
+mapping; only a read's 404 is not an error here (the rollout is gone: ``None``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from ..api.models import API_GROUP, API_VERSION, PLURAL
-from ..errors import ClusterConflict, ClusterUnavailable
+from .kubeapi import translate
 
 
 class RolloutStore:
@@ -32,26 +34,15 @@ class RolloutStore:
             return await asyncio.to_thread(
                 self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name,
                 _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 404:
+        except (ApiException, HTTPError, OSError) as exc:
+            if isinstance(exc, ApiException) and exc.status == 404:
                 return None
-            raise _translate(exc, ref) from None
-        except (HTTPError, OSError) as exc:
-            raise ClusterUnavailable(f"ModelRollout {ref.namespace}/{ref.name}: read failed: {exc}") from None
+            raise translate(exc, f"ModelRollout {ref.namespace}/{ref.name}") from None
 
     async def write_status(self, ref: Any, status: dict[str, Any] | None) -> None:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, ref.namespace, PLURAL,
                 ref.name, {"status": status}, _request_timeout=self._timeout)
-        except ApiException as exc:
-            raise _translate(exc, ref) from None
-        except (HTTPError, OSError) as exc:
-            raise ClusterUnavailable(f"ModelRollout {ref.namespace}/{ref.name}: status write failed: {exc}") from None
-
-
-def _translate(exc: ApiException, ref: Any) -> Exception:
-    where = f"ModelRollout {ref.namespace}/{ref.name}"
-    if exc.status in (404, 409, 422):
-        return ClusterConflict(f"{where}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}")
-    return ClusterUnavailable(f"{where}: {exc.status} {exc.reason}")
+        except (ApiException, HTTPError, OSError) as exc:
+            raise translate(exc, f"status of ModelRollout {ref.namespace}/{ref.name}") from None
