@@ -1,4 +1,4 @@
-"""The operator never waits silently at start-up (operator/modelrollout/startup.py).
+"""The operator never waits silently at start-up (operator/modelrollout/startup/).
 
 Each case runs ``python -m modelrollout run`` *without* ``--standalone`` as a real
 process and measures, from the moment it is started, when its log says what it decided

@@ -1,4 +1,4 @@
-"""Start-up decisions (operator/modelrollout/startup.py) on a small fake apiserver.
+"""Start-up decisions (operator/modelrollout/startup/) on a small fake apiserver.
 
 No cluster and no kopf: the fake answers the three questions start-up asks (a CRD's
 state, whether a peering object exists, what creating it gives), and a settable clock
