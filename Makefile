@@ -64,7 +64,7 @@ clean:
 bench-operator: install
 	$(PY) bench/bench_operator.py
 
-# Issue 9: breach visible in Prometheus -> canary at 0, ours (fast path, pod watch) vs Argo
+# Reaction time: breach visible in Prometheus -> canary at 0, ours (fast path, pod watch) vs Argo
 # Rollouts v1.10.1 built from its Go module (first run builds it: minutes). Needs the cluster.
 bench-reaction: install cluster-up
 	$(PY) bench/bench_reaction.py $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Argo Rollouts' side of the reaction-time comparison (issue 9): not a test.
+"""Argo Rollouts' side of the reaction-time comparison (``make bench-reaction``): not a test.
 
 The same trial as our operator's (``bench/bench_reaction.py``), run with Argo Rollouts
 ``v1.10.1`` so the two numbers come from one machine, one cluster and one query: a

@@ -15,8 +15,8 @@ rollback from the rollout's start, the share rolled back within
     .venv/bin/python bench/bench_judgement.py            # the full run (~10 min on 2 idle cores)
     .venv/bin/python bench/bench_judgement.py --quick    # 50 rollouts each (~30 s): what a developer runs
 
-This is a benchmark, not a test: it prints a table, checks the targets of issue 8 and
-writes bench/results/judgement.md.
+This is a benchmark, not a test: it prints a table, checks the judgement targets (listed
+under "Targets" in its report) and writes bench/results/judgement.md.
 """
 
 from __future__ import annotations

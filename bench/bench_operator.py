@@ -3,7 +3,7 @@
 1. **Reaction time** of the regular tick: a canary at 25 % of 4 pods; its latency is
    degraded past the critical bound; we time from the breach being visible in Prometheus
    (the condition's own PromQL: p95 over the latency window above the critical bound) to
-   the canary having 0 replicas. Target (issue 5): ≤ one analysis interval + 2 s.
+   the canary having 0 replicas. Target: ≤ one analysis interval + 2 s.
 2. **Memory with 100 rollouts**: the operator's RSS with 100 dry-run rollouts analysed
    every 5 s (their Prometheus queries batched).
 

@@ -1,4 +1,4 @@
-"""Reaction-time benchmark (``make bench-reaction``), issue 9: not a test.
+"""Reaction-time benchmark (``make bench-reaction``): not a test.
 
 On the local cluster with the simulator, a canary at 25 % of 20 pods has its latency
 degraded past the critical bound. We time from the breach being *visible in Prometheus*

@@ -252,7 +252,7 @@ def assert_matrix(release: Release, expected: dict[tuple[str, str, str | None], 
 
 
 def headline(watched: str, other: str, cluster_wide: bool) -> dict[tuple[str, str, str | None], bool]:
-    """The checks the issue names, for ``kubectl auth can-i`` itself."""
+    """The headline checks (what the chart's RBAC must allow and deny), for ``kubectl auth can-i`` itself."""
     return {
         ("patch", "deployments.apps", watched): True,
         ("create", "deployments.apps", watched): True,

@@ -1,4 +1,4 @@
-"""The critical fast path and the canary pod watch, end to end (issue 9).
+"""The critical fast path and the canary pod watch, end to end.
 
 The analysis interval is 30 s in these tests, so a rollback within a few seconds of the
 breach can only come from the fast path (Prometheus, every second) or the pod watch

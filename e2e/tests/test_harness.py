@@ -1,4 +1,4 @@
-"""Tests of the e2e harness itself (issue 4): the fake GPU nodes schedule and
+"""Tests of the e2e harness itself: the fake GPU nodes schedule and
 scale Deployments, HTTPRoutes work, the simulator's series reach Prometheus and
 react to scripted changes within seconds, OOM injection shows in pod status,
 and cluster-down leaves nothing behind.

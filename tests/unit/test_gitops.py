@@ -49,7 +49,7 @@ HEALTH_LUA = (ARGO / "health.lua").read_text()
 ROLLOUT = GITOPS / "apps" / "fraud-scorer" / "rollout" / "modelrollout.yaml"
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
-# What each phase means to Argo CD (the mapping) and to Flux.
+# What each phase means to Argo CD (the mapping in docs/gitops.md) and to Flux.
 ARGO_BY_PHASE = {
     Phase.SUCCEEDED: "Healthy",
     Phase.PENDING: "Progressing", Phase.INITIALIZING: "Progressing", Phase.PROGRESSING: "Progressing",
