@@ -228,9 +228,11 @@ class PrometheusRouter:
 
 def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
     from .adapters.prometheus import SnapshotRequest
+    from .core.windows import plan_windows
 
     url = spec.analysis.prometheus.url if spec.analysis.prometheus else None
-    return url, SnapshotRequest.for_rollout(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+    return url, SnapshotRequest.for_rollout(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
+                                            windows=plan_windows(spec, status, now))
 
 
 def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Any:
@@ -242,8 +244,10 @@ def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutS
 
 def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
     from .adapters.prometheus import SnapshotRequest
+    from .core.windows import fast_path_windows
 
-    return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+    return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
+                                         windows=fast_path_windows(spec, status, now))
 
 
 def build_fast_path(controller: Controller, clock: Clock) -> FastPath:

@@ -20,12 +20,12 @@ from modelrollout.core.machine import (
     RollbackApplied,
     SpecChanged,
     pending_actions,
-    plan_windows,
     revision_of,
     step,
 )
 from modelrollout.core.replay import settle, start
 from modelrollout.core.snapshot import load_snapshot
+from modelrollout.core.windows import plan_windows
 
 from .factories import T0, healthy_snapshot, make_spec, snapshot_dict, with_changes
 

@@ -28,6 +28,7 @@ from modelrollout.adapters.prometheus import (
 )
 from modelrollout.api.models import CustomCondition, MetricLabels, ModelRolloutStatus
 from modelrollout.core.snapshot import Snapshot
+from modelrollout.core.windows import plan_windows
 from modelrollout.errors import InvalidSpec, MetricsUnavailable, OperatorBug, UnsafeLabelValue
 
 from .factories import make_spec
@@ -157,8 +158,9 @@ def test_for_rollout_builds_the_request_from_spec_and_status() -> None:
     spec = make_spec(custom=[{"name": "gpu", "query": "max(x)", "threshold": 1, "critical": 2},
                              {"name": "off", "query": "max(y)", "threshold": 1, "critical": 2, "enabled": False}],
                      conditions={"cache": {"enabled": False}})
-    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec,
-                                    status=ModelRolloutStatus(canary_weight=5), now=AT)
+    status = ModelRolloutStatus(canary_weight=5)
+    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec, status=status,
+                                    windows=plan_windows(spec, status, AT))
     assert r.key == "ml/fraud" and r.stable == "fraud" and r.canary == "fraud-canary"
     assert "cache" not in r.windows and r.windows["latency"] == 60 * S
     assert r.series_step == 10 * S and r.series_window == 300 * S  # 30 points at a 10s interval

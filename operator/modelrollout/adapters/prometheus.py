@@ -128,7 +128,7 @@ class SnapshotRequest:
     namespace: str
     stable: str                               # Deployment names
     canary: str
-    windows: Mapping[str, timedelta]          # condition key -> canary window (core.machine.plan_windows)
+    windows: Mapping[str, timedelta]          # condition key -> canary window (core.windows.plan_windows)
     baseline_window: timedelta = timedelta(hours=24)
     series_window: timedelta | None = None    # anomaly series: how far back (None: no series)
     series_step: timedelta | None = None      # ... and one point per step (the analysis interval)
@@ -156,20 +156,19 @@ class SnapshotRequest:
 
     @classmethod
     def for_rollout(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus | None,
-                    now: datetime, series_points: int = 30,
+                    windows: Mapping[str, timedelta], series_points: int = 30,
                     max_series_window: timedelta = timedelta(hours=6)) -> "SnapshotRequest":
-        """The request the regular tick makes for one rollout, straight from its spec and status.
+        """The request the regular tick makes for one rollout, from its spec, its status and
+        the windows the core planned (``core.windows.plan_windows``).
 
-        Windows come from ``plan_windows``; the anomaly series covers ``max(series_points,
+        The anomaly series (when ``windows`` has anomaly) covers ``max(series_points,
         anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``).
         """
         from ..core.conditions import thresholds_of
-        from ..core.machine import plan_windows  # core never imports adapters; the reverse is fine
 
         status = status or ModelRolloutStatus()
         analysis = spec.analysis
         resolved = analysis.resolved_conditions()
-        windows = plan_windows(spec, status, now)
         minimums = {
             c.value: float(thresholds_of(resolved, c).min_samples or 0) for c in ConditionName
         }
@@ -180,7 +179,7 @@ class SnapshotRequest:
             series_window = min(series_step * points, max_series_window)
         return cls(
             key=f"{namespace}/{name}", namespace=namespace, stable=spec.stable.deployment,
-            canary=spec.canary.deployment, windows=windows, baseline_window=analysis.baseline_window,
+            canary=spec.canary.deployment, windows=dict(windows), baseline_window=analysis.baseline_window,
             series_window=series_window, series_step=series_step, canary_weight=status.canary_weight,
             labels=analysis.labels, queries=dict(analysis.queries),
             custom=tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
@@ -188,17 +187,15 @@ class SnapshotRequest:
 
     @classmethod
     def for_fast_path(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                      now: datetime) -> "SnapshotRequest":
-        """The fast path's request: the tick's windows for the critical conditions only.
+                      windows: Mapping[str, timedelta]) -> "SnapshotRequest":
+        """The fast path's request: the critical conditions' windows
+        (``core.windows.fast_path_windows``) only.
 
         No anomaly series and no custom conditions (per-rollout queries would make the
-        fast path's cost grow with rollouts); ``core.fastpath`` says which conditions.
+        fast path's cost grow with rollouts).
         """
-        from ..core.fastpath import fast_path_windows
-
-        tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, now=now)
-        return dataclasses.replace(tick, windows=fast_path_windows(spec, status, now), series_window=None,
-                                   series_step=None, custom=())
+        tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, windows=windows)
+        return dataclasses.replace(tick, series_window=None, series_step=None, custom=())
 
     def minimum(self, condition: str) -> float:
         value = self.min_samples.get(condition)

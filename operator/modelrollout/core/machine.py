@@ -36,9 +36,8 @@ from ..api.models import (
     RollbackStatus,
     StableRecord,
 )
-from ..api.thresholds import ConditionName
 from .actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from .conditions import evaluate_all, thresholds_of
+from .conditions import evaluate_all
 from .conditions.base import ConditionResult, EvaluationContext
 from .decision import Decision, Position, decide
 from .snapshot import Snapshot
@@ -233,42 +232,6 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
         step_age=age,
         interval=spec.analysis.interval,
     )
-
-
-MIN_THROUGHPUT_WINDOW = timedelta(seconds=10)
-
-
-def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
-    """Which window each condition's canary counts should cover on the next query.
-
-    The nominal window, grown to the step's age when the nominal window is expected to
-    hold fewer than the minimum samples (SPEC §3 "windows grow at low traffic"). The
-    expectation comes from the previous evaluation's sample rate, so the window does
-    not flap between nominal and grown once evidence suffices only in the larger one.
-    """
-    resolved = spec.analysis.resolved_conditions()
-    previous = {c.name: c for c in (status.risk.conditions if status.risk else [])}
-    age = now - status.step_started_at if status.step_started_at else timedelta(0)
-    plan: dict[str, timedelta] = {}
-    for name in ConditionName:
-        th = thresholds_of(resolved, name)
-        if not th.enabled:
-            continue
-        nominal: timedelta = th.window
-        window = nominal
-        prev = previous.get(name.value)
-        if prev and prev.window_seconds and prev.samples is not None:
-            rate = prev.samples / prev.window_seconds
-            if rate * nominal.total_seconds() < (th.min_samples or 0):
-                window = max(nominal, age)
-        elif prev and prev.inconclusive and not prev.no_data:
-            window = max(nominal, age)
-        if name == ConditionName.THROUGHPUT:
-            # A rate over time before the step's weight took effect is compared with the
-            # wrong share; keep the throughput window inside the step (at least 10s).
-            window = max(min(window, age), min(nominal, MIN_THROUGHPUT_WINDOW))
-        plan[name.value] = window
-    return plan
 
 
 # ---------------------------------------------------------------------------- the step
@@ -657,6 +620,6 @@ def initial_status(spec: ModelRolloutSpec, now: datetime, step_index: int = 0) -
 __all__ = [
     "Command", "CommandKind", "CriticalSignal", "InitFailed", "Initialized", "MetricsFailed", "MetricsObserved",
     "Observation", "PromotionApplied", "PromotionFailed", "PromotionProgress", "RollbackApplied", "SpecChanged", "Transition",
-    "apply_decision", "evaluation_context", "initial_status", "pending_actions", "plan_windows", "revision_of", "step",
+    "apply_decision", "evaluation_context", "initial_status", "pending_actions", "revision_of", "step",
     "RiskLevel",
 ]
