@@ -414,7 +414,8 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
     see it at that instant; its verdict is reported, not acted on.
     """
     from modelrollout.core.fastpath import critical_breach
-    from modelrollout.core.machine import MetricsObserved, step
+    from modelrollout.core.machine import step
+    from modelrollout.core.observations import MetricsObserved
     from modelrollout.core.windows import plan_windows
     from modelrollout.core.replay import settle, start
 

@@ -39,7 +39,7 @@ from modelrollout.adapters.notifiers.events import EventRecorder
 from modelrollout.adapters.workload import ROLE_LABEL, canary_health_of
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
 from modelrollout.core.actions import EmitEvent, EventType
-from modelrollout.core.machine import (
+from modelrollout.core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,

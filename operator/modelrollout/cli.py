@@ -98,7 +98,8 @@ def main() -> None:
 def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, now_text: str | None,
              pretty: bool) -> None:
     """Print the decision the operator would take on one snapshot (JSON)."""
-    from .core.machine import MetricsObserved, initial_status, revision_of, step
+    from .core.machine import initial_status, revision_of, step
+    from .core.observations import MetricsObserved
     from .core.replay import decision_record
 
     rollout = _rollout(rollout_path)

@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from .api.models import KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from .core.machine import (
+from .core.machine import Transition, pending_actions, step
+from .core.observations import (
     Command,
     CommandKind,
     CriticalSignal,
@@ -35,11 +36,8 @@ from .core.machine import (
     MetricsObserved,
     Observation,
     SpecChanged,
-    Transition,
-    set_condition,
-    pending_actions,
-    step,
 )
+from .core.records import set_condition
 from .core.snapshot import CanaryHealth, Health, Snapshot
 from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics

@@ -38,7 +38,7 @@ from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
 from .controller import Controller, RolloutRef, status_of
 from .core.fastpath import FAST_PATH, critical_breach, pod_health_signal, watches
-from .core.machine import CriticalSignal
+from .core.observations import CriticalSignal
 from .core.snapshot import Snapshot
 from .errors import MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics

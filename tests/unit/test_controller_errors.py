@@ -82,7 +82,7 @@ def test_an_unreadable_status_holds_with_a_condition_and_an_event_and_never_star
 
 
 def test_a_signal_never_acts_on_an_unreadable_status() -> None:
-    from modelrollout.core.machine import CriticalSignal
+    from modelrollout.core.observations import CriticalSignal
 
     rec = Recorder()
     acted = asyncio.run(controller(body(), rec).signal(RolloutRef("ml", "fraud", "uid-1"),

@@ -20,7 +20,8 @@ from modelrollout.controller import RolloutRef
 from modelrollout.core.actions import RollbackPhase
 from modelrollout.core.conditions import evaluate_all
 from modelrollout.core.fastpath import critical_breach, critical_results, pod_health_signal, watches
-from modelrollout.core.machine import CriticalSignal, MetricsObserved, evaluation_context, step
+from modelrollout.core.machine import evaluation_context, step
+from modelrollout.core.observations import CriticalSignal, MetricsObserved
 from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
 from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_windows
 from modelrollout.fastpath import FastPath, deployment_of_pod

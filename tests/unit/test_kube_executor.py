@@ -17,7 +17,7 @@ import pytest
 from modelrollout.adapters.kube import KubeExecutor, rollout_target
 from modelrollout.adapters.kubeapi import Conflict, NotFound
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
-from modelrollout.core.machine import (
+from modelrollout.core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,

@@ -42,7 +42,7 @@ from ..api.models import (
     StableRecord,
     resolve_int_or_percent,
 )
-from ..core.machine import (
+from ..core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,

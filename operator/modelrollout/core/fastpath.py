@@ -25,7 +25,8 @@ from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
 from .conditions import BUILTIN, thresholds_of
 from .conditions.base import ConditionResult
 from .decision import health_failure
-from .machine import CriticalSignal, evaluation_context
+from .machine import evaluation_context
+from .observations import CriticalSignal
 from .snapshot import CanaryHealth, Snapshot
 from .windows import FAST_PATH_CONDITIONS, fast_path_windows
 
