@@ -62,8 +62,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.adapters.prometheus import SnapshotRequest
-from modelrollout.adapters.promql import DEFAULT_QUERIES, EXTRA_LABEL
+from modelrollout.adapters.metrics.promql import DEFAULT_QUERIES, EXTRA_LABEL
+from modelrollout.adapters.metrics.request import SnapshotRequest
 from modelrollout.api.crd import openapi_schema
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.manifests import ManifestError, parse_spec

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .api.manifests import ManifestError, parse_spec
 from pydantic import ValidationError
 
+from .adapters.metrics.base import MetricsSource
 from .api.models import KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
@@ -71,10 +72,6 @@ class EventSink(Protocol):
 
 class Notifier(Protocol):
     async def notify(self, kind: str, payload: dict[str, Any]) -> None: ...
-
-
-class MetricsSource(Protocol):
-    async def snapshot(self, request: Any, at: datetime) -> Snapshot | MetricsUnavailable: ...
 
 
 class Executor(Protocol):

@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from .adapters.metrics.base import MetricsBatchSource, SnapshotRequest
 from .api.manifests import ManifestError
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
@@ -49,12 +50,7 @@ IDLE_PERIOD_SECONDS = 1.0
 """How often the loop wakes when no rollout is watched (to notice new ones)."""
 
 
-class BatchSource(Protocol):
-    async def snapshots(self, requests: Sequence[Any], at: datetime, *,
-                        path: str = "tick") -> dict[str, Snapshot | MetricsUnavailable]: ...
-
-
-RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], Any]
+RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
 """Builds one rollout's fast-path request (``SnapshotRequest.for_fast_path``); may raise on a bad spec."""
 
 
@@ -71,7 +67,7 @@ class Watched:
 class FastPath:
     """The operator-wide fast path loop and pod-failure entry point."""
 
-    def __init__(self, controller: Controller, sources: Callable[[str | None], BatchSource],
+    def __init__(self, controller: Controller, sources: Callable[[str | None], MetricsBatchSource],
                  build_request: RequestFactory, clock: Clock, telemetry: OperatorMetrics) -> None:
         self.controller = controller
         self.sources = sources
@@ -158,7 +154,7 @@ class FastPath:
         if not due:
             return []
         now = self.clock.now()
-        groups: dict[str | None, list[tuple[Watched, Any]]] = {}
+        groups: dict[str | None, list[tuple[Watched, SnapshotRequest]]] = {}
         for w in due:
             w.checked_at = started
             try:
@@ -166,8 +162,7 @@ class FastPath:
             except (ModelRolloutError, ValueError) as exc:  # the tick reports an unusable spec
                 log.debug("%s/%s: no fast path: %s", w.ref.namespace, w.ref.name, exc)
                 continue
-            url = w.spec.analysis.prometheus.url if w.spec.analysis.prometheus else None
-            groups.setdefault(url, []).append((w, request))
+            groups.setdefault(request.prometheus_url, []).append((w, request))
         answers = await asyncio.gather(*(self._batch(url, items, now) for url, items in groups.items()))
         log.debug("fast path: %d rollout(s) queried in %.0f ms", len(due), 1000 * (time.monotonic() - started))
         breaches: list[tuple[RolloutRef, CriticalSignal]] = []
@@ -186,7 +181,7 @@ class FastPath:
         self.telemetry.fast_path_seconds.observe(time.monotonic() - started)
         return breaches
 
-    async def _batch(self, url: str | None, items: list[tuple[Watched, Any]],
+    async def _batch(self, url: str | None, items: list[tuple[Watched, SnapshotRequest]],
                      at: datetime) -> dict[str, Snapshot | MetricsUnavailable]:
         return await self.sources(url).snapshots([request for _, request in items], at, path=FAST_PATH)
 

@@ -196,43 +196,12 @@ def api_client() -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-class PrometheusRouter:
-    """Snapshots from the Prometheus each rollout names, else the operator's default.
-
-    One batching source per URL: rollouts sharing a Prometheus share its queries.
-    """
-
-    def __init__(self, default_url: str, timeout: float, telemetry: OperatorMetrics) -> None:
-        self.default_url = default_url
-        self.timeout = timeout
-        self.telemetry = telemetry
-        self._sources: dict[str, Any] = {}
-
-    def source(self, url: str | None) -> Any:
-        from .adapters.prometheus import BatchingMetricsSource, PrometheusMetricsSource
-
-        url = url or self.default_url
-        if url not in self._sources:
-            self._sources[url] = BatchingMetricsSource(PrometheusMetricsSource(
-                url, query_timeout=self.timeout, on_query=self.telemetry.observe_query))
-        return self._sources[url]
-
-    async def snapshot(self, request: tuple[str | None, Any], at: Any) -> Any:
-        url, inner = request
-        return await self.source(url).snapshot(inner, at)
-
-    def batch_source(self, url: str | None) -> Any:
-        """The unbatched source of a URL: the fast path sends its own whole batches."""
-        return self.source(url).source
-
-
 def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
-    from .adapters.prometheus import SnapshotRequest
+    from .adapters.metrics.request import SnapshotRequest
     from .core.windows import plan_windows
 
-    url = spec.analysis.prometheus.url if spec.analysis.prometheus else None
-    return url, SnapshotRequest.for_rollout(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
-                                            windows=plan_windows(spec, status, now))
+    return SnapshotRequest.for_rollout(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
+                                       windows=plan_windows(spec, status, now))
 
 
 def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Any:
@@ -243,7 +212,7 @@ def router_target(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutS
 
 
 def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: Any) -> Any:
-    from .adapters.prometheus import SnapshotRequest
+    from .adapters.metrics.request import SnapshotRequest
     from .core.windows import fast_path_windows
 
     return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
@@ -251,12 +220,15 @@ def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRoll
 
 
 def build_fast_path(controller: Controller, clock: Clock) -> FastPath:
+    from .adapters.metrics.batching import PrometheusRouter
+
     router: PrometheusRouter = controller.metrics_source  # type: ignore[assignment]
     return FastPath(controller, router.batch_source, fast_path_request, clock, controller.telemetry)
 
 
 def build_controller(config: OperatorConfig, clock: Clock) -> Controller:
     from .adapters.kube import KubeExecutor
+    from .adapters.metrics.batching import PrometheusRouter
     from .adapters.notifiers.events import EventRecorder
     from .adapters.notifiers.webhook import WebhookNotifier
     from .adapters.rollouts import RolloutStore
@@ -269,7 +241,7 @@ def build_controller(config: OperatorConfig, clock: Clock) -> Controller:
     return Controller(
         read_rollout=store.read,
         executor=KubeExecutor(api, now=clock.now),
-        metrics_source=PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry),
+        metrics_source=PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry.observe_query),
         events=EventRecorder(api, now=clock.now),
         notifier=WebhookNotifier(list(config.webhooks)),
         write_status=store.write_status,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.adapters.prometheus import SnapshotRequest, plan_queries
+from modelrollout.adapters.metrics.plan import plan_queries
+from modelrollout.adapters.metrics.request import SnapshotRequest
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
 from modelrollout.clock import SettableClock
 from modelrollout.controller import RolloutRef
