@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from .adapters.metrics.base import MetricsBatchSource, SnapshotRequest
+from .adapters.workload import CANARY_ROLE, ROLE_LABEL, pod_failure
 from .api.manifests import ManifestError
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
@@ -48,6 +49,9 @@ log = logging.getLogger("modelrollout.fastpath")
 
 IDLE_PERIOD_SECONDS = 1.0
 """How often the loop wakes when no rollout is watched (to notice new ones)."""
+
+CANARY_POD_LABELS: dict[str, str] = {ROLE_LABEL: CANARY_ROLE}
+"""The labels of the pods the pod watch follows (every canary pod the operator creates)."""
 
 
 RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
@@ -202,6 +206,16 @@ class FastPath:
         return [w for uid, w in self.watched.items()
                 if uid in self.active and w.ref.namespace == namespace and w.spec.canary.deployment == deployment]
 
+    async def pod_changed(self, namespace: str, pod: str, body: Mapping[str, Any]) -> bool:
+        """A canary pod's new state from the watch: a failed pod (OOMKilled, crash-looping)
+        of a known Deployment goes to ``pod_failed``. True if a rollout was rolled back."""
+        if pod_failure(body) is None:
+            return False
+        deployment = deployment_of_pod(body)
+        if deployment is None:
+            return False
+        return await self.pod_failed(namespace, deployment, pod)
+
     async def pod_failed(self, namespace: str, deployment: str, pod: str) -> bool:
         """A canary pod failed: confirm on the current revision's pods, then signal. True if acted."""
         acted = False
@@ -239,4 +253,4 @@ def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["FastPath", "Watched", "deployment_of_pod"]
+__all__ = ["CANARY_POD_LABELS", "FastPath", "Watched", "deployment_of_pod"]

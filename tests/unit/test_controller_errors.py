@@ -48,7 +48,7 @@ def controller(body: dict[str, Any], rec: Recorder) -> Controller:
 
     return Controller(read_rollout=read, executor=rec, metrics_source=rec, events=rec, notifier=rec,  # type: ignore[arg-type]
                       write_status=write, clock=Clock(), telemetry=OperatorMetrics(),  # type: ignore[arg-type]
-                      build_request=lambda *a: None, build_target=lambda *a: None)
+                      build_request=lambda *a: None)  # type: ignore[arg-type,return-value]
 
 
 RECORD = {"replicas": 20, "template": {"spec": {"containers": [{"name": "m", "image": "v1"}]}},
