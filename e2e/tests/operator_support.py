@@ -1,7 +1,8 @@
 """Running the operator for e2e tests: as a real process (so it can be SIGKILLed).
 
 ``OperatorProcess`` starts ``python -m modelrollout run`` against the harness cluster,
-watching one namespace, with its logs in the state directory. Tests assert on the
+watching one namespace, with its logs in the state directory (or another entry point
+taking the same options: ``SLOW_OPERATOR`` adds ``--action-delay``). Tests assert on the
 cluster (Deployments, HTTPRoutes, Events, status), never on log text; the log is
 printed when a test fails.
 """
@@ -26,6 +27,8 @@ from e2e.harness.cluster import Cluster
 from e2e.harness.manifests import gpu_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
+SLOW_OPERATOR = "e2e.harness.slow_operator"
+"""The operator with a pause before each phased action (``--action-delay SECONDS``)."""
 GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
 # Every operator process started in this session, in start order (restarts included):
 # e2e/conftest.py attaches the log tails of the ones a failing test used to its report.
@@ -40,8 +43,9 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, cluster: Cluster, namespace: str, *extra: str, name: str = "operator",
-                 standalone: bool = True, kubeconfig: str | None = None) -> None:
+                 standalone: bool = True, kubeconfig: str | None = None, module: str = "modelrollout") -> None:
         self.cluster = cluster
+        self.module = module  # run as ``python -m <module> run …``
         self.namespace = namespace
         # Whose credentials the operator runs with: the cluster admin's by default, a
         # ServiceAccount token's in the RBAC test (test_chart_rbac.py).
@@ -56,7 +60,7 @@ class OperatorProcess:
 
     def start(self) -> "OperatorProcess":
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
-        args = [sys.executable, "-m", "modelrollout", "run", "--namespace", self.namespace,
+        args = [sys.executable, "-m", self.module, "run", "--namespace", self.namespace,
                 "--prometheus-url", self.cluster.prometheus_url, "--metrics-port", str(self.metrics_port),
                 "--metrics-addr", "127.0.0.1", "--log-level", "INFO", *self.extra]
         if self.standalone:
