@@ -275,7 +275,7 @@ def test_deployment_of_pod_from_its_replicaset_owner() -> None:
     assert deployment_of_pod({"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "x"}]}}) is None
 
 
-# ------------------------------------------------------------------------ default profile (issue 6)
+# ------------------------------------------------------------------------ default profile
 
 
 def test_operator_default_profile_applies_only_when_the_spec_names_none() -> None:

@@ -535,3 +535,25 @@ def test_the_catalogue_has_one_entry_per_core_condition_filling_snapshot_fields(
     for name, entry in CATALOGUE.items():
         if entry.fill is not None:
             assert set(entry.fill(lambda template: None)) <= set(SideMetrics.model_fields), name
+
+
+def test_the_router_asks_the_prometheus_a_request_names_else_the_default() -> None:
+    from modelrollout.adapters.metrics.batching import PrometheusRouter
+
+    router = PrometheusRouter("http://default.test:9090", timeout=1.0)
+    assert router.source(None) is router.source("http://default.test:9090")
+    assert router.source("http://other.test:9090") is not router.source(None)
+    asked: list[str | None] = []
+
+    class Source:
+        async def snapshot(self, r: SnapshotRequest, at: datetime) -> MetricsUnavailable:
+            return MetricsUnavailable(r.key)
+
+    def source(url: str | None) -> Any:
+        asked.append(url)
+        return Source()
+
+    router.source = source  # type: ignore[method-assign]
+    asyncio.run(router.snapshot(request(), AT))
+    asyncio.run(router.snapshot(request(prometheus_url="http://other.test:9090"), AT))
+    assert asked == [None, "http://other.test:9090"]
