@@ -23,7 +23,8 @@ from pathlib import Path
 from modelrollout.api.manifests import load_rollout
 from modelrollout.core.conditions import evaluate_all
 from modelrollout.core.decision import Position, decide
-from modelrollout.core.machine import MetricsObserved, evaluation_context, initial_status, step
+from modelrollout.core.machine import evaluation_context, initial_status, step
+from modelrollout.core.observations import MetricsObserved
 from modelrollout.core.snapshot import load_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ The judgement benchmark (``bench_judgement.py``) and the replay examples
 traffic drawn here. The generator plays the part of the model servers *and* of the
 Prometheus adapter: it draws what the servers would count in each analysis interval,
 then sums those counts over the window the core asks for
-(``core.machine.plan_windows``), exactly as the adapter's ``increase(...[window])``
+(``core.windows.plan_windows``), exactly as the adapter's ``increase(...[window])``
 queries would.
 
 Per interval (one *bin* per tick, ``dt`` seconds long) and per side:
@@ -413,7 +413,9 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
     see it at that instant; its verdict is reported, not acted on.
     """
     from modelrollout.core.fastpath import critical_breach
-    from modelrollout.core.machine import MetricsObserved, plan_windows, step
+    from modelrollout.core.machine import step
+    from modelrollout.core.observations import MetricsObserved
+    from modelrollout.core.windows import plan_windows
     from modelrollout.core.replay import settle, start
 
     status = start(spec, t0)

@@ -16,8 +16,9 @@ operator process (``--namespace`` repeated). Each namespace runs rollout after r
 
 Meanwhile the main thread SIGKILLs the operator — at random moments, or right after a
 rollout enters ``Promoting`` or ``RollingBack`` — and restarts it at once or after a
-random 0–2 s. ``MODELROLLOUT_ACTION_DELAY_SECONDS`` (the operator's documented fault
-injection) widens the phased actions so those moments are hit. A
+random 0–2 s. The operator runs as ``python -m e2e.harness.slow_operator run
+--action-delay …`` (the real operator with a pause before each phased action), which
+widens the phased actions so those moments are hit. A
 :class:`~e2e.harness.invariants.RolloutMonitor` per rollout samples every 250 ms and
 flags (a) ready serving pods below the bound, (b) a promotion while a condition is
 critical, (c) a rollout past its time budget, (d) a stable not restored exactly after
@@ -58,7 +59,7 @@ from e2e.harness.admission import refuse_challenger_on_stable
 from e2e.harness.cluster import Cluster, state_dir
 from e2e.harness.invariants import TERMINAL_PHASES, Lifecycle, RolloutMonitor, Violation
 from e2e.harness.manifests import GROUP, PLURAL, VERSION, rollout_manifest
-from e2e.harness.operator_process import OperatorProcess, delete_rollouts, install_crds
+from e2e.harness.operator_process import SLOW_OPERATOR, OperatorProcess, delete_rollouts, install_crds
 
 KINDS = ("healthy", "degraded", "promotion-failure", "manual")
 EXPECTED = {"healthy": "Succeeded", "degraded": "RolledBack", "promotion-failure": "Succeeded", "manual": "Succeeded"}
@@ -183,23 +184,14 @@ class Operator:
         extra: list[str] = []
         for ns in namespaces[1:]:
             extra += ["--namespace", ns]
-        self.process = OperatorProcess(cluster, namespaces[0], *extra, name="chaos")
+        self.process = OperatorProcess(cluster, namespaces[0], *extra, "--action-delay", str(action_delay),
+                                       name="chaos", module=SLOW_OPERATOR)
         self.action_delay = action_delay
         self.down: list[tuple[float, float]] = []   # (killed, restarted + allowance)
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        # OperatorProcess passes os.environ on: set the fault injection only around the start.
-        key = "MODELROLLOUT_ACTION_DELAY_SECONDS"
-        old = os.environ.get(key)
-        os.environ[key] = str(self.action_delay)
-        try:
-            self.process.start()
-        finally:
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+        self.process.start()
 
     def kill(self) -> float:
         self.process.kill()
@@ -879,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=3, help="rollouts side by side, one namespace each (default 3)")
     parser.add_argument("--replicas", type=int, default=8, help="the stable's replicas (default 8)")
     parser.add_argument("--action-delay", type=float, default=0.7,
-                        help="MODELROLLOUT_ACTION_DELAY_SECONDS of the operator (default 0.7)")
+                        help="the operator's pause before each phased action, in seconds (default 0.7)")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.rollouts < 1 or args.replicas < 2:
         parser.error("--kills and --rollouts must be >= 1, --replicas >= 2")

@@ -62,12 +62,14 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.adapters.prometheus import SnapshotRequest
-from modelrollout.adapters.promql import DEFAULT_QUERIES, EXTRA_LABEL
+from modelrollout.adapters.metrics.promql import DEFAULT_QUERIES, EXTRA_LABEL
+from modelrollout.adapters.metrics.request import SnapshotRequest
 from modelrollout.api.crd import openapi_schema
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.manifests import ManifestError, parse_spec
+from modelrollout.api.models import ModelRolloutStatus
 from modelrollout.api.thresholds import PROFILES, ConditionName, Profile
+from modelrollout.core.windows import plan_windows
 from modelrollout.errors import InvalidSpec
 from pydantic.alias_generators import to_snake
 
@@ -1029,8 +1031,9 @@ def operator_checks(case: Case, namespace: str) -> None:
         case.validation_crash = f"parse_spec raised {type(exc).__name__}: {exc}"
         return
     try:
+        status = ModelRolloutStatus()
         SnapshotRequest.for_rollout(namespace=namespace, name=case.manifest["metadata"]["name"], spec=parsed,
-                                    status=None, now=datetime.now(UTC))
+                                    status=status, windows=plan_windows(parsed, status, datetime.now(UTC)))
     except InvalidSpec as exc:
         case.runtime_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a product bug: the first tick would raise this

@@ -23,6 +23,9 @@ from e2e.harness.manifests import GROUP, PLURAL, VERSION
 
 # Every operator process started in this session, in start order (restarts included):
 # e2e/conftest.py attaches the log tails of the ones a failing test used to its report.
+SLOW_OPERATOR = "e2e.harness.slow_operator"
+"""The operator with a pause before each phased action (``--action-delay SECONDS``): the
+entry point to pass as ``OperatorProcess(module=…)`` when a test must hit a phase mid-way."""
 STARTED: list["OperatorProcess"] = []
 
 
@@ -34,8 +37,9 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, cluster: Cluster, namespace: str, *extra: str, name: str = "operator",
-                 standalone: bool = True, kubeconfig: str | None = None) -> None:
+                 standalone: bool = True, kubeconfig: str | None = None, module: str = "modelrollout") -> None:
         self.cluster = cluster
+        self.module = module  # run as ``python -m <module> run …`` (SLOW_OPERATOR: the e2e fault injection)
         self.namespace = namespace
         # Whose credentials the operator runs with: the cluster admin's by default, a
         # ServiceAccount token's in the RBAC test (test_chart_rbac.py).
@@ -50,7 +54,7 @@ class OperatorProcess:
 
     def start(self) -> "OperatorProcess":
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
-        args = [sys.executable, "-m", "modelrollout", "run", "--namespace", self.namespace,
+        args = [sys.executable, "-m", self.module, "run", "--namespace", self.namespace,
                 "--prometheus-url", self.cluster.prometheus_url, "--metrics-port", str(self.metrics_port),
                 "--metrics-addr", "127.0.0.1", "--log-level", "INFO", *self.extra]
         if self.standalone:

@@ -15,10 +15,10 @@ import pytest
 from e2e.harness.cluster import REPO as ROOT
 from e2e.harness.cluster import Cluster
 from e2e.harness.manifests import GROUP, PLURAL, VERSION, rollout_manifest
-from e2e.harness.operator_process import STARTED, OperatorProcess, delete_rollouts, free_port, install_crds
+from e2e.harness.operator_process import SLOW_OPERATOR, STARTED, OperatorProcess, delete_rollouts, free_port, install_crds
 from e2e.harness.scenario import RolloutScenario
 
-__all__ = ["GROUP", "PLURAL", "ROOT", "STARTED", "VERSION", "OperatorProcess", "RolloutScenario", "crds",
+__all__ = ["GROUP", "PLURAL", "ROOT", "SLOW_OPERATOR", "STARTED", "VERSION", "OperatorProcess", "RolloutScenario", "crds",
            "delete_rollouts", "free_port", "install_crds", "operator", "rollout_manifest"]
 
 

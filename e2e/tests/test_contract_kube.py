@@ -39,7 +39,7 @@ from modelrollout.adapters.notifiers.events import EventRecorder
 from modelrollout.adapters.workload import ROLE_LABEL, canary_health_of
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
 from modelrollout.core.actions import EmitEvent, EventType
-from modelrollout.core.machine import (
+from modelrollout.core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,
@@ -199,7 +199,7 @@ def test_every_router_sets_and_reads_back_weights(cluster: Cluster, namespace: s
     target = rollout_target(ns, spec, total)
 
     for percent in (5, 25, 100, 0):
-        run(f"set_weight[{case.kind.value}]", executor.set_weight(target, case.kind, percent))
+        run(f"apply_weight[{case.kind.value}]", executor.apply_weight(target, case.kind, percent))
         canary_want = -(-total * percent // 100)
         stable = raw(cluster, ns, "fraud")["spec"]["replicas"]
         canary = raw(cluster, ns, "fraud-canary")["spec"]["replicas"]
@@ -217,7 +217,7 @@ def test_every_router_sets_and_reads_back_weights(cluster: Cluster, namespace: s
         route_rv = (cluster.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes",
                                                                 "fraud")["metadata"]["resourceVersion"]
                     if case.kind == RouterKind.GATEWAY_API else None)
-        run(f"set_weight[{case.kind.value}] (no-op)", executor.set_weight(target, case.kind, percent))
+        run(f"apply_weight[{case.kind.value}] (no-op)", executor.apply_weight(target, case.kind, percent))
         assert (raw(cluster, ns, "fraud")["metadata"]["generation"],
                 raw(cluster, ns, "fraud-canary")["metadata"]["generation"]) == versions
         if route_rv is not None:
@@ -225,7 +225,7 @@ def test_every_router_sets_and_reads_back_weights(cluster: Cluster, namespace: s
                 "gateway.networking.k8s.io", "v1", ns, "httproutes", "fraud")["metadata"]["resourceVersion"] == route_rv
 
     # At 5 % of 3 replicas the canary really runs one pod.
-    run("set_weight", executor.set_weight(target, case.kind, 5))
+    run("apply_weight", executor.apply_weight(target, case.kind, 5))
     wait_available(cluster, ns, "fraud-canary", 1)
 
 
@@ -236,11 +236,11 @@ def test_gateway_router_names_the_route_and_the_missing_backend(cluster: Cluster
                    http_route("fraud", ns, {"fraud": 100})])
     target = rollout_target(ns, make_spec("gatewayAPI"), 2)
     with pytest.raises(ClusterConflict) as err:
-        asyncio.run(executor.set_weight(target, RouterKind.GATEWAY_API, 5))
+        asyncio.run(executor.apply_weight(target, RouterKind.GATEWAY_API, 5))
     assert f"HTTPRoute {ns}/fraud" in str(err.value) and "'fraud-canary'" in str(err.value)
     assert route_weights(cluster, ns, "fraud") == [100]
     with pytest.raises(ClusterConflict, match=f"HTTPRoute {ns}/nope not found"):
-        asyncio.run(executor.set_weight(rollout_target(ns, make_spec("gatewayAPI", stable="nope"), 2),
+        asyncio.run(executor.apply_weight(rollout_target(ns, make_spec("gatewayAPI", stable="nope"), 2),
                                         RouterKind.GATEWAY_API, 5))
     # start_rollout checks the route first: refused, nothing created.
     refused = run("start_rollout (bad route)", executor.start_rollout(ns, make_spec("gatewayAPI"), ModelRolloutStatus()))
@@ -294,7 +294,7 @@ def test_start_rollout_records_the_stable_and_creates_the_canary(cluster: Cluste
     assert raw(cluster, ns, "fraud-canary")["metadata"]["generation"] == canary["metadata"]["generation"]
 
     # The canary is schedulable with its 2 GPUs.
-    run("set_weight", executor.set_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 25))
+    run("apply_weight", executor.apply_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 25))
     wait_available(cluster, ns, "fraud-canary", 1)
 
     # A new revision re-deploys the challenger, after taking its traffic back to the stable:
@@ -364,7 +364,7 @@ def test_promote_moves_the_challenger_to_the_stable(cluster: Cluster, namespace:
                                "resources": {"limits": {"nvidia.com/gpu": "2"}}}, pds=60)
     status = started(cluster, executor, ns, spec, replicas=2)
     target = rollout_target(ns, spec, 2)
-    run("set_weight", executor.set_weight(target, RouterKind.REPLICAS, 100))
+    run("apply_weight", executor.apply_weight(target, RouterKind.REPLICAS, 100))
     wait_available(cluster, ns, "fraud-canary", 2)
     status = status.model_copy(update={"canary_weight": 100})
 
@@ -397,7 +397,7 @@ def test_promote_failure_stops_the_handover_where_it_is_naming_the_quota(cluster
                                                                   "requests": {"nvidia.com/gpu": "2"}}}, pds=3)
     status = started(cluster, executor, ns, spec, replicas=2)
     assert status.stable_record is not None
-    run("set_weight", executor.set_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 100))
+    run("apply_weight", executor.apply_weight(rollout_target(ns, spec, 2), RouterKind.REPLICAS, 100))
     wait_available(cluster, ns, "fraud-canary", 2)
     cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": ns},
                    "spec": {"hard": {"requests.nvidia.com/gpu": "4"}}})  # the canary's 2 x 2 GPUs, no more
@@ -431,7 +431,7 @@ def test_rollback_phases_restore_the_stable_exactly(cluster: Cluster, namespace:
     status = started(cluster, executor, ns, spec, replicas=3)
     record = status.stable_record
     assert record is not None
-    run("set_weight", executor.set_weight(rollout_target(ns, spec, 3), router, 25))
+    run("apply_weight", executor.apply_weight(rollout_target(ns, spec, 3), router, 25))
     # The worst case phase 2 must undo: the stable already took the challenger (a promotion cut short).
     canary_template = raw(cluster, ns, "fraud-canary")["spec"]["template"]
     cluster.kubectl("-n", ns, "patch", "deployment", "fraud", "--type=merge", "-p", json.dumps({"spec": {

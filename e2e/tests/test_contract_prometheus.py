@@ -27,7 +27,9 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.manifests import gpu_deployment
-from modelrollout.adapters.prometheus import BatchingMetricsSource, PrometheusMetricsSource, SnapshotRequest
+from modelrollout.adapters.metrics.batching import BatchingMetricsSource
+from modelrollout.adapters.metrics.request import SnapshotRequest
+from modelrollout.adapters.metrics.transport import PrometheusMetricsSource
 from modelrollout.core.snapshot import Snapshot
 from modelrollout.errors import MetricsUnavailable, UnsafeLabelValue
 

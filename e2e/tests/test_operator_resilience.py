@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.manifests import rollout_manifest
-from e2e.harness.operator_process import OperatorProcess, delete_rollouts
+from e2e.harness.operator_process import SLOW_OPERATOR, OperatorProcess, delete_rollouts
 from e2e.harness.scenario import RolloutScenario
 from e2e.harness.tcp_proxy import TcpProxy
 
@@ -98,15 +98,8 @@ def test_sigkill_mid_step_resumes_and_succeeds(scenario: RolloutScenario, crds: 
 def test_sigkill_mid_rollback_resumes_and_restores(scenario: RolloutScenario, crds: Cluster, namespace: str) -> None:
     s = scenario
     # Fault injection: a pause before each phased action makes "mid-rollback" reproducible.
-    op = OperatorProcess(crds, namespace, name="slow")
-    op_env_delay = {"MODELROLLOUT_ACTION_DELAY_SECONDS": "1.5"}
-    import os
-    os.environ.update(op_env_delay)
-    try:
-        op.start()
-    finally:
-        for key in op_env_delay:
-            os.environ.pop(key, None)
+    op = OperatorProcess(crds, namespace, "--action-delay", "1.5", name="slow", module=SLOW_OPERATOR)
+    op.start()
     try:
         s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary))
         s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=90, message="analysing")

@@ -2,7 +2,8 @@
 
 The package is layered so that imports only go downward:
 ``api`` (the resource model) <- ``core`` (pure decisions, no I/O) <- ``adapters``
-(Prometheus, Kubernetes, routers, notifiers) <- ``handlers`` (kopf wiring) and ``cli``.
+(Prometheus, Kubernetes, routers, notifiers) <- ``controller`` and ``fastpath`` (the shell,
+typed by the adapters' protocols) <- ``handlers`` (kopf) <- ``wiring`` (composition) <- ``cli``.
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from . import __version__
 from .api.manifests import ManifestError, describe_validation_error, iter_documents, load_rollout
 from .api.models import ModelRolloutStatus, Phase
 from .api.thresholds import Profile
+
+if TYPE_CHECKING:  # the operator's modules load only for ``run``: evaluate and replay stay light
+    from .wiring import OperatorConfig
 
 EXIT_INVALID = 2
 
@@ -98,7 +101,8 @@ def main() -> None:
 def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, now_text: str | None,
              pretty: bool) -> None:
     """Print the decision the operator would take on one snapshot (JSON)."""
-    from .core.machine import MetricsObserved, initial_status, revision_of, step
+    from .core.machine import initial_status, revision_of, step
+    from .core.observations import MetricsObserved
     from .core.replay import decision_record
 
     rollout = _rollout(rollout_path)
@@ -243,10 +247,20 @@ def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, met
         webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str, liveness: str | None,
         log_level: str, default_profile: str) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
+    from .wiring import run as run_operator
+
+    run_operator(operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
+                                 standalone, peering_name, liveness, log_level, default_profile))
+
+
+def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
+                    webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str,
+                    liveness: str | None, log_level: str, default_profile: str) -> OperatorConfig:
+    """``run``'s options as the operator's configuration, with logging set up on the way
+    (a function of its own so a test entry point can run the operator with the same options)."""
     import logging
 
-    from .handlers import OperatorConfig
-    from .handlers import run as run_operator
+    from .wiring import OperatorConfig
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
@@ -255,7 +269,7 @@ def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, met
                             default_profile=default_profile)
     if priority is not None:
         config.priority = priority
-    run_operator(config)
+    return config
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """One rollout's reconcile loop: load state, observe, call the core, persist, execute.
 
-This is the thin shell around ``core.machine.step``. It knows nothing of kopf (the
-handlers hand it a resource and a status writer), so it can be driven in tests and by
-the fast path alike. The order of operations is what makes it crash-safe:
+This is the thin shell around ``core.machine.step``. It knows nothing of kopf or of the
+concrete adapters (``wiring.py`` hands it a resource reader, a status writer and the
+protocols below), so it can be driven in tests and by the fast path alike. The order of operations is what makes it crash-safe:
 
 1. the new status (the *intent*) is written before any action is executed;
 2. actions are idempotent targets, so after a SIGKILL ``pending_actions(status)`` is
@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from .api.manifests import ManifestError, parse_spec
 from pydantic import ValidationError
 
+from .adapters.metrics.base import MetricsSource, SnapshotRequest
+from .adapters.notifiers.base import Notifier
+from .api.manifests import ManifestError, parse_spec
 from .api.models import KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from .core.machine import (
+from .core.machine import Transition, pending_actions, step
+from .core.observations import (
     Command,
     CommandKind,
     CriticalSignal,
@@ -35,11 +38,8 @@ from .core.machine import (
     MetricsObserved,
     Observation,
     SpecChanged,
-    Transition,
-    set_condition,
-    pending_actions,
-    step,
 )
+from .core.records import set_condition
 from .core.snapshot import CanaryHealth, Health, Snapshot
 from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics
@@ -71,31 +71,26 @@ class EventSink(Protocol):
     async def emit(self, ref: RolloutRef, event: EmitEvent) -> None: ...
 
 
-class Notifier(Protocol):
-    async def notify(self, kind: str, payload: dict[str, Any]) -> None: ...
-
-
-class MetricsSource(Protocol):
-    async def snapshot(self, request: Any, at: datetime) -> Snapshot | MetricsUnavailable: ...
-
-
 class Executor(Protocol):
+    """Carries out the machine's actions on the cluster (``adapters/kube.py``); each phased
+    action answers with the observation the machine expects next."""
+
     async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
                             rollout: str | None = None) -> Observation: ...
-    async def set_weight(self, target: Any, router: Any, percent: int) -> None: ...
+    async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None: ...
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation: ...
     async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, phase: int) -> Observation: ...
     async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth: ...
 
 
 RolloutReader = Callable[[RolloutRef], Awaitable[dict[str, Any] | None]]
-RequestBuilder = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], Any]
-TargetBuilder = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus], Any]
+RequestBuilder = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
+"""Builds a rollout's metrics request (``wiring.snapshot_request``); raises InvalidSpec on an unusable spec."""
 
 
 @dataclass
 class Controller:
-    """Everything a rollout's loop needs, wired once by the handlers."""
+    """Everything a rollout's loop needs, wired once (``wiring.compose``)."""
 
     read_rollout: RolloutReader
     executor: Executor
@@ -106,10 +101,6 @@ class Controller:
     clock: Clock
     telemetry: OperatorMetrics
     build_request: RequestBuilder
-    build_target: TargetBuilder
-    default_prometheus_url: str | None = None
-    action_delay: float = 0.0
-    """Fault injection for e2e tests: pause before each phased action (``MODELROLLOUT_ACTION_DELAY_SECONDS``)."""
     default_profile: str | None = None
     """``--default-profile``: the profile of rollouts whose spec names none."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -300,10 +291,8 @@ class Controller:
             await _best_effort(self.notifier.notify(action.kind, payload), "webhook")
             return None
         if isinstance(action, SetWeight):
-            await self.executor.set_weight(self.build_target(ref, spec, status), spec.traffic.router, action.percent)
+            await self.executor.set_weight(ns, spec, status, action.percent)
             return None
-        if self.action_delay and isinstance(action, (StartRollout, Promote, RollbackPhase)):
-            await asyncio.sleep(self.action_delay)
         if isinstance(action, StartRollout):
             return await self.executor.start_rollout(ns, spec, status, rollout=ref.name)
         if isinstance(action, Promote):

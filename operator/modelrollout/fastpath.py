@@ -28,17 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from .adapters.metrics.base import MetricsBatchSource, SnapshotRequest
+from .adapters.workload import CANARY_ROLE, ROLE_LABEL, pod_failure
 from .api.manifests import ManifestError
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
 from .controller import Controller, RolloutRef, status_of
 from .core.fastpath import FAST_PATH, critical_breach, pod_health_signal, watches
-from .core.machine import CriticalSignal
+from .core.observations import CriticalSignal
 from .core.snapshot import Snapshot
 from .errors import MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics
@@ -48,13 +50,11 @@ log = logging.getLogger("modelrollout.fastpath")
 IDLE_PERIOD_SECONDS = 1.0
 """How often the loop wakes when no rollout is watched (to notice new ones)."""
 
-
-class BatchSource(Protocol):
-    async def snapshots(self, requests: Sequence[Any], at: datetime, *,
-                        path: str = "tick") -> dict[str, Snapshot | MetricsUnavailable]: ...
+CANARY_POD_LABELS: dict[str, str] = {ROLE_LABEL: CANARY_ROLE}
+"""The labels of the pods the pod watch follows (every canary pod the operator creates)."""
 
 
-RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], Any]
+RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
 """Builds one rollout's fast-path request (``SnapshotRequest.for_fast_path``); may raise on a bad spec."""
 
 
@@ -71,7 +71,7 @@ class Watched:
 class FastPath:
     """The operator-wide fast path loop and pod-failure entry point."""
 
-    def __init__(self, controller: Controller, sources: Callable[[str | None], BatchSource],
+    def __init__(self, controller: Controller, sources: Callable[[str | None], MetricsBatchSource],
                  build_request: RequestFactory, clock: Clock, telemetry: OperatorMetrics) -> None:
         self.controller = controller
         self.sources = sources
@@ -158,7 +158,7 @@ class FastPath:
         if not due:
             return []
         now = self.clock.now()
-        groups: dict[str | None, list[tuple[Watched, Any]]] = {}
+        groups: dict[str | None, list[tuple[Watched, SnapshotRequest]]] = {}
         for w in due:
             w.checked_at = started
             try:
@@ -166,8 +166,7 @@ class FastPath:
             except (ModelRolloutError, ValueError) as exc:  # the tick reports an unusable spec
                 log.debug("%s/%s: no fast path: %s", w.ref.namespace, w.ref.name, exc)
                 continue
-            url = w.spec.analysis.prometheus.url if w.spec.analysis.prometheus else None
-            groups.setdefault(url, []).append((w, request))
+            groups.setdefault(request.prometheus_url, []).append((w, request))
         answers = await asyncio.gather(*(self._batch(url, items, now) for url, items in groups.items()))
         log.debug("fast path: %d rollout(s) queried in %.0f ms", len(due), 1000 * (time.monotonic() - started))
         breaches: list[tuple[RolloutRef, CriticalSignal]] = []
@@ -186,7 +185,7 @@ class FastPath:
         self.telemetry.fast_path_seconds.observe(time.monotonic() - started)
         return breaches
 
-    async def _batch(self, url: str | None, items: list[tuple[Watched, Any]],
+    async def _batch(self, url: str | None, items: list[tuple[Watched, SnapshotRequest]],
                      at: datetime) -> dict[str, Snapshot | MetricsUnavailable]:
         return await self.sources(url).snapshots([request for _, request in items], at, path=FAST_PATH)
 
@@ -206,6 +205,16 @@ class FastPath:
     def rollouts_with_canary(self, namespace: str, deployment: str) -> list[Watched]:
         return [w for uid, w in self.watched.items()
                 if uid in self.active and w.ref.namespace == namespace and w.spec.canary.deployment == deployment]
+
+    async def pod_changed(self, namespace: str, pod: str, body: Mapping[str, Any]) -> bool:
+        """A canary pod's new state from the watch: a failed pod (OOMKilled, crash-looping)
+        of a known Deployment goes to ``pod_failed``. True if a rollout was rolled back."""
+        if pod_failure(body) is None:
+            return False
+        deployment = deployment_of_pod(body)
+        if deployment is None:
+            return False
+        return await self.pod_failed(namespace, deployment, pod)
 
     async def pod_failed(self, namespace: str, deployment: str, pod: str) -> bool:
         """A canary pod failed: confirm on the current revision's pods, then signal. True if acted."""
@@ -244,4 +253,4 @@ def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["FastPath", "Watched", "deployment_of_pod"]
+__all__ = ["CANARY_POD_LABELS", "FastPath", "Watched", "deployment_of_pod"]

@@ -20,7 +20,8 @@ import yaml
 
 from modelrollout.api.manifests import load_rollout
 from modelrollout.api.models import ModelRolloutStatus
-from modelrollout.core.machine import MetricsObserved, initial_status, step
+from modelrollout.core.machine import initial_status, step
+from modelrollout.core.observations import MetricsObserved
 from modelrollout.core.replay import decision_record
 from modelrollout.core.snapshot import load_snapshot
 

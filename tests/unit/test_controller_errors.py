@@ -48,7 +48,7 @@ def controller(body: dict[str, Any], rec: Recorder) -> Controller:
 
     return Controller(read_rollout=read, executor=rec, metrics_source=rec, events=rec, notifier=rec,  # type: ignore[arg-type]
                       write_status=write, clock=Clock(), telemetry=OperatorMetrics(),  # type: ignore[arg-type]
-                      build_request=lambda *a: None, build_target=lambda *a: None)
+                      build_request=lambda *a: None)  # type: ignore[arg-type,return-value]
 
 
 RECORD = {"replicas": 20, "template": {"spec": {"containers": [{"name": "m", "image": "v1"}]}},
@@ -82,7 +82,7 @@ def test_an_unreadable_status_holds_with_a_condition_and_an_event_and_never_star
 
 
 def test_a_signal_never_acts_on_an_unreadable_status() -> None:
-    from modelrollout.core.machine import CriticalSignal
+    from modelrollout.core.observations import CriticalSignal
 
     rec = Recorder()
     acted = asyncio.run(controller(body(), rec).signal(RolloutRef("ml", "fraud", "uid-1"),

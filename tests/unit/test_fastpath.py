@@ -13,22 +13,18 @@ from typing import Any
 
 import pytest
 
-from modelrollout.adapters.prometheus import SnapshotRequest, plan_queries
+from modelrollout.adapters.metrics.plan import plan_queries
+from modelrollout.adapters.metrics.request import SnapshotRequest
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
 from modelrollout.clock import SettableClock
 from modelrollout.controller import RolloutRef
 from modelrollout.core.actions import RollbackPhase
 from modelrollout.core.conditions import evaluate_all
-from modelrollout.core.fastpath import (
-    FAST_PATH_CONDITIONS,
-    critical_breach,
-    critical_results,
-    fast_path_windows,
-    pod_health_signal,
-    watches,
-)
-from modelrollout.core.machine import CriticalSignal, MetricsObserved, evaluation_context, step
+from modelrollout.core.fastpath import critical_breach, critical_results, pod_health_signal, watches
+from modelrollout.core.machine import evaluation_context, step
+from modelrollout.core.observations import CriticalSignal, MetricsObserved
 from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
+from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_windows
 from modelrollout.fastpath import FastPath, deployment_of_pod
 from modelrollout.telemetry import OperatorMetrics
 
@@ -159,10 +155,12 @@ def test_pod_health_signal_only_for_oom_and_crash_loops() -> None:
 def test_fast_path_request_has_no_series_no_custom_and_flat_query_count() -> None:
     spec = make_spec(custom=[{"name": "revenue", "query": "sum(x)", "threshold": 1.0, "critical": 0.5, "direction": "below"}])
     status, at = at_25(make_spec())
-    request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status, now=at)
+    request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
+                                            windows=fast_path_windows(spec, status, at))
     assert request.series_window is None and request.custom == ()
     assert set(request.windows) == {c.value for c in FAST_PATH_CONDITIONS}
-    many = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status, now=at)
+    many = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status,
+                                          windows=fast_path_windows(spec, status, at))
             for i in range(100)]
     assert len(plan_queries(many)) == len(plan_queries([request]))
 
@@ -211,7 +209,8 @@ def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
 
 def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPath:
     def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Any:
-        return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status, now=now)
+        return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
+                                             windows=fast_path_windows(spec, status, now))
     return FastPath(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
 
 

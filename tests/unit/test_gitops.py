@@ -22,7 +22,8 @@ import yaml
 
 from modelrollout.api.manifests import ManifestError, iter_documents, parse_spec
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
-from modelrollout.core.machine import (
+from modelrollout.core.machine import step
+from modelrollout.core.observations import (
     Command,
     CommandKind,
     CriticalSignal,
@@ -33,9 +34,8 @@ from modelrollout.core.machine import (
     PromotionFailed,
     RollbackApplied,
     SpecChanged,
-    set_condition,
-    step,
 )
+from modelrollout.core.records import set_condition
 from modelrollout.core.snapshot import load_snapshot
 
 # In the `test` extra (make install): lupa runs the Argo CD Lua health check, cel-python the Flux CEL ones.

@@ -17,7 +17,7 @@ import pytest
 from modelrollout.adapters.kube import KubeExecutor, rollout_target
 from modelrollout.adapters.kubeapi import Conflict, NotFound
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
-from modelrollout.core.machine import (
+from modelrollout.core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,
@@ -231,7 +231,8 @@ def test_promote_hands_over_in_batches_within_the_surge(world) -> None:
     api, _, ex = world
     s = spec(image="fraud:v2", resources={"limits": {"nvidia.com/gpu": "2"}})
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
-    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    # The machine's SetWeight: the target (and its serving floor) comes from the recorded stable.
+    asyncio.run(ex.set_weight("ml", s, ModelRolloutStatus(stable_record=record), 100))
     assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 0
     api.peak = 0
     results = _promote_until_done(ex, s, ModelRolloutStatus(stable_record=record, canary_weight=100))
@@ -250,7 +251,7 @@ def test_a_batch_that_never_becomes_ready_stops_the_handover_where_it_is(world) 
     api, clock, ex = world
     s = spec(image="fraud:v2")
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
-    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
     status = ModelRolloutStatus(stable_record=record, canary_weight=100)
     api.available = False
     first = asyncio.run(ex.promote("ml", s, status))
@@ -274,7 +275,7 @@ def test_a_retry_after_a_stopped_handover_restores_the_recorded_stable(world) ->
     api, _, ex = world
     s = spec(image="fraud:v2")
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
-    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
     asyncio.run(ex.promote("ml", s, ModelRolloutStatus(stable_record=record, canary_weight=100)))
     assert api.deployments[("ml", "fraud")]["spec"]["template"] != record.template
     again = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus(stable_record=record), rollout="fraud"))
@@ -302,11 +303,11 @@ def test_a_rollback_from_100_percent_removes_canary_pods_only_as_stable_pods_bec
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 8)
     assert target.min_serving == 6
-    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 100))
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 100))
     assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 0
     api.not_ready.add("fraud")
     api.serving.clear()
-    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 0))
     assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 0
     assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
     assert min(api.serving) >= 6, api.serving
@@ -318,11 +319,11 @@ def test_a_weight_change_gives_up_when_the_other_side_never_becomes_ready(world)
     s = spec(image="fraud:v2")
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 3)
-    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 100))
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 100))
     api.not_ready.add("fraud")
     started = clock.t
     with pytest.raises(CapacityWait, match=r"fraud-canary keeps 3 pods \(wants 0\).*too few ready pods"):
-        asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+        asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 0))
     assert clock.t - started >= timedelta(seconds=30)
     assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 3  # still serving
 
@@ -331,7 +332,7 @@ def test_rollback_phases_are_resumable_and_exact(world) -> None:
     api, _, ex = world
     s = spec(image="fraud:v2", env={"A": "1"})
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
-    asyncio.run(ex.set_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 25))
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 25))
     canary = api.deployments[("ml", "fraud-canary")]
     asyncio.run(api.patch_deployment("ml", "fraud", {"spec": {"template": canary["spec"]["template"]}}))
     status = ModelRolloutStatus(stable_record=record, canary_weight=25)
@@ -354,7 +355,7 @@ def test_rollback_phases_are_resumable_and_exact(world) -> None:
 def test_unknown_router_is_an_error(world) -> None:
     _, _, ex = world
     with pytest.raises(InvalidSpec, match="spec.traffic.router: 'linkerd'"):
-        asyncio.run(ex.set_weight(rollout_target("ml", spec(), 3), "linkerd", 5))  # type: ignore[arg-type]
+        asyncio.run(ex.apply_weight(rollout_target("ml", spec(), 3), "linkerd", 5))  # type: ignore[arg-type]
 
 
 def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed() -> None:
@@ -364,7 +365,7 @@ def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed
     s = spec(image="fraud:v2")
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 8)
-    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 50))
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 50))
     stable = api.deployments[("ml", "fraud")]
     assert stable["spec"]["replicas"] == 4
     stable["status"]["availableReplicas"] = 6  # the status lags the scale-down
@@ -379,7 +380,7 @@ def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed
         return out
 
     api.patch_deployment = recording_patch  # type: ignore[method-assign]
-    asyncio.run(ex.set_weight(target, RouterKind.REPLICAS, 0))
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 0))
     # 4 stable pods stay, so the canary keeps 2 of its 4 until more stable pods are ready
     # (trusting the stale 6 would have dropped it to 0 at once: 4 serving under a floor of 6).
     assert canary_sizes[0] == 2, canary_sizes

@@ -6,12 +6,13 @@ from datetime import datetime, timedelta
 
 from modelrollout.api.models import DecisionAction, ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
 from modelrollout.core.actions import EmitEvent, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from modelrollout.core.machine import (
+from modelrollout.core.machine import pending_actions, revision_of, step
+from modelrollout.core.observations import (
     Command,
     CommandKind,
     CriticalSignal,
-    Initialized,
     InitFailed,
+    Initialized,
     MetricsFailed,
     MetricsObserved,
     PromotionApplied,
@@ -19,13 +20,10 @@ from modelrollout.core.machine import (
     PromotionProgress,
     RollbackApplied,
     SpecChanged,
-    pending_actions,
-    plan_windows,
-    revision_of,
-    step,
 )
 from modelrollout.core.replay import settle, start
 from modelrollout.core.snapshot import load_snapshot
+from modelrollout.core.windows import plan_windows
 
 from .factories import RECORD, T0, begin, healthy_snapshot, make_spec, snapshot_dict, with_changes
 

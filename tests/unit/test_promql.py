@@ -19,15 +19,14 @@ import pytest
 import requests
 from prometheus_api_client import PrometheusApiClientException
 
-from modelrollout.adapters import promql
-from modelrollout.adapters.prometheus import (
-    BatchingMetricsSource,
-    PrometheusMetricsSource,
-    SnapshotRequest,
-    plan_queries,
-)
+from modelrollout.adapters.metrics import promql
+from modelrollout.adapters.metrics.batching import BatchingMetricsSource
+from modelrollout.adapters.metrics.plan import plan_queries
+from modelrollout.adapters.metrics.request import SnapshotRequest
+from modelrollout.adapters.metrics.transport import PrometheusMetricsSource
 from modelrollout.api.models import CustomCondition, MetricLabels, ModelRolloutStatus
 from modelrollout.core.snapshot import Snapshot
+from modelrollout.core.windows import plan_windows
 from modelrollout.errors import InvalidSpec, MetricsUnavailable, OperatorBug, UnsafeLabelValue
 
 from .factories import make_spec
@@ -157,8 +156,9 @@ def test_for_rollout_builds_the_request_from_spec_and_status() -> None:
     spec = make_spec(custom=[{"name": "gpu", "query": "max(x)", "threshold": 1, "critical": 2},
                              {"name": "off", "query": "max(y)", "threshold": 1, "critical": 2, "enabled": False}],
                      conditions={"cache": {"enabled": False}})
-    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec,
-                                    status=ModelRolloutStatus(canary_weight=5), now=AT)
+    status = ModelRolloutStatus(canary_weight=5)
+    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec, status=status,
+                                    windows=plan_windows(spec, status, AT))
     assert r.key == "ml/fraud" and r.stable == "fraud" and r.canary == "fraud-canary"
     assert "cache" not in r.windows and r.windows["latency"] == 60 * S
     assert r.series_step == 10 * S and r.series_window == 300 * S  # 30 points at a 10s interval
@@ -489,23 +489,23 @@ def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query(
 
 def test_a_bug_while_assembling_is_an_operator_error_not_prometheus_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only Prometheus' failures may count toward prometheusErrors (whose policy can be rollback)."""
-    import modelrollout.adapters.prometheus as prometheus
+    from modelrollout.adapters.metrics.assembly import SnapshotAssembler
 
     def broken(self: Any) -> Snapshot:
         raise ZeroDivisionError("a defect of ours")
 
-    monkeypatch.setattr(prometheus._Assembler, "snapshot", broken)
+    monkeypatch.setattr(SnapshotAssembler, "snapshot", broken)
     with pytest.raises(OperatorBug, match=r"ZeroDivisionError: a defect of ours"):
         run_snapshots([request()], healthy_table())
 
 
 def test_a_bug_while_parsing_an_answer_is_an_operator_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelrollout.adapters.prometheus as prometheus
+    import modelrollout.adapters.metrics.transport as transport
 
     def broken(key: Any, raw: Any) -> Any:
         raise KeyError("value")
 
-    monkeypatch.setattr(prometheus, "_parse", broken)
+    monkeypatch.setattr(transport, "parse_answer", broken)
     with pytest.raises(OperatorBug, match=r"KeyError"):
         run_snapshots([request()], healthy_table())
 
@@ -523,3 +523,37 @@ def test_a_confidence_histogram_without_its_inf_bucket_is_partial_and_unusable()
     assert promql.confidence_histogram({"0.5": 10.0, "0.9": 60.0}) is None
     coarser = promql.confidence_histogram({"0.9": 60.0, "+Inf": 100.0})  # intermediate buckets lost: coarser, fine
     assert coarser is not None and coarser.le == [0.9, 1.0] and coarser.counts == [60.0, 100.0]
+
+
+def test_the_catalogue_has_one_entry_per_core_condition_filling_snapshot_fields() -> None:
+    """Conditions are listed once, in core.conditions; the adapter's catalogue follows it."""
+    from modelrollout.adapters.metrics.catalogue import CATALOGUE
+    from modelrollout.core.conditions import CONDITIONS
+    from modelrollout.core.snapshot import SideMetrics
+
+    assert list(CATALOGUE) == [c.name.value for c in CONDITIONS]
+    for name, entry in CATALOGUE.items():
+        if entry.fill is not None:
+            assert set(entry.fill(lambda template: None)) <= set(SideMetrics.model_fields), name
+
+
+def test_the_router_asks_the_prometheus_a_request_names_else_the_default() -> None:
+    from modelrollout.adapters.metrics.batching import PrometheusRouter
+
+    router = PrometheusRouter("http://default.test:9090", timeout=1.0)
+    assert router.source(None) is router.source("http://default.test:9090")
+    assert router.source("http://other.test:9090") is not router.source(None)
+    asked: list[str | None] = []
+
+    class Source:
+        async def snapshot(self, r: SnapshotRequest, at: datetime) -> MetricsUnavailable:
+            return MetricsUnavailable(r.key)
+
+    def source(url: str | None) -> Any:
+        asked.append(url)
+        return Source()
+
+    router.source = source  # type: ignore[method-assign]
+    asyncio.run(router.snapshot(request(), AT))
+    asyncio.run(router.snapshot(request(prometheus_url="http://other.test:9090"), AT))
+    assert asked == [None, "http://other.test:9090"]

@@ -26,7 +26,8 @@ from modelrollout.api.models import DecisionAction, ModelRolloutStatus, Phase
 from modelrollout.core.conditions import evaluate_all
 from modelrollout.core.conditions.base import ConditionResult
 from modelrollout.core.decision import Position, decide
-from modelrollout.core.machine import MetricsObserved, evaluation_context, initial_status, step
+from modelrollout.core.machine import evaluation_context, initial_status, step
+from modelrollout.core.observations import MetricsObserved
 from modelrollout.core.scoring import score_conditions
 from modelrollout.core.snapshot import ERROR_CATEGORIES, load_snapshot
 

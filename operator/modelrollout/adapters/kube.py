@@ -42,7 +42,7 @@ from ..api.models import (
     StableRecord,
     resolve_int_or_percent,
 )
-from ..core.machine import (
+from ..core.observations import (
     InitFailed,
     Initialized,
     PromotionApplied,
@@ -51,9 +51,9 @@ from ..core.machine import (
     RollbackApplied,
 )
 from ..core.snapshot import CanaryHealth
-from ..errors import ClusterConflict, InvalidSpec
+from ..errors import ClusterConflict
 from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
-from .routers import ROUTERS, RouterFactory
+from .routers import ROUTERS, RouterFactory, router_factory
 from .routers.base import RolloutTarget, TrafficRouter
 from .routers.gateway_api import GatewayAPIRouter, verify_route
 from .routers.replicas import WEIGHT_ANNOTATION
@@ -131,20 +131,19 @@ class KubeExecutor:
 
     def router(self, kind: RouterKind | str) -> TrafficRouter:
         """The router for ``kind``; InvalidSpec on an unknown kind, never a default (flagger#1872)."""
-        try:
-            key = RouterKind(kind)
-        except ValueError:
-            key = None
-        if key is None or key not in self._router_factories:
-            allowed = ", ".join(k.value for k in self._router_factories)
-            raise InvalidSpec(f"spec.traffic.router: {str(kind)!r} is not a known router; use one of: {allowed}")
+        key, factory = router_factory(kind, self._router_factories)
         if key not in self._routers:
-            self._routers[key] = self._router_factories[key](
-                self.api, sleep=self._sleep, monotonic=lambda: self.now().timestamp())
+            self._routers[key] = factory(self.api, sleep=self._sleep, monotonic=lambda: self.now().timestamp())
         return self._routers[key]
 
-    async def set_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
-        """Route ``percent`` % to the canary (idempotent; does not wait for pods)."""
+    async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
+        """The machine's ``SetWeight``: route ``percent`` % to the canary, with the serving floor
+        of the recorded stable (idempotent; does not wait for pods)."""
+        total = status.stable_record.replicas if status.stable_record else 0
+        await self.apply_weight(rollout_target(ns, spec, total), spec.traffic.router, percent)
+
+    async def apply_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
+        """Route ``percent`` % to the canary of ``target`` (idempotent; does not wait for pods)."""
         await self.router(router).set_canary_weight(target, percent)
 
     async def read_weight(self, target: RolloutTarget, router: RouterKind) -> int | None:
@@ -183,7 +182,7 @@ class KubeExecutor:
             except NotFound:
                 serving = False
             if serving:
-                await self.set_weight(rollout_target(ns, spec, record.replicas), spec.traffic.router, 0)
+                await self.apply_weight(rollout_target(ns, spec, record.replicas), spec.traffic.router, 0)
         try:
             failed = await retry_conflicts(lambda: self._ensure_canary(ns, spec, stable, record, rollout),
                                            f"Deployment {ns}/{canary_name}")
@@ -319,7 +318,7 @@ class KubeExecutor:
                 f"cause: {cause}")
         canary_keep = max(0, total - ready)
         if ready >= total:
-            await self.set_weight(target, spec.traffic.router, 0)
+            await self.apply_weight(target, spec.traffic.router, 0)
             await self._scale_if_present(ns, canary_name, 0)
             log.info("promoted %s/%s: the stable runs the challenger on %d pods, canary at 0", ns, stable_name, total)
             return PromotionApplied()
@@ -406,7 +405,7 @@ class KubeExecutor:
                 total = record.replicas
             else:  # aborted before the stable was recorded: nothing of it was changed
                 total = replicas_of(await self.api.read_deployment(ns, spec.stable.deployment))
-            await self.set_weight(rollout_target(ns, spec, total), spec.traffic.router, 0)
+            await self.apply_weight(rollout_target(ns, spec, total), spec.traffic.router, 0)
         elif phase == 2:
             if record is not None:
                 await self._set_stable(ns, spec.stable.deployment, record.template, record.replicas)

@@ -19,27 +19,16 @@ loop that calls ``critical_breach`` every second live in ``modelrollout.fastpath
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
-from ..api.thresholds import ConditionName
 from .conditions import BUILTIN, thresholds_of
 from .conditions.base import ConditionResult
 from .decision import health_failure
-from .machine import CriticalSignal, evaluation_context, plan_windows
+from .machine import evaluation_context
+from .observations import CriticalSignal
 from .snapshot import CanaryHealth, Snapshot
-
-FAST_PATH_CONDITIONS: tuple[ConditionName, ...] = (
-    ConditionName.ACCURACY,
-    ConditionName.LATENCY,
-    ConditionName.CONFIDENCE_DRIFT,
-    ConditionName.ERROR_RATE,
-    ConditionName.CACHE,
-)
-"""Conditions with a critical bound that a counter query can show within a second.
-
-Throughput is left to the tick: its share-normalised drop jumps at every weight change
-and its service-wide RPS needs a stable window. Anomaly has no critical bound."""
+from .windows import FAST_PATH_CONDITIONS, fast_path_windows
 
 ALPHA_DIVISOR = 10.0
 FAST_PATH = "fastPath"
@@ -56,26 +45,6 @@ def watches(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     return (status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.canary_weight > 0
             and status.step_started_at is not None and status.revision is not None
             and not spec.analysis.dry_run)
-
-
-def fast_path_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
-    """The tick's windows (``plan_windows``) for the enabled fast-path conditions whose
-    window the current step already covers.
-
-    Same windows as the tick, so "visible in Prometheus" means the same thing on both
-    paths. A window longer than the step's age reaches back before the canary's pods (or
-    this step's new pods) existed, and Prometheus' ``increase()`` extrapolates each young
-    series on its own: measured on the local cluster, a healthy canary 5 s old read 0.77
-    accuracy from counters whose raw ratio was 0.89 (``increase(evaluated)`` extrapolated
-    by 45 %, ``increase(correct)`` by 26 %), which the binomial gate then calls significant
-    at any α. Such artefacts last until the series is as old as the window, so the fast
-    path waits for that; until then a breach is the tick's to judge.
-    """
-    resolved = spec.analysis.resolved_conditions()
-    enabled = {c.value for c in FAST_PATH_CONDITIONS if thresholds_of(resolved, c).enabled is not False}
-    age = now - status.step_started_at if status.step_started_at else timedelta(0)
-    return {name: window for name, window in plan_windows(spec, status, now).items()
-            if name in enabled and window <= age}
 
 
 def fast_path_significance(spec: ModelRolloutSpec) -> float:
@@ -145,6 +114,6 @@ def pod_health_signal(spec: ModelRolloutSpec, status: ModelRolloutStatus, health
 
 
 __all__ = [
-    "ALPHA_DIVISOR", "FAST_PATH", "FAST_PATH_CONDITIONS", "POD_WATCH", "critical_breach", "critical_results",
-    "fast_path_significance", "fast_path_windows", "pod_health_signal", "watches",
+    "ALPHA_DIVISOR", "FAST_PATH", "POD_WATCH", "critical_breach", "critical_results", "fast_path_significance",
+    "pod_health_signal", "watches",
 ]

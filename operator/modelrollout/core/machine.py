@@ -4,131 +4,53 @@ Everything the operator needs to resume lives in the status this returns; the ac
 are idempotent targets (see ``actions.py``). The operator persists the new status
 *before* executing the actions, so after a SIGKILL at any point ``pending_actions``
 re-derives from status what must (still) hold in the cluster, and re-applying it is a
-no-op. Observations are the only way facts enter: a metrics snapshot or query error
-(regular tick), a critical signal (fast path, pod watch), the completion of an action,
-or a manual command.
+no-op. Observations (``observations.py``) are the only way facts enter: a metrics
+snapshot or query error (regular tick), a critical signal (fast path, pod watch), the
+completion of an action, or a manual command. How a transition is written into status
+(conditions, history, risk, rollback evidence) is ``records.py``'s; this module decides
+which transition happens.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from ..api.models import (
     DecisionAction,
     DecisionStatus,
-    ConditionStatus,
     ErrorPolicy,
-    HISTORY_LIMIT,
     HistoryEntry,
-    KubeCondition,
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
     PromotionStatus,
     RiskLevel,
-    RiskStatus,
     RollbackStatus,
-    StableRecord,
 )
-from ..api.thresholds import ConditionName
 from .actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
-from .conditions import evaluate_all, thresholds_of
-from .conditions.base import ConditionResult, EvaluationContext
+from .conditions import evaluate_all
+from .conditions.base import EvaluationContext
 from .decision import Decision, Position, decide
-from .snapshot import Snapshot
-
-# ------------------------------------------------------------------------ observations
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsObserved:
-    """A regular tick: the Prometheus adapter's snapshot for this rollout."""
-
-    snapshot: Snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsFailed:
-    """Prometheus unreachable or erroring: never an exception, always this."""
-
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class CriticalSignal:
-    """A breach caught outside the tick: the fast path or the canary pod watch."""
-
-    path: str      # fastPath | podWatch
-    trigger: str   # condition name or kubernetesHealth
-    reason: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Initialized:
-    """``StartRollout`` succeeded; carries the stable as it was (recorded only the first time)."""
-
-    stable: StableRecord
-
-
-@dataclass(frozen=True, slots=True)
-class InitFailed:
-    """``StartRollout`` refused: e.g. the model digest does not match. Nothing was changed."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RollbackApplied:
-    phase: int
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionApplied:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionProgress:
-    """One handover batch done: ``stable_ready`` stable pods run the challenger, the canary keeps the rest."""
-
-    stable_ready: int
-    canary_replicas: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionFailed:
-    reason: str
-
-
-class CommandKind(StrEnum):
-    PROMOTE = "promote"          # skip to the next step (promote from the last)
-    PROMOTE_FULL = "promoteFull"  # promote now
-    ABORT = "abort"
-    RETRY = "retry"
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    kind: CommandKind
-
-
-@dataclass(frozen=True, slots=True)
-class SpecChanged:
-    """Re-read of the spec (new generation, pause/resume): reconcile without metrics."""
-
-
-Observation = (
-    MetricsObserved | MetricsFailed | CriticalSignal | Initialized | InitFailed | RollbackApplied
-    | PromotionApplied | PromotionProgress | PromotionFailed | Command | SpecChanged
+from .observations import (
+    Command,
+    CommandKind,
+    CriticalSignal,
+    Initialized,
+    InitFailed,
+    MetricsFailed,
+    MetricsObserved,
+    Observation,
+    PromotionApplied,
+    PromotionFailed,
+    PromotionProgress,
+    RollbackApplied,
+    SpecChanged,
 )
+from .records import capped_history, evidence_of, risk_of, updated_conditions, with_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,69 +82,6 @@ def next_tick(now: datetime, interval: timedelta) -> datetime:
     return datetime.fromtimestamp(ticks * seconds, tz=now.tzinfo)
 
 
-def _history(status: ModelRolloutStatus, *entries: HistoryEntry) -> list[HistoryEntry]:
-    return (list(status.history) + list(entries))[-HISTORY_LIMIT:]
-
-
-def set_condition(
-    conditions: list[KubeCondition], type_: str, value: bool, reason: str, message: str, now: datetime
-) -> list[KubeCondition]:
-    status = "True" if value else "False"
-    out: list[KubeCondition] = []
-    found = False
-    for c in conditions:
-        if c.type == type_:
-            found = True
-            when = c.last_transition_time if c.status == status else now
-            out.append(KubeCondition(type=type_, status=status, reason=reason, message=message, last_transition_time=when))
-        else:
-            out.append(c)
-    if not found:
-        out.append(KubeCondition(type=type_, status=status, reason=reason, message=message, last_transition_time=now))
-    return out
-
-
-def _conditions(status: ModelRolloutStatus, now: datetime, **updates: tuple[bool, str, str]) -> list[KubeCondition]:
-    result = list(status.conditions)
-    for type_, (value, reason, message) in updates.items():
-        result = set_condition(result, type_, value, reason, message, now)
-    return result
-
-
-def _status_conditions(results: tuple[ConditionResult, ...], since: Mapping[str, datetime]) -> list[ConditionStatus]:
-    return [
-        ConditionStatus(
-            name=r.name, severity=round(r.severity, 6), triggered=r.triggered, critical=r.critical,
-            inconclusive=r.inconclusive, no_data=r.no_data, triggered_since=since.get(r.name),
-            window_seconds=r.window_seconds, samples=r.samples, min_samples=r.min_samples, observed=dict(r.observed), threshold=dict(r.threshold), message=r.message,
-        )
-        for r in results
-    ]
-
-
-def _risk(decision: Decision, now: datetime) -> RiskStatus:
-    return RiskStatus(score=round(decision.score, 6), level=decision.level, evaluated_at=now,
-                      conditions=_status_conditions(decision.conditions, decision.triggered_since))
-
-
-def evidence_of(decision: Decision | None, status: ModelRolloutStatus) -> dict[str, Any]:
-    """The rollback evidence record: trigger, every condition's values, score, times."""
-    record: dict[str, Any] = {"phase": status.phase.value, "step": status.current_step, "weight": status.canary_weight}
-    if decision is not None:
-        record.update({
-            "score": round(decision.score, 6), "level": decision.level.value, "trigger": decision.trigger,
-            "conditions": [
-                {"name": r.name, "severity": round(r.severity, 6), "critical": r.critical, "inconclusive": r.inconclusive,
-                 "observed": dict(r.observed), "threshold": dict(r.threshold), "message": r.message}
-                for r in decision.conditions
-            ],
-        })
-    elif status.risk is not None:
-        record.update({"score": status.risk.score, "level": status.risk.level.value,
-                       "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.risk.conditions]})
-    return record
-
-
 def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
                        significance: float | None = None) -> EvaluationContext:
     age = now - status.step_started_at if status.step_started_at else None
@@ -233,42 +92,6 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
         step_age=age,
         interval=spec.analysis.interval,
     )
-
-
-MIN_THROUGHPUT_WINDOW = timedelta(seconds=10)
-
-
-def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> dict[str, timedelta]:
-    """Which window each condition's canary counts should cover on the next query.
-
-    The nominal window, grown to the step's age when the nominal window is expected to
-    hold fewer than the minimum samples (SPEC §3 "windows grow at low traffic"). The
-    expectation comes from the previous evaluation's sample rate, so the window does
-    not flap between nominal and grown once evidence suffices only in the larger one.
-    """
-    resolved = spec.analysis.resolved_conditions()
-    previous = {c.name: c for c in (status.risk.conditions if status.risk else [])}
-    age = now - status.step_started_at if status.step_started_at else timedelta(0)
-    plan: dict[str, timedelta] = {}
-    for name in ConditionName:
-        th = thresholds_of(resolved, name)
-        if not th.enabled:
-            continue
-        nominal: timedelta = th.window
-        window = nominal
-        prev = previous.get(name.value)
-        if prev and prev.window_seconds and prev.samples is not None:
-            rate = prev.samples / prev.window_seconds
-            if rate * nominal.total_seconds() < (th.min_samples or 0):
-                window = max(nominal, age)
-        elif prev and prev.inconclusive and not prev.no_data:
-            window = max(nominal, age)
-        if name == ConditionName.THROUGHPUT:
-            # A rate over time before the step's weight took effect is compared with the
-            # wrong share; keep the throughput window inside the step (at least 10s).
-            window = max(min(window, age), min(nominal, MIN_THROUGHPUT_WINDOW))
-        plan[name.value] = window
-    return plan
 
 
 # ---------------------------------------------------------------------------- the step
@@ -320,10 +143,10 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
         # annotation still on the resource look new, and run again on the fresh rollout.
         last_command=status.last_command,
         message=message,
-        conditions=_conditions(status, now, Ready=(True, "Initializing", message),
+        conditions=updated_conditions(status, now, Ready=(True, "Initializing", message),
                                Progressing=(True, "Initializing", message),
                                Complete=(False, "Initializing", message), Degraded=(False, "Initializing", message)),
-        history=_history(status, HistoryEntry(at=now, kind="revision", message=message)),
+        history=capped_history(status, HistoryEntry(at=now, kind="revision", message=message)),
     )
     if spec.analysis.dry_run:
         # Dry run never acts: no canary is created, analysis runs on what exists.
@@ -343,17 +166,17 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
             "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": first,
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
             "high_risk_since": None, "consecutive_no_data": 0, "consecutive_prometheus_errors": 0, "risk": None,
-            "conditions": _conditions(status, now, Progressing=(True, "StepStarted", message)),
-            "history": _history(status, HistoryEntry(at=now, kind="step", message=message, step=0, weight=first)),
+            "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="step", message=message, step=0, weight=first)),
         })
         return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "StepStarted", message)))
     if isinstance(obs, InitFailed):
         message = f"cannot start: {obs.reason}"
         new = status.model_copy(update={
             "phase": Phase.FAILED, "message": message,
-            "conditions": _conditions(status, now, Ready=(False, "StartFailed", message),
+            "conditions": updated_conditions(status, now, Ready=(False, "StartFailed", message),
                                       Progressing=(False, "StartFailed", message)),
-            "history": _history(status, HistoryEntry(at=now, kind="decision", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="decision", message=message)),
         })
         return Transition(new, (EmitEvent(EventType.WARNING, "StartFailed", message),))
     return Transition(status)
@@ -366,13 +189,13 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         message = "paused: analysis continues, nothing advances" if spec.paused else "resumed"
         status = status.model_copy(update={
             "phase": phase, "message": message,
-            "history": _history(status, HistoryEntry(at=now, kind="manual", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message)),
         })
         if isinstance(obs, SpecChanged):
             return Transition(status, (EmitEvent(EventType.NORMAL, "Paused" if spec.paused else "Resumed", message),))
 
     if isinstance(obs, CriticalSignal):
-        return _begin_rollback(spec, _with_signal(status, obs, now), now, reason=obs.reason, trigger=obs.trigger,
+        return _begin_rollback(spec, with_signal(status, obs, now), now, reason=obs.reason, trigger=obs.trigger,
                                path=obs.path, decision=None, extra=dict(obs.evidence))
     if isinstance(obs, MetricsFailed):
         return _metrics_failed(spec, status, obs, now)
@@ -399,7 +222,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
                    path: str = "tick") -> Transition:
     """Record a decision in status and turn it into actions (none in dryRun)."""
     base = status.model_copy(update={
-        "risk": _risk(decision, now),
+        "risk": risk_of(decision, now),
         "decision": DecisionStatus(action=decision.action, reason=decision.reason, at=now, path=path),
         "high_risk_since": decision.high_risk_since,
         "consecutive_no_data": decision.consecutive_no_data,
@@ -413,7 +236,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
             message = f"dryRun: would {action.value}: {decision.reason}"
             base = base.model_copy(update={
                 "message": message,
-                "history": _history(base, HistoryEntry(at=now, kind="decision", message=message,
+                "history": capped_history(base, HistoryEntry(at=now, kind="decision", message=message,
                                                        step=status.current_step, weight=status.canary_weight,
                                                        score=round(decision.score, 6))),
             })
@@ -427,8 +250,8 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         message = f"promoting revision {status.revision}: {decision.reason}"
         new = base.model_copy(update={
             "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
-            "conditions": _conditions(base, now, Progressing=(True, "Promoting", message)),
-            "history": _history(base, HistoryEntry(at=now, kind="promotion", message=message, step=status.current_step,
+            "conditions": updated_conditions(base, now, Progressing=(True, "Promoting", message)),
+            "history": capped_history(base, HistoryEntry(at=now, kind="promotion", message=message, step=status.current_step,
                                                    weight=status.canary_weight, score=round(decision.score, 6))),
         })
         return Transition(new, (Promote(status.revision or ""), EmitEvent(EventType.NORMAL, "Promoting", message)), decision)
@@ -438,8 +261,8 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         message = f"step {nxt}: canary at {weight}% ({decision.reason})"
         new = base.model_copy(update={
             "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
-            "conditions": _conditions(base, now, Progressing=(True, "StepAdvanced", message)),
-            "history": _history(base, HistoryEntry(at=now, kind="step", message=message, step=nxt, weight=weight,
+            "conditions": updated_conditions(base, now, Progressing=(True, "StepAdvanced", message)),
+            "history": capped_history(base, HistoryEntry(at=now, kind="step", message=message, step=nxt, weight=weight,
                                                    score=round(decision.score, 6))),
         })
         return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "StepAdvanced", message)), decision)
@@ -450,7 +273,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         message = f"canary weight {status.canary_weight}% -> {weight}%: {decision.reason}"
         new = base.model_copy(update={
             "canary_weight": weight, "step_started_at": now, "message": message,
-            "history": _history(base, HistoryEntry(at=now, kind=kind, message=message, step=status.current_step,
+            "history": capped_history(base, HistoryEntry(at=now, kind=kind, message=message, step=status.current_step,
                                                    weight=weight, score=round(decision.score, 6))),
         })
         event = EventType.WARNING if action == DecisionAction.REDUCE else EventType.NORMAL
@@ -476,29 +299,6 @@ def _metrics_failed(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Met
     return Transition(new, (EmitEvent(EventType.WARNING, "MetricsUnavailable", reason),) if errors == 1 else ())
 
 
-def _with_signal(status: ModelRolloutStatus, signal: CriticalSignal, now: datetime) -> ModelRolloutStatus:
-    """``status.risk`` with the signalled condition as the fast path saw it.
-
-    Without this, a fast-path rollback would show the last (healthy) tick's verdict for
-    the very condition that caused it, in ``kubectl describe`` and in the evidence. The
-    score and level stay the tick's: the fast path does not score.
-    """
-    name = signal.evidence.get("condition")
-    if status.risk is None or not name:
-        return status
-    conditions = [
-        c.model_copy(update={
-            "severity": 1.0, "triggered": True, "critical": True, "inconclusive": False, "no_data": False,
-            "triggered_since": c.triggered_since or now,
-            "observed": dict(signal.evidence.get("observed") or c.observed),
-            "threshold": dict(signal.evidence.get("threshold") or c.threshold),
-            "message": f"{signal.evidence.get('message') or signal.reason} ({signal.path})",
-        }) if c.name == name else c
-        for c in status.risk.conditions
-    ]
-    return status.model_copy(update={"risk": status.risk.model_copy(update={"conditions": conditions})})
-
-
 def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, reason: str, trigger: str,
                     path: str, decision: Decision | None, extra: dict[str, Any] | None = None) -> Transition:
     """Every rollback goes through here: one path that records evidence and notifies."""
@@ -516,9 +316,9 @@ def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dat
         "rollback": RollbackStatus(reason=reason, trigger=trigger, path=path, started_at=now, completed_phase=0),
         "decision": DecisionStatus(action=DecisionAction.ROLLBACK, reason=reason, at=now, path=path),
         "message": message,
-        "conditions": _conditions(status, now, Progressing=(False, "RollingBack", message),
+        "conditions": updated_conditions(status, now, Progressing=(False, "RollingBack", message),
                                   Degraded=(True, "RollingBack", message)),
-        "history": _history(status, HistoryEntry(at=now, kind="rollback", message=message, step=status.current_step,
+        "history": capped_history(status, HistoryEntry(at=now, kind="rollback", message=message, step=status.current_step,
                                                  weight=status.canary_weight,
                                                  score=round(decision.score, 6) if decision else None,
                                                  evidence=evidence)),
@@ -541,9 +341,9 @@ def _rolling_back(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
     new = status.model_copy(update={
         "phase": Phase.ROLLED_BACK, "rollback": rollback, "canary_weight": 0, "message": message,
         "next_evaluation_at": None,
-        "conditions": _conditions(status, now, Progressing=(False, "RolledBack", message),
+        "conditions": updated_conditions(status, now, Progressing=(False, "RolledBack", message),
                                   Degraded=(True, "RolledBack", message), Complete=(False, "RolledBack", message)),
-        "history": _history(status, HistoryEntry(at=now, kind="rollback", message=message, evidence=evidence)),
+        "history": capped_history(status, HistoryEntry(at=now, kind="rollback", message=message, evidence=evidence)),
     })
     payload = {"rollout_phase": "RolledBack", "message": message, "text": f":rotating_light: {message}", **evidence}
     return Transition(new, (EmitEvent(EventType.WARNING, "RolledBack", message), Notify("rolledBack", payload)))
@@ -573,9 +373,9 @@ def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observat
             "phase": Phase.SUCCEEDED, "canary_weight": 0, "promoted_at": now, "message": message,
             "promotion": promotion,
             "next_evaluation_at": None,
-            "conditions": _conditions(status, now, Progressing=(False, "Succeeded", message),
+            "conditions": updated_conditions(status, now, Progressing=(False, "Succeeded", message),
                                       Complete=(True, "Promoted", message), Degraded=(False, "Promoted", message)),
-            "history": _history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="promotion", message=message)),
         })
         payload = {"rollout_phase": "Succeeded", "message": message, "text": f":white_check_mark: {message}"}
         return Transition(new, (EmitEvent(EventType.NORMAL, "Promoted", message), Notify("promoted", payload)))
@@ -584,9 +384,9 @@ def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observat
                    "of both sides (retry, or a new revision, starts again from the recorded stable)")
         new = status.model_copy(update={
             "phase": Phase.FAILED, "message": message, "next_evaluation_at": None,
-            "conditions": _conditions(status, now, Progressing=(False, "PromotionFailed", message),
+            "conditions": updated_conditions(status, now, Progressing=(False, "PromotionFailed", message),
                                       Degraded=(True, "PromotionFailed", message)),
-            "history": _history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="promotion", message=message)),
         })
         return Transition(new, (EmitEvent(EventType.WARNING, "PromotionFailed", message),
                                 Notify("promotionFailed", {"message": message, "text": message})))
@@ -615,14 +415,14 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
         new = status.model_copy(update={
             "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
             "decision": DecisionStatus(action=DecisionAction.ADVANCE, reason="manual promote", at=now, path="manual"),
-            "history": _history(status, HistoryEntry(at=now, kind="manual", message=message, step=nxt, weight=weight)),
+            "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message, step=nxt, weight=weight)),
         })
         return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
     message = f"manual full promote of revision {status.revision}"
     new = status.model_copy(update={
         "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
         "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path="manual"),
-        "history": _history(status, HistoryEntry(at=now, kind="manual", message=message)),
+        "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message)),
     })
     return Transition(new, (Promote(status.revision or revision), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
 
@@ -655,8 +455,6 @@ def initial_status(spec: ModelRolloutSpec, now: datetime, step_index: int = 0) -
 
 
 __all__ = [
-    "Command", "CommandKind", "CriticalSignal", "InitFailed", "Initialized", "MetricsFailed", "MetricsObserved",
-    "Observation", "PromotionApplied", "PromotionFailed", "PromotionProgress", "RollbackApplied", "SpecChanged", "Transition",
-    "apply_decision", "evaluation_context", "initial_status", "pending_actions", "plan_windows", "revision_of", "step",
-    "RiskLevel",
+    "Transition", "apply_decision", "evaluation_context", "initial_status", "next_tick", "pending_actions",
+    "revision_of", "step", "RiskLevel",
 ]

@@ -16,15 +16,8 @@ from typing import Any
 from ..api.models import ModelRolloutSpec, ModelRolloutStatus, StableRecord
 from .actions import Action, Promote, RollbackPhase, StartRollout, describe
 from .decision import Decision
-from .machine import (
-    Initialized,
-    MetricsObserved,
-    PromotionApplied,
-    RollbackApplied,
-    SpecChanged,
-    Transition,
-    step,
-)
+from .machine import Transition, step
+from .observations import Initialized, MetricsObserved, PromotionApplied, RollbackApplied, SpecChanged
 from .snapshot import Snapshot
 
 

@@ -6,7 +6,7 @@ router (fluxcd/flagger#1872 silently fell back to Istio).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ...api.models import RouterKind
 from ...errors import InvalidSpec
@@ -24,15 +24,24 @@ ROUTERS: dict[RouterKind, RouterFactory] = {
 }
 
 
+def router_factory(kind: RouterKind | str,
+                   factories: Mapping[RouterKind, RouterFactory] = ROUTERS) -> tuple[RouterKind, RouterFactory]:
+    """The factory for ``spec.traffic.router``; InvalidSpec naming the allowed kinds on a
+    kind we do not have, never a default (flagger#1872)."""
+    try:
+        key = RouterKind(kind)
+    except ValueError:
+        key = None
+    if key is None or key not in factories:
+        allowed = ", ".join(k.value for k in factories)
+        raise InvalidSpec(f"spec.traffic.router: {str(kind)!r} is not a known router; use one of: {allowed}")
+    return key, factories[key]
+
+
 def router_for(kind: RouterKind | str, api: KubeApi) -> TrafficRouter:
     """The router for ``spec.traffic.router``; raises InvalidSpec on a kind we do not have."""
-    try:
-        factory = ROUTERS[RouterKind(kind)]
-    except (ValueError, KeyError):
-        allowed = ", ".join(k.value for k in ROUTERS)
-        raise InvalidSpec(f"spec.traffic.router: {str(kind)!r} is not a known router; use one of: {allowed}") from None
-    return factory(api)
+    return router_factory(kind)[1](api)
 
 
 __all__ = ["ROUTERS", "GatewayAPIRouter", "ReplicasRouter", "RolloutTarget", "RouterFactory", "TrafficRouter",
-           "router_for"]
+           "router_factory", "router_for"]

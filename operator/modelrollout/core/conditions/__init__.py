@@ -1,14 +1,23 @@
-"""The risk conditions: a registry of the seven built-ins and one call that runs them all.
+"""The risk conditions: the one list of built-ins, and one call that runs them all.
 
-``BUILTIN`` maps each ``ConditionName`` to its module's ``evaluate`` in the SPEC §3 table
-order; ``evaluate_all`` runs the enabled ones, then the enabled custom conditions, and
-returns their results in that order. A disabled condition is absent from the result —
-neither scored nor inconclusive (SPEC §3, metrics contract).
+``CONDITIONS`` is authoritative: one entry per built-in condition module, in the SPEC §3
+table order, with the ``ConditionName`` it judges and the ``ConditionOverrides``
+attribute holding its thresholds (derived from the name: the attribute's camelCase
+alias *is* the name, so spec, status and code cannot disagree). Everything that
+enumerates conditions — ``BUILTIN``, ``FIELDS``, the metrics catalogue in
+``adapters/metrics/catalogue.py``, the default minimum samples of a request — is
+derived from it. Adding a condition means its module here, its thresholds model in
+``api/thresholds.py``, its metrics catalogue entry and its docs.
+
+``evaluate_all`` runs the enabled ones, then the enabled custom conditions, and returns
+their results in that order. A disabled condition is absent from the result — neither
+scored nor inconclusive (SPEC §3, metrics contract).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ...api.models import CustomCondition
 from ...api.thresholds import ConditionBase, ConditionName, ConditionOverrides
@@ -17,25 +26,38 @@ from . import accuracy, anomaly, cache, drift, errors, latency, throughput
 from .base import Condition, ConditionResult, EvaluationContext
 from .custom import evaluate_custom
 
-BUILTIN: dict[ConditionName, Condition] = {
-    ConditionName.ACCURACY: accuracy.evaluate,
-    ConditionName.LATENCY: latency.evaluate,
-    ConditionName.CONFIDENCE_DRIFT: drift.evaluate,
-    ConditionName.ERROR_RATE: errors.evaluate,
-    ConditionName.CACHE: cache.evaluate,
-    ConditionName.THROUGHPUT: throughput.evaluate,
-    ConditionName.ANOMALY: anomaly.evaluate,
-}
 
-FIELDS: dict[ConditionName, str] = {
-    ConditionName.ACCURACY: "accuracy",
-    ConditionName.LATENCY: "latency",
-    ConditionName.CONFIDENCE_DRIFT: "confidence_drift",
-    ConditionName.ERROR_RATE: "error_rate",
-    ConditionName.CACHE: "cache",
-    ConditionName.THROUGHPUT: "throughput",
-    ConditionName.ANOMALY: "anomaly",
-}
+@dataclass(frozen=True, slots=True)
+class BuiltinCondition:
+    """One built-in condition: what it is called, how it judges, where its thresholds live."""
+
+    name: ConditionName
+    evaluate: Condition
+    field: str
+    """Attribute of ``ConditionOverrides`` holding the condition's resolved thresholds."""
+
+
+def _thresholds_field(name: ConditionName) -> str:
+    """The ``ConditionOverrides`` attribute whose camelCase alias is ``name``."""
+    for attribute, info in ConditionOverrides.model_fields.items():
+        if (info.alias or attribute) == name.value:
+            return attribute
+    raise LookupError(f"ConditionOverrides has no thresholds for condition {name.value!r}")
+
+
+CONDITIONS: tuple[BuiltinCondition, ...] = tuple(
+    BuiltinCondition(ConditionName(module.NAME), module.evaluate, _thresholds_field(ConditionName(module.NAME)))
+    for module in (accuracy, latency, drift, errors, cache, throughput, anomaly)
+)
+"""Every built-in condition, in SPEC §3 table order (the order of results and of the score)."""
+
+if [c.name for c in CONDITIONS] != list(ConditionName):
+    raise RuntimeError("core.conditions.CONDITIONS must list every ConditionName once, in the enum's order")
+
+BUILTIN: dict[ConditionName, Condition] = {c.name: c.evaluate for c in CONDITIONS}
+"""Each built-in condition's ``evaluate``, in SPEC order."""
+
+FIELDS: dict[ConditionName, str] = {c.name: c.field for c in CONDITIONS}
 """Attribute of ``ConditionOverrides`` holding each condition's resolved thresholds."""
 
 
@@ -66,9 +88,12 @@ def evaluate_all(
 
 __all__ = [
     "BUILTIN",
+    "CONDITIONS",
+    "BuiltinCondition",
     "Condition",
     "ConditionResult",
     "EvaluationContext",
+    "FIELDS",
     "enabled_builtins",
     "evaluate_all",
     "evaluate_custom",

@@ -1,8 +1,8 @@
 """PromQL for the metrics contract: templates, safe label matchers, and result parsing.
 
 This module owns the text that goes to Prometheus and the shape that comes back; it does
-no I/O (``adapters/prometheus.py`` runs the queries and builds snapshots). Keeping it pure
-lets the unit tests check every query and every parse against canned API answers.
+no I/O (``transport.py`` runs the queries, ``assembly.py`` builds snapshots). Keeping it
+pure lets the unit tests check every query and every parse against canned API answers.
 
 Why templates look the way they do:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ..errors import InvalidSpec, UnsafeLabelValue
+from ...errors import InvalidSpec, UnsafeLabelValue
 
 # ------------------------------------------------------------------------- templates
 

@@ -1,0 +1,141 @@
+"""Snapshot assembly: one batch's parsed answers -> one Snapshot v1 per rollout.
+
+Pure (no I/O): the transport hands over every answer of the batch by ``QueryKey``, and
+this module picks each rollout's values out of them — its canary's and its stable's
+pairs, over the windows its request names — and fills the snapshot through the
+catalogue (``catalogue.py``), so a condition's fields are defined in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...api.thresholds import ConditionName
+from ...core.snapshot import Snapshot
+from ...errors import MetricsUnavailable
+from . import promql
+from .catalogue import CATALOGUE, StableSide
+from .plan import QueryKey, QueryPlan, query_key, whole_seconds
+from .promql import Pair
+from .request import SnapshotRequest
+
+log = logging.getLogger(__name__)
+
+Answer = Any  # parsed per template kind; see parse_answer
+
+
+def parse_answer(key: QueryKey, result: Any) -> Answer:
+    """A query's raw answer, parsed for the kind of template it answers."""
+    if not isinstance(result, list):
+        raise MetricsUnavailable(f"query {key.name}: unexpected answer {type(result).__name__} (not a vector)")
+    if key.is_range:
+        return promql.parse_matrix(result, key.namespace_label, key.deployment_label)
+    extra = promql.EXTRA_LABEL.get(key.name)
+    if extra:
+        return promql.parse_labelled(result, key.namespace_label, key.deployment_label, extra)
+    return promql.parse_vector(result, key.namespace_label, key.deployment_label)
+
+
+class SnapshotAssembler:
+    """Builds one rollout's snapshot from the batch's parsed answers."""
+
+    def __init__(self, request: SnapshotRequest, answers: Mapping[QueryKey, Answer], plan: QueryPlan,
+                 at: datetime) -> None:
+        self.r = request
+        self.answers = answers
+        self.plan = plan
+        self.at = at
+
+    def get(self, name: str, window: timedelta, pair: Pair) -> Any:
+        return self.answers[query_key(self.r, name, window)].get(pair)
+
+    def stable_window(self, condition: str, window: timedelta) -> timedelta:
+        """SPEC §3 "The stable's side": same window when it holds the minimum, else baseline."""
+        entry = CATALOGUE[condition]
+        if entry.stable == StableSide.BASELINE:
+            return self.r.baseline_window
+        if entry.samples is None:
+            return window
+        samples = self.get(entry.samples, window, (self.r.namespace, self.r.stable))
+        if samples is not None and samples >= self.r.minimum(condition):
+            return window
+        return self.r.baseline_window
+
+    def snapshot(self) -> Snapshot:
+        r = self.r
+        canary_pair, stable_pair = (r.namespace, r.canary), (r.namespace, r.stable)
+        canary: dict[str, Any] = {}
+        stable: dict[str, Any] = {}
+        windows: dict[str, float] = {}
+        for condition, window in r.windows.items():
+            windows[condition] = float(whole_seconds(window))
+            fill = CATALOGUE[condition].fill
+            if fill is None:
+                continue
+            canary.update(fill(self._reader(window, canary_pair)))
+            stable.update(fill(self._reader(self.stable_window(condition, window), stable_pair)))
+        if self.plan.series_names(r):
+            assert r.series_window is not None
+            windows[ConditionName.ANOMALY.value] = float(whole_seconds(r.series_window))
+            canary["series"] = self.series(canary_pair)
+        return Snapshot.model_validate(without_none({
+            "version": 1, "at": self.at, "canary": canary, "stable": stable, "windows": windows,
+        }))
+
+    def _reader(self, window: timedelta, pair: Pair) -> Any:
+        """One side's answers over one window, by template name (a catalogue ``Read``)."""
+        return lambda name: self.get(name, window, pair)
+
+    def series(self, pair: Pair) -> dict[str, list[float | None]] | None:
+        names = self.plan.series_names(self.r)
+        if not names:
+            return None
+        r = self.r
+        assert r.series_window is not None and r.series_step is not None
+        grid = series_grid(self.at, whole_seconds(r.series_window), whole_seconds(r.series_step))
+        out: dict[str, list[float | None]] = {}
+        for name in names:
+            points = self.answers[self.plan.series_key(r, name)].get(pair)
+            if points:
+                out[promql.SERIES_QUERIES[name]] = promql.series_points(points, grid)
+        return out or None
+
+
+def without_none(data: dict[str, Any]) -> dict[str, Any]:
+    """Absent rather than null: both mean "no data" in Snapshot v1, and absence is the
+    form every validator accepts (lists keep their None points: gaps in a series)."""
+    return {k: without_none(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+
+
+def range_bounds(at: datetime, range_s: int) -> tuple[datetime, datetime]:
+    return at - timedelta(seconds=range_s), at
+
+
+def series_grid(at: datetime, range_s: int, step_s: int) -> list[float]:
+    """The timestamps Prometheus evaluates a range query at (the client rounds to seconds)."""
+    start_dt, end_dt = range_bounds(at, range_s)
+    start, end = round(start_dt.timestamp()), round(end_dt.timestamp())
+    return [float(start + k * step_s) for k in range(int((end - start) // step_s) + 1)]
+
+
+def single_value(raw: Any, where: str) -> float | None:
+    """The one value of a custom query: a scalar or a one-element vector.
+
+    Several series are ambiguous (which one is "the canary's"?): the value is None (no
+    data) and a warning names the query; aggregate it (``max(...)``, ``sum(...)``)."""
+    if isinstance(raw, list) and len(raw) == 2 and not isinstance(raw[0], dict):
+        return promql.sample_value(raw[1])  # resultType scalar
+    if not isinstance(raw, list) or not raw:
+        return None
+    if len(raw) > 1:
+        log.warning("%s returned %d series; expected one value (aggregate the query)", where, len(raw))
+        return None
+    value = raw[0].get("value") or [None, None]
+    return promql.sample_value(value[1])
+
+
+__all__ = ["Answer", "SnapshotAssembler", "parse_answer", "range_bounds", "series_grid", "single_value",
+           "without_none"]

@@ -1,0 +1,114 @@
+"""What one rollout asks of Prometheus on one look: ``SnapshotRequest``.
+
+A request is plain, validated data, built from the rollout's spec and status and the
+windows the core planned (``core.windows``): the adapter never decides a window. Every
+value that will enter PromQL is checked on construction, so a request that exists is
+safe to batch with other rollouts' requests, and a bad spec fails here, naming the
+field, instead of failing a whole batch at Prometheus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ...api.models import CustomCondition, MetricLabels, ModelRolloutSpec, ModelRolloutStatus
+from ...api.thresholds import PROFILES, ConditionName, Profile
+from ...core.conditions import CONDITIONS, thresholds_of
+from . import promql
+from .catalogue import CATALOGUE
+
+_DEFAULT_MIN_SAMPLES: dict[str, float] = {
+    c.name.value: float(thresholds_of(PROFILES[Profile.BALANCED], c.name).min_samples or 0) for c in CONDITIONS
+}
+"""A condition's minimum samples when the request does not say (the balanced profile's)."""
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """What one rollout needs from Prometheus this tick.
+
+    Validated on construction: ``UnsafeLabelValue`` names the field whose value cannot
+    enter a PromQL matcher, ``InvalidSpec`` names an unknown or unusable template override
+    (``spec.analysis.queries.<name>``). An instance that exists is safe to batch.
+    """
+
+    key: str                                  # "namespace/name" of the ModelRollout
+    namespace: str
+    stable: str                               # Deployment names
+    canary: str
+    windows: Mapping[str, timedelta]          # condition key -> canary window (core.windows.plan_windows)
+    baseline_window: timedelta = timedelta(hours=24)
+    series_window: timedelta | None = None    # anomaly series: how far back (None: no series)
+    series_step: timedelta | None = None      # ... and one point per step (the analysis interval)
+    canary_weight: int = 0
+    labels: MetricLabels = field(default_factory=MetricLabels)
+    queries: Mapping[str, str] = field(default_factory=dict)   # spec.analysis.queries overrides
+    custom: Sequence[CustomCondition] = ()
+    min_samples: Mapping[str, float] = field(default_factory=dict)  # condition -> minimum (default: balanced)
+    prometheus_url: str | None = None         # spec.analysis.prometheus.url (None: the operator's default)
+    templates: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        promql.check_namespace(self.namespace, "metadata.namespace")
+        promql.check_deployment(self.stable, "spec.stable.deployment")
+        promql.check_deployment(self.canary, "spec.canary.deployment")
+        promql.check_label_name(self.labels.namespace, "spec.analysis.labels.namespace")
+        promql.check_label_name(self.labels.deployment, "spec.analysis.labels.deployment")
+        unknown = set(self.windows) - set(CATALOGUE)
+        if unknown:
+            raise ValueError(f"windows: unknown condition(s) {sorted(unknown)}; known: {sorted(CATALOGUE)}")
+        if (self.series_window is None) != (self.series_step is None):
+            raise ValueError("series_window and series_step go together")
+        if self.series_step is not None and self.series_step.total_seconds() < 1:
+            raise ValueError("series_step must be at least 1s")
+        object.__setattr__(self, "templates", promql.resolve_queries(self.queries))
+
+    @classmethod
+    def for_rollout(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus | None,
+                    windows: Mapping[str, timedelta], series_points: int = 30,
+                    max_series_window: timedelta = timedelta(hours=6)) -> "SnapshotRequest":
+        """The request the regular tick makes for one rollout, from its spec, its status and
+        the windows the core planned (``core.windows.plan_windows``).
+
+        The anomaly series (when ``windows`` has anomaly) covers ``max(series_points,
+        anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``).
+        """
+        status = status or ModelRolloutStatus()
+        analysis = spec.analysis
+        resolved = analysis.resolved_conditions()
+        minimums = {c.name.value: float(thresholds_of(resolved, c.name).min_samples or 0) for c in CONDITIONS}
+        series_window = series_step = None
+        if ConditionName.ANOMALY.value in windows:
+            series_step = analysis.interval
+            points = max(series_points, int(minimums[ConditionName.ANOMALY.value]))
+            series_window = min(series_step * points, max_series_window)
+        return cls(
+            key=f"{namespace}/{name}", namespace=namespace, stable=spec.stable.deployment,
+            canary=spec.canary.deployment, windows=dict(windows), baseline_window=analysis.baseline_window,
+            series_window=series_window, series_step=series_step, canary_weight=status.canary_weight,
+            labels=analysis.labels, queries=dict(analysis.queries),
+            custom=tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
+            prometheus_url=analysis.prometheus.url if analysis.prometheus else None,
+        )
+
+    @classmethod
+    def for_fast_path(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                      windows: Mapping[str, timedelta]) -> "SnapshotRequest":
+        """The fast path's request: the critical conditions' windows
+        (``core.windows.fast_path_windows``) only.
+
+        No anomaly series and no custom conditions (per-rollout queries would make the
+        fast path's cost grow with rollouts).
+        """
+        tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, windows=windows)
+        return dataclasses.replace(tick, series_window=None, series_step=None, custom=())
+
+    def minimum(self, condition: str) -> float:
+        value = self.min_samples.get(condition)
+        return float(value) if value is not None else _DEFAULT_MIN_SAMPLES.get(condition, 1.0)
+
+
+__all__ = ["SnapshotRequest"]
