@@ -28,7 +28,7 @@ The stable's side of each comparison uses the canary's window when the stable ha
 condition's minimum samples there, otherwise a 24 h baseline drawn once per rollout at
 the stable's healthy parameters with all of the service's traffic (as before the
 rollout); at 100 % the stable serves nothing, so the baseline is used. Confidence
-drift always compares against the baseline, as SPEC §3 says.
+drift always compares against the baseline, as docs/design.md#the-stables-side says.
 
 RPS (throughput) is a rate, not a count: the canary's rps is normalised by its current
 weight in the core, so a window straddling a weight change would understate it. The

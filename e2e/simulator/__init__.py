@@ -1,4 +1,4 @@
-"""A fake fleet of model servers: exports the SPEC §3 metrics contract for
+"""A fake fleet of model servers: exports the metrics contract (docs/design.md#metrics-contract) for
 Deployments running on kwok's fake nodes, whose containers never run.
 
 Traffic shares follow the router's real state in the apiserver (ready replicas

@@ -1,7 +1,7 @@
 """What a simulated model server does: the knobs a test scripts.
 
 A Behaviour is plain data parsed from the control API's JSON. The defaults are a
-healthy server under the `balanced` profile of SPEC §3 (p95 well under 3 ms,
+healthy server under the `balanced` profile in docs/design.md#the-seven-conditions (p95 well under 3 ms,
 error rate well under 1 %, accuracy 0.92, cache hit rate 0.995), so a test
 only states what it wants to be different.
 """

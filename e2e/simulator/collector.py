@@ -1,4 +1,4 @@
-"""Prometheus exposition of the metrics contract (SPEC §3), built at scrape time.
+"""Prometheus exposition of the metrics contract (docs/design.md#metrics-contract), built at scrape time.
 
 A custom collector rather than prometheus_client's Counter/Histogram objects:
 the simulator owns its counters (pods come and go, values are drawn in bulk),

@@ -23,7 +23,7 @@ from scipy import stats
 from e2e.simulator.behaviour import ERROR_CATEGORIES, Behaviour
 
 # Upper bounds (seconds) of the request-latency buckets. Fine around the
-# SPEC's 1.5-6 ms thresholds so quantiles interpolated from Prometheus land
+# default 1.5-6 ms latency thresholds so quantiles interpolated from Prometheus land
 # within ~0.25 ms of the truth.
 DURATION_BUCKETS: tuple[float, ...] = (
     0.00025, 0.0005, 0.00075, 0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.00225, 0.0025,

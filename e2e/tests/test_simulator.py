@@ -306,6 +306,6 @@ def test_control_api_over_http() -> None:
 def test_duration_buckets_are_sorted_and_fine_around_thresholds() -> None:
     b = np.array(DURATION_BUCKETS)
     assert np.all(np.diff(b) > 0)
-    # At most 0.5 ms between bounds up to 5 ms, where the SPEC's thresholds sit.
+    # At most 0.5 ms between bounds up to 5 ms, where the default latency thresholds sit.
     small = b[b <= 0.005]
     assert math.isclose(small.max(), 0.005) and np.all(np.diff(small) <= 0.0005 + 1e-12)

@@ -2,8 +2,8 @@
 
     .venv/bin/python examples/snapshots/generate.py
 
-The service serves 40,000 RPS with the canary at 5 % (2,000 RPS), the shape of the SPEC
-§3 example. Each file changes one thing from ``healthy.json``.
+The service serves 40,000 RPS with the canary at 5 % (2,000 RPS), a large
+service's shape. Each file changes one thing from ``healthy.json``.
 """
 
 from __future__ import annotations

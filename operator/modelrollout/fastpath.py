@@ -1,6 +1,6 @@
 """The critical fast path and the canary pod watch: rollbacks that do not wait for a tick.
 
-SPEC §4: a critical breach must reach "canary at 0 %" in about a second whatever the
+docs/design.md#fast-path: a critical breach must reach "canary at 0 %" in about a second whatever the
 analysis interval. Two sources feed ``Controller.signal``:
 
 * **The fast path loop.** One task per operator, not per rollout: every

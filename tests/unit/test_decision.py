@@ -1,4 +1,4 @@
-"""Rules 1–7 of SPEC §4 on hand-made condition results (no snapshots involved)."""
+"""Rules 1–7 of docs/design.md#decision-rules on hand-made condition results (no snapshots involved)."""
 
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ def test_missing_data_never_advances_or_promotes(weight: int, path: str, no_data
 NULLABLE = [p for p in REQUIRED if p.count(".") >= 1 and p not in ("canary.errors", "canary.latency_ms",
                                                                    "canary.confidence", "canary.cache", "canary.series",
                                                                    "stable.confidence")]
-"""Numeric leaves: null must read as absent (SPEC §3 "any field may be absent or null")."""
+"""Numeric leaves: null must read as absent (docs/design.md#snapshot)."""
 
 
 @pytest.mark.parametrize("path", NULLABLE)

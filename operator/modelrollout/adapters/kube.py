@@ -10,7 +10,7 @@ controller re-applies ``pending_actions`` on start) changes nothing that already
 Shapes and conventions live in ``workload.py`` (pure, unit-tested); the apiserver
 calls and their error translation in ``kubeapi.py``; traffic in ``routers/``. What is
 left here is the order of operations and the waiting, which is where the safety
-properties of SPEC §5 come from:
+properties of docs/design.md#actions come from:
 
 * the stable is recorded (replicas + full pod template as raw API JSON) before the
   first change, and the first record is kept for the whole rollout;
@@ -398,7 +398,7 @@ class KubeExecutor:
 
     async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus,
                              phase: int) -> RollbackApplied:
-        """SPEC §5 rollback phase 1 (traffic to 0 %), 2 (restore stable exactly) or 3 (canary to 0)."""
+        """docs/design.md#rollback phase 1 (traffic to 0 %), 2 (restore stable exactly) or 3 (canary to 0)."""
         record = status.stable_record
         if phase == 1:
             if record is not None:

@@ -4,7 +4,7 @@ Everything here takes and returns plain API JSON (camelCase dicts, exactly what 
 apiserver sends) and does no I/O, so the rules are unit-tested without a cluster and
 the pod watch can reuse :func:`pod_failure` on the bodies kopf hands it.
 
-Conventions decided here (the SPEC is silent on them):
+Conventions decided here (docs/design.md leaves them to this module):
 
 * A canary the operator creates carries ``app.kubernetes.io/managed-by: modelrollout``
   and ``modelrollout.io/rollout: <name>`` on the Deployment, and its pods carry the

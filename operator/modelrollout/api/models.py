@@ -178,7 +178,7 @@ class PrometheusErrorsSpec(ApiModel):
 
 
 class CustomCondition(ApiModel):
-    """A user-defined PromQL condition (SPEC §3.8), scored like the built-in ones."""
+    """A user-defined PromQL condition (docs/design.md#custom-conditions), scored like the built-in ones."""
 
     name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]{0,62}$")
     query: str = Field(min_length=1, description="PromQL returning one value for the canary")
@@ -404,7 +404,7 @@ class PromotionStatus(ApiModel):
 
 
 class RollbackStatus(ApiModel):
-    """Progress of a rollback through SPEC §5's three idempotent phases."""
+    """Progress of a rollback through the three idempotent phases of docs/design.md#rollback."""
 
     reason: str
     trigger: str = Field(description="condition or signal that caused it")

@@ -32,7 +32,7 @@ class ApiModel(BaseModel):
 
 
 class ConditionName(StrEnum):
-    """The seven built-in risk conditions (SPEC §3), keys in spec, status and evaluate."""
+    """The seven built-in risk conditions (docs/design.md#the-seven-conditions), keys in spec, status and evaluate."""
 
     ACCURACY = "accuracy"
     LATENCY = "latency"

@@ -40,7 +40,7 @@ class Promote:
 
 @dataclass(frozen=True, slots=True)
 class RollbackPhase:
-    """One of SPEC §5's three rollback phases.
+    """One of the three rollback phases of docs/design.md#rollback.
 
     1: traffic to 0 % canary at once; 2: restore the stable's replicas, template and GPU
     limits from ``status.stableRecord``; 3: scale the canary to 0.

@@ -1,4 +1,4 @@
-"""The decision rules of SPEC §4: one action per tick, first rule wins.
+"""The decision rules of docs/design.md#decision-rules: one action per tick, first rule wins.
 
 ``decide`` is pure and cheap (it runs on every tick and in the fast path, and the
 judgement benchmark replays hundreds of thousands of ticks through it). It also derives
@@ -50,7 +50,7 @@ class Decision:
 
 
 def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) -> str | None:
-    """Kubernetes health is outside the score and always critical (SPEC §3, last note)."""
+    """Kubernetes health is outside the score and always critical (docs/design.md#kubernetes-health)."""
     if health is None:
         return None
     if health.oom_killed:

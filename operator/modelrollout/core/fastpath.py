@@ -1,4 +1,4 @@
-"""The critical fast path's judgement (SPEC §4): which breaches may skip the tick.
+"""The critical fast path's judgement (docs/design.md#fast-path): which breaches may skip the tick.
 
 The regular tick scores every condition and may advance, promote or roll back; the fast
 path looks far more often (every ``analysis.fastPathSeconds``) and may only *start a
@@ -53,7 +53,7 @@ def fast_path_significance(spec: ModelRolloutSpec) -> float:
 
 def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot: Snapshot,
                      now: datetime) -> list[ConditionResult]:
-    """The fast-path conditions' results at α/10, critical ones only, in SPEC order."""
+    """The fast-path conditions' results at α/10, critical ones only, in the order of docs/design.md#the-seven-conditions."""
     ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
     resolved = ctx.thresholds
     covered = fast_path_windows(spec, status, now)

@@ -1,4 +1,4 @@
-"""Weighted risk score and levels (SPEC §4): many conditions -> one number -> one level."""
+"""Weighted risk score and levels (docs/design.md#risk-score): many conditions -> one number -> one level."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
     """Which window each condition's canary counts should cover on the next query.
 
     The nominal window, grown to the step's age when the nominal window is expected to
-    hold fewer than the minimum samples (SPEC §3 "windows grow at low traffic"). The
+    hold fewer than the minimum samples (docs/design.md#windows: windows grow at low traffic). The
     expectation comes from the previous evaluation's sample rate, so the window does
     not flap between nominal and grown once evidence suffices only in the larger one.
     """

@@ -53,7 +53,7 @@ class SnapshotAssembler:
         return self.answers[query_key(self.r, name, window)].get(pair)
 
     def stable_window(self, condition: str, window: timedelta) -> timedelta:
-        """SPEC §3 "The stable's side": same window when it holds the minimum, else baseline."""
+        """docs/design.md#the-stables-side: same window when it holds the minimum, else baseline."""
         entry = CATALOGUE[condition]
         if entry.stable == StableSide.BASELINE:
             return self.r.baseline_window

@@ -6,7 +6,7 @@ holding everything the adapter knows about that condition:
 
 * ``queries``: the instant-query templates (names in ``promql.DEFAULT_QUERIES``) read
   for both sides over the condition's window;
-* ``stable``: which window the stable's side is read over (SPEC §3 "The stable's side");
+* ``stable``: which window the stable's side is read over (docs/design.md#the-stables-side);
 * ``fill``: how one side's answers become ``SideMetrics`` fields.
 
 Thresholds stay in the core; the only number this side uses is a condition's minimum
@@ -43,7 +43,7 @@ class StableSide(StrEnum):
     """The canary's window when the stable has the condition's minimum samples there
     (``MetricEntry.samples`` counts them), else the baseline window."""
     BASELINE = "baseline"
-    """Always the baseline window: drift compares with the stable over the baseline window (SPEC §3)."""
+    """Always the baseline window: drift compares with the stable over the baseline window (docs/design.md#the-stables-side)."""
 
 
 @dataclass(frozen=True, slots=True)

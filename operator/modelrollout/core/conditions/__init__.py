@@ -1,7 +1,7 @@
 """The risk conditions: the one list of built-ins, and one call that runs them all.
 
-``CONDITIONS`` is authoritative: one entry per built-in condition module, in the SPEC §3
-table order, with the ``ConditionName`` it judges and the ``ConditionOverrides``
+``CONDITIONS`` is authoritative: one entry per built-in condition module, in the order of the
+docs/design.md#the-seven-conditions table, with the ``ConditionName`` it judges and the ``ConditionOverrides``
 attribute holding its thresholds (derived from the name: the attribute's camelCase
 alias *is* the name, so spec, status and code cannot disagree). Everything that
 enumerates conditions — ``BUILTIN``, ``FIELDS``, the metrics catalogue in
@@ -11,7 +11,7 @@ derived from it. Adding a condition means its module here, its thresholds model 
 
 ``evaluate_all`` runs the enabled ones, then the enabled custom conditions, and returns
 their results in that order. A disabled condition is absent from the result — neither
-scored nor inconclusive (SPEC §3, metrics contract).
+scored nor inconclusive (docs/design.md#conditions).
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ CONDITIONS: tuple[BuiltinCondition, ...] = tuple(
     BuiltinCondition(ConditionName(module.NAME), module.evaluate, _thresholds_field(ConditionName(module.NAME)))
     for module in (accuracy, latency, drift, errors, cache, throughput, anomaly)
 )
-"""Every built-in condition, in SPEC §3 table order (the order of results and of the score)."""
+"""Every built-in condition, in the order of docs/design.md#the-seven-conditions (the order of results and of the score)."""
 
 if [c.name for c in CONDITIONS] != list(ConditionName):
     raise RuntimeError("core.conditions.CONDITIONS must list every ConditionName once, in the enum's order")
 
 BUILTIN: dict[ConditionName, Condition] = {c.name: c.evaluate for c in CONDITIONS}
-"""Each built-in condition's ``evaluate``, in SPEC order."""
+"""Each built-in condition's ``evaluate``, in the order of docs/design.md#the-seven-conditions."""
 
 FIELDS: dict[ConditionName, str] = {c.name: c.field for c in CONDITIONS}
 """Attribute of ``ConditionOverrides`` holding each condition's resolved thresholds."""
@@ -68,14 +68,14 @@ def thresholds_of(resolved: ConditionOverrides, name: ConditionName) -> Conditio
 
 
 def enabled_builtins(resolved: ConditionOverrides) -> list[ConditionName]:
-    """The built-in conditions that are scored, in SPEC table order."""
+    """The built-in conditions that are scored, in the order of docs/design.md#the-seven-conditions."""
     return [name for name in BUILTIN if thresholds_of(resolved, name).enabled is not False]
 
 
 def evaluate_all(
     snapshot: Snapshot, ctx: EvaluationContext, custom: Sequence[CustomCondition] = ()
 ) -> list[ConditionResult]:
-    """Every enabled condition's result: the built-ins in SPEC order, then the custom ones."""
+    """Every enabled condition's result: the built-ins in the order of docs/design.md#the-seven-conditions, then the custom ones."""
     resolved = ctx.thresholds
     results = [
         evaluate(snapshot, ctx)

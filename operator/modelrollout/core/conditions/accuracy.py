@@ -1,4 +1,4 @@
-"""Accuracy (SPEC §3, condition 1): the canary's share of correct labelled predictions.
+"""Accuracy (docs/design.md#conditions, condition 1): the canary's share of correct labelled predictions.
 
 Two gated checks, lower is worse: the absolute bound (``minAccuracy``, critical
 ``criticalAccuracy``) and the bound relative to the stable (stable × (1 − maxRelativeDrop),

@@ -1,4 +1,4 @@
-"""Anomaly (SPEC §3, condition 7): is the canary's latest tick out of line with its recent past?
+"""Anomaly (docs/design.md#conditions, condition 7): is the canary's latest tick out of line with its recent past?
 
 An ensemble of detectors (z-score, IQR fence, change in cross-metric correlation; see
 ``stats.anomaly_scores``) over the canary's per-interval series (``canary.series``:

@@ -75,7 +75,7 @@ def clamp01(value: float) -> float:
 
 
 def severity_higher_is_worse(x: float, warn: float, crit: float) -> float:
-    """SPEC §3: sev = clamp((x − T)/(C − T)); 0 at or below T, 1 at or beyond C."""
+    """docs/design.md#severity: sev = clamp((x − T)/(C − T)); 0 at or below T, 1 at or beyond C."""
     if x <= warn:
         return 0.0
     if crit <= warn:
@@ -84,7 +84,7 @@ def severity_higher_is_worse(x: float, warn: float, crit: float) -> float:
 
 
 def severity_lower_is_worse(x: float, warn: float, crit: float) -> float:
-    """SPEC §3: sev = clamp((T − x)/(T − C)); 0 at or above T, 1 at or below C."""
+    """docs/design.md#severity: sev = clamp((T − x)/(T − C)); 0 at or above T, 1 at or below C."""
     if x >= warn:
         return 0.0
     if crit >= warn:

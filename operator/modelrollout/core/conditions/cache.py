@@ -1,4 +1,4 @@
-"""Cache (SPEC §3, condition 5): hit rate, evictions and lookup time of the canary's cache.
+"""Cache (docs/design.md#conditions, condition 5): hit rate, evictions and lookup time of the canary's cache.
 
 * hit rate = hits / (hits + misses), lower is worse, a gated proportion (one-sided exact
   binomial test) against ``minHitRate``, critical ``criticalHitRate``;

@@ -63,7 +63,7 @@ def proportion_check(
     digits: int = 3,
     note: str = "",
 ) -> Check | None:
-    """A gated proportion check (SPEC §3 "Noise must not decide"); None when x/n is within bound.
+    """A gated proportion check (docs/design.md#significance); None when x/n is within bound.
 
     Severity follows the formula once the warning gate is significant. Critical needs
     the critical gate too: a rate at or past the critical bound whose distance from it
@@ -238,7 +238,7 @@ def sample_rate(
     """Samples per second, for the "minimum in ~N minutes" estimate; None when unknown.
 
     In order: the window the counts covered (``snapshot.windows``); a caller's direct
-    estimate (the canary's RPS when samples are requests); the window SPEC §3 prescribes
+    estimate (the canary's RPS when samples are requests); the window docs/design.md#windows prescribes
     at low traffic — the nominal window grown to the step's age — when the step's age is
     known.
     """

@@ -1,4 +1,4 @@
-"""Custom conditions (SPEC §3.8): a user's PromQL value judged against their own bounds.
+"""Custom conditions (docs/design.md#custom-conditions): a user's PromQL value judged against their own bounds.
 
 The adapter runs ``query`` (and ``minSamplesQuery`` when given) and puts the results in
 ``snapshot.custom[name] = {value, samples}``; this module only judges them:

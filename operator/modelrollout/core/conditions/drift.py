@@ -1,4 +1,4 @@
-"""Confidence drift (SPEC §3, condition 3): has the canary's confidence distribution moved?
+"""Confidence drift (docs/design.md#conditions, condition 3): has the canary's confidence distribution moved?
 
 A two-sample Kolmogorov–Smirnov test of the canary's prediction-confidence histogram
 (the condition's window) against the stable's (read over the baseline window, 24 h by
@@ -16,7 +16,7 @@ The reference decides everything here, so:
   is never healthy;
 * a stable histogram that is present but empty (the stable served nothing over the
   whole baseline window: a brand-new service) skips the test, severity 0 and *not*
-  inconclusive, as SPEC §3 asks of every comparison with the stable, so the rollout
+  inconclusive, as docs/design.md#the-stables-side asks of every comparison with the stable, so the rollout
   cannot wedge at its last step.
 """
 

@@ -1,4 +1,4 @@
-"""Error rate (SPEC §3, condition 4): the canary's failed requests, in total and per category.
+"""Error rate (docs/design.md#conditions, condition 4): the canary's failed requests, in total and per category.
 
 All checks are gated proportions, higher is worse (one-sided exact binomial tests on
 errors/requests):

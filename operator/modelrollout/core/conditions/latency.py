@@ -1,4 +1,4 @@
-"""Latency (SPEC §3, condition 2): the canary's mean, p95 and p99 in milliseconds.
+"""Latency (docs/design.md#conditions, condition 2): the canary's mean, p95 and p99 in milliseconds.
 
 Higher is worse. Each statistic has an absolute check (``meanMs``/``p95Ms``/``p99Ms``,
 critical at ``criticalFactor`` × the bound) and a check relative to the stable's same

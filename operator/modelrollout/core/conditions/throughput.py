@@ -1,4 +1,4 @@
-"""Throughput (SPEC §3, condition 6): does the service still serve, and does the canary keep up?
+"""Throughput (docs/design.md#conditions, condition 6): does the service still serve, and does the canary keep up?
 
 * whole service = stable RPS + canary RPS, lower is worse, against ``minServiceRps``
   (critical ``criticalServiceRps``); ``minServiceRps: 0`` switches it off;
@@ -13,7 +13,7 @@ the rate would reach back to before the step's weight took effect (``plan_window
 caps this condition's window at the step's age, so the check resumes quickly).
 
 The minimum sample is one RPS reading from the canary; a canary serving nothing (RPS 0
-or zero requests) is *no data*, like every other condition with zero requests (SPEC §3),
+or zero requests) is *no data*, like every other condition with zero requests (docs/design.md#samples),
 not a 100% share drop: it holds and counts toward ``noData``. The share check compares with
 the stable, so it is skipped (never inconclusive) at w = 0 or 100 or when the stable's
 RPS is absent or zero. The service check needs the stable's RPS while the stable serves
