@@ -137,7 +137,7 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
 def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) -> None:
     """Run the operator until interrupted (``modelrollout run``).
 
-    First the start-up checks (``startup.py``): without ``--standalone`` kopf would wait
+    First the start-up checks (the ``startup`` package): without ``--standalone`` kopf would wait
     silently for a missing peering object, so it is found or created here, the operator
     runs standalone when the peering CRD is not installed at all, and anything it still
     waits for is logged and reported on the health endpoint until it is resolved.

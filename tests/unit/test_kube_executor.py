@@ -385,3 +385,76 @@ def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed
     # (trusting the stale 6 would have dropped it to 0 at once: 4 serving under a floor of 6).
     assert canary_sizes[0] == 2, canary_sizes
     assert canary_sizes[-1] == 0 and api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
+
+
+def test_a_step_never_shrinks_a_stable_still_rolling_back_to_its_recorded_template() -> None:
+    """Chaos run #77: the retry restored the stable's template after a refused promotion; the
+    stable was still rolling (10 ready over two ReplicaSets, 2 updated) when step 0 cut it to 6,
+    the floor, and its own rolling update then took it to 5 (maxUnavailable 25 % of 6)."""
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+    polls = 0
+
+    async def sleep(seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 3:  # the stable's rollout completes: only pods of the recorded template are left
+            api.deployments[("ml", "fraud")]["status"].update(replicas=8, updatedReplicas=8, availableReplicas=8)
+        await clock.sleep(seconds)
+
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    s = spec(image="fraud:v2")
+    asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
+    api.deployments[("ml", "fraud")]["status"].update(replicas=10, updatedReplicas=2, availableReplicas=10)
+    api.not_ready.add("fraud-canary")  # the step's canary pods are not ready before the stable settles
+    stable_sizes: list[tuple[int, int]] = []
+    patch = api.patch_deployment
+
+    async def recording_patch(ns: str, name: str, body: Json) -> Json:
+        if name == "fraud":
+            stable_sizes.append((polls, body["spec"]["replicas"]))
+        return await patch(ns, name, body)
+
+    api.patch_deployment = recording_patch  # type: ignore[method-assign]
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 8), RouterKind.REPLICAS, 25))
+    # Cut to 6 at once (poll 0), its own rollout may leave 5; it is shrunk only once rolled out.
+    assert stable_sizes == [(3, 6)], stable_sizes
+
+
+def test_a_retry_moves_no_traffic_before_the_stable_has_rolled_back_to_its_recorded_template() -> None:
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+    polls = {"n": 0, "armed": False}
+
+    async def sleep(seconds: float) -> None:
+        if polls["armed"]:
+            polls["n"] += 1
+            if polls["n"] == 3:  # the challenger's ReplicaSet is gone: rolled back at 2 pods
+                api.deployments[("ml", "fraud")]["status"].update(replicas=2, updatedReplicas=2, availableReplicas=2)
+        await clock.sleep(seconds)
+
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    s = spec(image="fraud:v2")
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 8), RouterKind.REPLICAS, 100))
+    status = ModelRolloutStatus(stable_record=record, canary_weight=100)
+    assert isinstance(asyncio.run(ex.promote("ml", s, status)), PromotionProgress)  # stable: challenger, 2 pods
+    replace, patch = api.replace_deployment, api.patch_deployment
+    first_traffic_write: list[int] = []
+
+    async def rolling_replace(ns: str, name: str, body: Json) -> Json:
+        out = await replace(ns, name, body)
+        if name == "fraud":  # the controller starts rolling back: the challenger's pods are still there
+            api.deployments[(ns, name)]["status"].update(replicas=4, updatedReplicas=2, availableReplicas=2)
+        return out
+
+    async def recording_patch(ns: str, name: str, body: Json) -> Json:
+        first_traffic_write.append(polls["n"])
+        return await patch(ns, name, body)
+
+    api.replace_deployment, api.patch_deployment = rolling_replace, recording_patch  # type: ignore[method-assign]
+    polls["armed"] = True
+    again = asyncio.run(ex.start_rollout("ml", s, status, rollout="fraud"))
+    assert isinstance(again, Initialized), again
+    assert api.deployments[("ml", "fraud")]["spec"]["template"] == record.template
+    assert first_traffic_write and first_traffic_write[0] >= 3, first_traffic_write

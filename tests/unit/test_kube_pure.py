@@ -23,9 +23,12 @@ from modelrollout.adapters.workload import (
     canary_pod_template,
     current_pod_template_hash,
     deployment_available,
+    fewest_replicas_keeping,
     is_crash_looping,
     label_selector,
+    max_unavailable_of,
     promoted_template,
+    ready_kept,
 )
 from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, CanaryTemplate, ModelRolloutSpec, RouterKind
 from modelrollout.errors import ClusterConflict, InvalidSpec
@@ -232,6 +235,23 @@ def test_deployment_available():
     assert not deployment_available(deployment(total=3))             # an old pod is still around
     assert deployment_available({"metadata": {"generation": 1}, "spec": {"replicas": 0},
                                  "status": {"observedGeneration": 1}})
+
+
+def test_a_deployment_mid_rollout_counts_only_the_ready_pods_its_controller_keeps():
+    """Chaos run #77: the stable rolling back to its recorded template showed 8 ready at spec 6
+    (pods of the challenger's ReplicaSet among them) and then 5: 6 less its own maxUnavailable."""
+    assert [max_unavailable_of(deployment(replicas=n), n) for n in (1, 4, 6, 8)] == [0, 1, 1, 2]  # 25 %, rounded down
+    none = {"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "10%"}}}}
+    assert max_unavailable_of(none, 6) == 1  # both 0: the controller uses 1
+    assert max_unavailable_of({"spec": {"strategy": {"type": "Recreate"}}}, 6) == 6
+    rolled = deployment(replicas=6, updated=8, available=8, total=8)   # one ReplicaSet scaled down: surplus leaving
+    rolling = deployment(replicas=6, updated=2, available=8, total=8)  # an older ReplicaSet still has pods
+    assert ready_kept(rolled) == 6 and ready_kept(rolling) == 5
+    assert ready_kept(deployment(replicas=6, observed=2, updated=6, available=6, total=6)) == 5  # not observed yet
+    stable = deployment(replicas=8, updated=2, available=10, total=10)
+    assert fewest_replicas_keeping(stable, ready=6, floor=6) == 8      # counted on while rolling: not shrunk
+    assert fewest_replicas_keeping(stable, ready=0, floor=6) == 6      # the other side holds the floor alone
+    assert fewest_replicas_keeping(deployment(replicas=8, updated=8, available=8, total=8), ready=6, floor=2) == 6
 
 
 def test_label_selector():

@@ -75,6 +75,7 @@ from .workload import (
     progress_deadline_exceeded,
     promoted_template,
     replicas_of,
+    rolled_out,
     stall_cause,
 )
 
@@ -197,23 +198,28 @@ class KubeExecutor:
         """A retry or new revision after a promotion that stopped half-way: the stable runs the
         recorded champion again before any step (docs/operator.md, "The stable record").
 
-        With the replicas router the first weight change then sizes it (within the serving
-        floor). With gatewayAPI the route sends the stable 100 − w % from the first step, so
-        it gets its recorded replicas back and is waited for first: the route never points
-        at a stable without ready pods.
+        The stable's own rollout back to the recorded template is waited for before any weight
+        change, also after a restart that finds the template already restored: mid-rollout its
+        controller deletes ready pods of the older ReplicaSet (the challenger's, created once the
+        refusal is gone) down to its own maxUnavailable, and scaling it meanwhile spreads the
+        change proportionally over both ReplicaSets, so a stable cut to the serving floor would
+        drop below it (chaos run: 8 ready at spec 6, then 5 < 6). With the replicas router it
+        keeps its current size (the first weight change sizes it); with gatewayAPI the route
+        sends the stable 100 − w % from the first step, so it gets its recorded replicas back
+        first: the route never points at a stable without ready pods.
         """
         name = spec.stable.deployment
         gateway = spec.traffic.router == RouterKind.GATEWAY_API
         replicas = record.replicas if gateway else None
-        if stable["spec"]["template"] == record.template and (replicas is None or replicas_of(stable) == replicas):
+        restored = stable["spec"]["template"] == record.template and (replicas is None or replicas_of(stable) == replicas)
+        if restored and rolled_out(stable):
             return None
-        try:
-            await self._set_stable(ns, name, record.template, replicas)
-        except Refused as exc:
-            return InitFailed(f"the stable Deployment {ns}/{name} refused its recorded template: {exc}")
-        log.info("restored the recorded pod template of the stable %s/%s before starting", ns, name)
-        if not gateway:
-            return None
+        if not restored:
+            try:
+                await self._set_stable(ns, name, record.template, replicas)
+            except Refused as exc:
+                return InitFailed(f"the stable Deployment {ns}/{name} refused its recorded template: {exc}")
+            log.info("restored the recorded pod template of the stable %s/%s before starting", ns, name)
         available, detail = await self._wait_available(ns, name, spec.analysis.progress_deadline_seconds)
         if available:
             return None

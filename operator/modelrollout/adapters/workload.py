@@ -209,19 +209,79 @@ def available_replicas(deployment: Json) -> int:
     return int((deployment.get("status") or {}).get("availableReplicas") or 0)
 
 
+def max_unavailable_of(deployment: Json, replicas: int) -> int:
+    """The Deployment's *own* maxUnavailable at ``replicas`` pods, as its controller resolves it.
+
+    ``RollingUpdate`` (default 25 %/25 %): a percentage rounds down (surge up), and when
+    both resolve to 0 the controller uses 1. ``Recreate`` may take every pod away.
+    """
+    strategy = deployment.get("spec", {}).get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return replicas
+    rolling = strategy.get("rollingUpdate") or {}
+
+    def resolve(value: int | str, round_up: bool) -> int:
+        if isinstance(value, int):
+            return value
+        share = replicas * int(str(value).rstrip("%"))
+        return -(-share // 100) if round_up else share // 100
+
+    unavailable = resolve(rolling.get("maxUnavailable", "25%"), round_up=False)
+    surge = resolve(rolling.get("maxSurge", "25%"), round_up=True)
+    return 1 if unavailable == 0 and surge == 0 else min(unavailable, replicas)
+
+
+def rolled_out(deployment: Json) -> bool:
+    """The controller saw the latest spec and every pod is of the current template: no older
+    ReplicaSet is left whose ready pods it will still delete (a scale-down then only removes surplus)."""
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation") or 0
+    return ((status.get("observedGeneration") or 0) >= generation
+            and (status.get("updatedReplicas") or 0) >= (status.get("replicas") or 0))
+
+
+def ready_kept(deployment: Json) -> int:
+    """Ready pods the Deployment's own controller will keep: ``availableReplicas`` capped by
+    ``spec.replicas``, and mid-rollout (an older ReplicaSet still has pods, e.g. the stable
+    rolling back to its recorded template) capped by ``spec.replicas`` less its own
+    maxUnavailable: the rolling update may delete ready old pods down to that (seen in the
+    chaos run: 8 ready at spec 6, then 5)."""
+    replicas = replicas_of(deployment)
+    available = min(available_replicas(deployment), replicas)
+    if rolled_out(deployment):
+        return available
+    return max(0, min(available, replicas - max_unavailable_of(deployment, replicas)))
+
+
+def fewest_replicas_keeping(deployment: Json, ready: int, floor: int) -> int:
+    """The fewest replicas (at least ``floor``) ``deployment`` may be scaled down to while it is
+    counted on for ``ready`` serving pods; never more than it has now.
+
+    A rolled-out Deployment keeps its ready pods down to its new size. One mid-rollout does
+    not (its own maxUnavailable, and a scaling event is spread proportionally over its
+    ReplicaSets, ready old pods included): it is not shrunk at all while it is counted on.
+    """
+    current = replicas_of(deployment)
+    if floor >= current or ready <= 0:
+        return floor
+    if rolled_out(deployment):
+        return max(floor, min(current, ready))
+    return current
+
+
 def serving_replicas(deployment: Json) -> int | None:
-    """Ready pods that will *stay*: ``availableReplicas`` capped by ``spec.replicas``.
+    """Ready pods that will *stay* (:func:`ready_kept`), or None while the controller has not
+    observed the latest spec: the status is then not evidence at all.
 
     Right after a scale-down the status still counts the pods being removed (seen in the
     chaos run: 6 available, 4 wanted, then 4 serving); counting them would let the other
-    side shrink below the serving floor. None while the controller has not observed the
-    latest spec: the status is then not evidence at all.
+    side shrink below the serving floor.
     """
     status = deployment.get("status") or {}
     generation = (deployment.get("metadata") or {}).get("generation") or 0
     if (status.get("observedGeneration") or 0) < generation:
         return None
-    return min(available_replicas(deployment), replicas_of(deployment))
+    return ready_kept(deployment)
 
 
 def deployment_available(deployment: Json) -> bool:

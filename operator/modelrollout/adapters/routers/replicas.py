@@ -14,7 +14,10 @@ serving pods never drop below ``target.min_serving`` (the stable's recorded repl
 less ``spec.promotion.maxUnavailable``, never 0): what can go at once goes in the same
 instant as the growing write (at 0 %, a rollback, that is every canary pod the stable
 can spare), and the rest follows as the other side's pods become ready, or the change
-gives up after ``target.deadline_seconds`` with :class:`CapacityWait` (retried). The requested percent is
+gives up after ``target.deadline_seconds`` with :class:`CapacityWait` (retried). A side still rolling
+between two pod templates counts only the ready pods its own controller keeps (``spec.replicas``
+less its own maxUnavailable) and is not shrunk while the floor depends on it (``workload.ready_kept``,
+``fewest_replicas_keeping``). The requested percent is
 also kept in the canary's annotation ``modelrollout.io/canary-weight`` so
 ``read_canary_weight`` can answer exactly when the replica counts agree with it (a
 pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
@@ -29,7 +32,7 @@ from typing import Any
 
 from ...errors import CapacityWait
 from ..kubeapi import KubeApi, NotFound
-from ..workload import available_replicas, replicas_of, serving_replicas
+from ..workload import fewest_replicas_keeping, ready_kept, replicas_of, serving_replicas
 from .base import RolloutTarget
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -118,8 +121,11 @@ class ReplicasRouter:
             grow, grow_want, grow_write = target.stable, stable_want, write_stable
             shrink, shrink_want, shrink_write, shrink_dep = target.canary, canary_want, write_canary, canary
             grow_dep = stable
-        staying = min(available_replicas(grow_dep), replicas_of(grow_dep))  # before our write: a stale status never counts more
-        keep = max(shrink_want, min(replicas_of(shrink_dep), target.min_serving - staying))
+        # Before our write: a stale status never counts more. Either side may be mid-rollout (the
+        # stable rolling back to its recorded template after a stopped promotion): only the ready
+        # pods its own controller keeps count, and a side counted on is not shrunk until rolled out.
+        staying = ready_kept(grow_dep)
+        keep = fewest_replicas_keeping(shrink_dep, target.min_serving - staying, shrink_want)
         await asyncio.gather(grow_write(grow_want), shrink_write(keep))
         if keep <= shrink_want:
             return
@@ -131,10 +137,12 @@ class ReplicasRouter:
                     f"too few ready pods to keep {target.min_serving} serving (spec.promotion.maxUnavailable) after "
                     f"{target.deadline_seconds:.0f}s (spec.analysis.progressDeadlineSeconds); retrying")
             await self._sleep(self._poll)
-            ready = serving_replicas(await self._api.read_deployment(ns, grow))
+            grown, shrunk = await asyncio.gather(self._api.read_deployment(ns, grow),
+                                                 self._api.read_deployment(ns, shrink))
+            ready = serving_replicas(grown)
             if ready is None:  # our write not observed yet: its status says nothing
                 continue
-            lower = max(shrink_want, target.min_serving - ready)
+            lower = fewest_replicas_keeping(shrunk, target.min_serving - ready, shrink_want)
             if lower < keep:
                 keep = lower
                 if shrink == target.canary:
