@@ -24,7 +24,7 @@ import kopf
 from .api.models import API_GROUP, API_VERSION, PLURAL
 from .controller import Controller, RolloutRef
 from .errors import ClusterConflict, ClusterUnavailable
-from .fastpath import CANARY_POD_LABELS, FastPath
+from .fast_path_loop import CANARY_POD_LABELS, FastPathLoop
 
 if TYPE_CHECKING:  # wiring imports this module to register the handlers
     from .wiring import Operator, OperatorConfig
@@ -90,7 +90,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
                    **_: Any) -> None:
         """Spec edits, annotations (manual commands) and pause/resume wake the daemon now;
         every body also refreshes what the fast path knows of the rollout."""
-        fast_path: FastPath = memo.fast_path
+        fast_path: FastPathLoop = memo.fast_path
         if type == "DELETED":
             fast_path.forget(uid)
         else:
@@ -105,7 +105,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
         """An OOMKilled or crash-looping canary pod rolls back now, not at the next tick."""
         if type == "DELETED":
             return
-        fast_path: FastPath = memo.fast_path
+        fast_path: FastPathLoop = memo.fast_path
         await fast_path.pod_changed(namespace, name, body)
 
     @kopf.daemon(API_GROUP, API_VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
@@ -114,7 +114,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
         controller: Controller = memo.controller
         ref = RolloutRef(namespace=namespace, name=name, uid=uid)
         wake_event: asyncio.Event = memo.wakeups.setdefault(uid, asyncio.Event())
-        fast_path: FastPath = memo.fast_path
+        fast_path: FastPathLoop = memo.fast_path
         fast_path.activate(uid)  # a frozen peer's daemons stop, and with them its fast path
         resume = True
         failures = 0

@@ -35,7 +35,7 @@ from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock, SystemClock
 from .controller import Controller, Executor, RolloutRef
 from .core.windows import fast_path_windows, plan_windows
-from .fastpath import FastPath
+from .fast_path_loop import FastPathLoop
 from .handlers import make_registry
 from .startup import KubeStartupApi, StartupWatch, prepare
 from .telemetry import OperatorMetrics
@@ -53,7 +53,7 @@ class Operator:
     """What the kopf handlers drive: every rollout's loop, and the operator-wide fast path."""
 
     controller: Controller
-    fast_path: FastPath
+    fast_path: FastPathLoop
 
 
 @dataclass
@@ -130,7 +130,7 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
         build_request=snapshot_request,
         default_profile=config.default_profile,
     )
-    fast_path = FastPath(controller, metrics.batch_source, fast_path_request, clock, telemetry)
+    fast_path = FastPathLoop(controller, metrics.batch_source, fast_path_request, clock, telemetry)
     return Operator(controller=controller, fast_path=fast_path)
 
 

@@ -1,4 +1,4 @@
-"""The critical fast path: its pure judgement (core.fastpath) and its loop (modelrollout.fastpath).
+"""The critical fast path: its pure judgement (core.fastpath) and its loop (modelrollout.fast_path_loop).
 
 The loop is driven with a fake batch source and a fake controller: what matters here is
 which rollouts are checked, how the queries are batched and that only critical breaches
@@ -25,7 +25,7 @@ from modelrollout.core.machine import evaluation_context, step
 from modelrollout.core.observations import CriticalSignal, MetricsObserved
 from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
 from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_windows
-from modelrollout.fastpath import FastPath, deployment_of_pod
+from modelrollout.fast_path_loop import FastPathLoop, deployment_of_pod
 from modelrollout.telemetry import OperatorMetrics
 
 from .factories import T0, begin, healthy_snapshot, make_spec, snapshot_dict, with_changes
@@ -207,11 +207,11 @@ def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
             "status": status.model_dump(mode="json", by_alias=True)}
 
 
-def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPath:
+def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPathLoop:
     def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Any:
         return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
                                              windows=fast_path_windows(spec, status, now))
-    return FastPath(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
+    return FastPathLoop(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
 
 
 def test_one_batch_for_all_rollouts_and_only_breaches_are_signalled() -> None:

@@ -14,7 +14,7 @@ becoming a noise amplifier:
   (persistence, the score): the fast path never returns anything but a rollback signal.
 
 Pure: no I/O, the clock is an argument. The adapter that batches the queries and the
-loop that calls ``critical_breach`` every second live in ``modelrollout.fastpath``.
+loop that calls ``critical_breach`` every second live in ``modelrollout.fast_path_loop``.
 """
 
 from __future__ import annotations

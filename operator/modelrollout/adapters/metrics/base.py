@@ -5,7 +5,7 @@ tick needs (one snapshot, or why there is none); ``MetricsBatchSource`` is what 
 path needs (one batch for many rollouts, keyed by ``SnapshotRequest.key``). Neither
 judges what it reads, and neither raises for Prometheus' failures: those are
 ``MetricsUnavailable`` values. This module imports no client library, so the shell
-(``controller.py``, ``fastpath.py``) can depend on it without the transport.
+(``controller.py``, ``fast_path_loop.py``) can depend on it without the transport.
 """
 
 from __future__ import annotations

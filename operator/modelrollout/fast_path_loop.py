@@ -68,7 +68,7 @@ class Watched:
     checked_at: float = 0.0  # monotonic time of the last fast-path check
 
 
-class FastPath:
+class FastPathLoop:
     """The operator-wide fast path loop and pod-failure entry point."""
 
     def __init__(self, controller: Controller, sources: Callable[[str | None], MetricsBatchSource],
@@ -253,4 +253,4 @@ def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["CANARY_POD_LABELS", "FastPath", "Watched", "deployment_of_pod"]
+__all__ = ["CANARY_POD_LABELS", "FastPathLoop", "Watched", "deployment_of_pod"]
