@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from .adapters.metrics.base import MetricsSource, SnapshotRequest
 from .adapters.notifiers.base import Notifier
 from .api.manifests import ManifestError, parse_spec
-from .api.models import KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
+from .api.models import DecisionAction, DecisionPath, KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
 from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
 from .core.machine import Transition, pending_actions, step
@@ -274,9 +274,9 @@ class Controller:
                                      status.current_step, status.risk.score if status.risk else None, severities)
         started_rollback = any(isinstance(a, RollbackPhase) and a.phase == 1 for a in transition.actions)
         if transition.decision is not None:
-            self.telemetry.decisions.labels(transition.decision.action.value, "tick").inc()
+            self.telemetry.decisions.labels(transition.decision.action.value, DecisionPath.TICK).inc()
         elif started_rollback and status.rollback:  # a signal: fast path, pod watch or a command
-            self.telemetry.decisions.labels("rollback", status.rollback.path).inc()
+            self.telemetry.decisions.labels(DecisionAction.ROLLBACK, status.rollback.path).inc()
         if started_rollback and status.rollback:
             self.telemetry.rollbacks.labels(ref.namespace, ref.name, status.rollback.trigger, status.rollback.path).inc()
 

@@ -36,10 +36,10 @@ from typing import Any
 from .adapters.metrics.base import MetricsBatchSource, SnapshotRequest
 from .adapters.workload import CANARY_ROLE, ROLE_LABEL, pod_failure
 from .api.manifests import ManifestError
-from .api.models import ModelRolloutSpec, ModelRolloutStatus
+from .api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
 from .controller import Controller, RolloutRef, status_of
-from .core.fastpath import FAST_PATH, critical_breach, pod_health_signal, watches
+from .core.fastpath import critical_breach, pod_health_signal, watches
 from .core.observations import CriticalSignal
 from .core.snapshot import Snapshot
 from .errors import MetricsUnavailable, ModelRolloutError, UnreadableStatus
@@ -148,7 +148,7 @@ class FastPathLoop:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 — the loop must outlive any one bad cycle
-                self.telemetry.operator_errors.labels("fastPath").inc()
+                self.telemetry.operator_errors.labels(DecisionPath.FAST_PATH).inc()
                 log.exception("fast path cycle failed (an operator error)")
 
     async def check_once(self) -> list[tuple[RolloutRef, CriticalSignal]]:
@@ -187,7 +187,7 @@ class FastPathLoop:
 
     async def _batch(self, url: str | None, items: list[tuple[Watched, SnapshotRequest]],
                      at: datetime) -> dict[str, Snapshot | MetricsUnavailable]:
-        return await self.sources(url).snapshots([request for _, request in items], at, path=FAST_PATH)
+        return await self.sources(url).snapshots([request for _, request in items], at, path=DecisionPath.FAST_PATH)
 
     async def _signal(self, ref: RolloutRef, signal: CriticalSignal) -> None:
         started = time.monotonic()

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .api.models import Phase
+from .api.models import DecisionPath, Phase
 
-QUERY_PATHS = ("tick", "fastPath")
+QUERY_PATHS: tuple[DecisionPath, ...] = tuple(p for p in DecisionPath if p.queries_prometheus)
 """Values of the ``path`` label of the Prometheus-query metrics (who issued the query)."""
 
 
@@ -57,7 +57,7 @@ class OperatorMetrics:
             "modelrollout_operator_errors_total",
             "defects of the operator itself (exceptions that are neither the cluster's nor Prometheus'), by where",
             ["where"], registry=r)
-        for where in ("reconcile", "fastPath"):
+        for where in ("reconcile", DecisionPath.FAST_PATH):
             self.operator_errors.labels(where)
 
         for path in QUERY_PATHS:  # exported at 0 from the start (see the module docstring)
@@ -65,7 +65,7 @@ class OperatorMetrics:
             self.query_errors.labels(path)
             self.query_seconds.labels(path)
 
-    def observe_query(self, path: str, seconds: float, ok: bool) -> None:
+    def observe_query(self, path: DecisionPath, seconds: float, ok: bool) -> None:
         self.queries.labels(path).inc()
         self.query_seconds.labels(path).observe(seconds)
         if not ok:

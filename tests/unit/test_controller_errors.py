@@ -82,11 +82,12 @@ def test_an_unreadable_status_holds_with_a_condition_and_an_event_and_never_star
 
 
 def test_a_signal_never_acts_on_an_unreadable_status() -> None:
+    from modelrollout.api.models import DecisionPath
     from modelrollout.core.observations import CriticalSignal
 
     rec = Recorder()
     acted = asyncio.run(controller(body(), rec).signal(RolloutRef("ml", "fraud", "uid-1"),
-                                                       CriticalSignal("fastPath", "latency", "p95 9ms")))
+                                                       CriticalSignal(DecisionPath.FAST_PATH, "latency", "p95 9ms")))
     assert acted is False and rec.calls == []
 
 

@@ -222,6 +222,38 @@ def test_status_schema_keeps_every_field_the_operator_writes(schema: Schema) -> 
     assert openapi_errors(written, schema["properties"]["status"], "status") == []
 
 
+PATHS_EVER_WRITTEN = ["tick", "fastPath", "podWatch", "manual"]
+HISTORY_KINDS_EVER_WRITTEN = ["step", "decision", "rollback", "promotion", "revision", "manual"]
+
+
+def test_path_and_history_kind_enums_admit_every_value_ever_written(schema: Schema) -> None:
+    """These status fields were plain strings: an enum must still admit (and parse) what older operators wrote."""
+    from modelrollout.api.models import DecisionPath, HistoryKind, ModelRolloutStatus
+
+    status = schema["properties"]["status"]["properties"]
+    assert [p.value for p in DecisionPath] == PATHS_EVER_WRITTEN
+    assert [k.value for k in HistoryKind] == HISTORY_KINDS_EVER_WRITTEN
+    assert status["decision"]["properties"]["path"]["enum"] == PATHS_EVER_WRITTEN
+    assert status["rollback"]["properties"]["path"]["enum"] == PATHS_EVER_WRITTEN
+    assert status["history"]["items"]["properties"]["kind"]["enum"] == HISTORY_KINDS_EVER_WRITTEN
+    at = "2024-05-01T12:00:00Z"
+    written = {
+        "phase": "RolledBack",
+        "decision": {"action": "rollback", "reason": "aborted by user", "at": at, "path": "manual"},
+        "rollback": {"reason": "critical: latency", "trigger": "latency", "path": "fastPath", "startedAt": at,
+                     "completedPhase": 3},
+        "history": [{"at": at, "kind": kind, "message": kind, "evidence": {"path": PATHS_EVER_WRITTEN[i % 4]}}
+                    for i, kind in enumerate(HISTORY_KINDS_EVER_WRITTEN)],
+    }
+    assert openapi_errors(written, schema["properties"]["status"], "status") == []
+    parsed = ModelRolloutStatus.model_validate(written)
+    assert parsed.decision is not None and parsed.decision.path is DecisionPath.MANUAL
+    assert [h.kind for h in parsed.history] == list(HistoryKind)
+    dumped = parsed.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    assert dumped["decision"]["path"] == "manual" and dumped["rollback"]["path"] == "fastPath"
+    assert [h["kind"] for h in dumped["history"]] == HISTORY_KINDS_EVER_WRITTEN
+
+
 def test_names_scope_subresource_and_printer_columns(generated: dict[str, Any]) -> None:
     spec = generated["spec"]
     assert generated["metadata"]["name"] == f"modelrollouts.{API_GROUP}"

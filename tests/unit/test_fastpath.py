@@ -15,7 +15,7 @@ import pytest
 
 from modelrollout.adapters.metrics.plan import plan_queries
 from modelrollout.adapters.metrics.request import SnapshotRequest
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
+from modelrollout.api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus, Phase
 from modelrollout.clock import SettableClock
 from modelrollout.controller import RolloutRef
 from modelrollout.core.actions import RollbackPhase
@@ -171,9 +171,10 @@ def test_fast_path_request_has_no_series_no_custom_and_flat_query_count() -> Non
 class FakeSource:
     def __init__(self, snapshots: dict[str, Snapshot]) -> None:
         self.snapshots_by_key = snapshots
-        self.batches: list[tuple[list[str], str]] = []
+        self.batches: list[tuple[list[str], DecisionPath]] = []
 
-    async def snapshots(self, requests: list[Any], at: datetime, *, path: str = "tick") -> dict[str, Any]:
+    async def snapshots(self, requests: list[Any], at: datetime, *,
+                        path: DecisionPath = DecisionPath.TICK) -> dict[str, Any]:
         self.batches.append(([r.key for r in requests], path))
         return {r.key: self.snapshots_by_key[r.key] for r in requests}
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from modelrollout.api.manifests import ManifestError, iter_documents, parse_spec
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
+from modelrollout.api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
 from modelrollout.core.machine import step
 from modelrollout.core.observations import (
     Command,
@@ -110,7 +110,8 @@ def lifecycle() -> dict[str, tuple[dict[str, Any], ModelRolloutStatus | None, in
         "spec.stable.deployment: Deployment ml/fraud-scorer not found; the stable (champion) Deployment must exist "
         "before the rollout starts"), t, 1).status
     rolling_back = step(spec, progressing, CriticalSignal(
-        path="fastPath", trigger="latency", reason="critical: latency: p95 14.0ms beyond its critical bound 6.0ms"),
+        path=DecisionPath.FAST_PATH, trigger="latency",
+        reason="critical: latency: p95 14.0ms beyond its critical bound 6.0ms"),
         t + timedelta(minutes=4), 1).status
     rolled_back = rolling_back
     for phase in (1, 2, 3):

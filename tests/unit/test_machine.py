@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from modelrollout.api.models import DecisionAction, ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
+from modelrollout.api.models import DecisionAction, DecisionPath, ModelRolloutSpec, ModelRolloutStatus, Phase, StableRecord
 from modelrollout.core.actions import EmitEvent, Notify, Promote, RollbackPhase, SetWeight, StartRollout
 from modelrollout.core.machine import pending_actions, revision_of, step
 from modelrollout.core.observations import (
@@ -88,7 +88,7 @@ def test_latency_breach_at_25_percent_rolls_back_in_phase_order() -> None:
 def test_rollback_phase_reports_are_idempotent() -> None:
     spec = make_spec()
     status = begin(spec)
-    t = step(spec, status, CriticalSignal("podWatch", "kubernetesHealth", "pod OOMKilled"), T0)
+    t = step(spec, status, CriticalSignal(DecisionPath.POD_WATCH, "kubernetesHealth", "pod OOMKilled"), T0)
     again = step(spec, t.status, RollbackApplied(2), T0)  # out of order: ignored
     assert again.status == t.status and again.actions == ()
     once = step(spec, t.status, RollbackApplied(1), T0)
@@ -168,7 +168,8 @@ def test_template_change_mid_rollout_restarts_at_step_zero() -> None:
 
 def test_new_revision_after_rollback_starts_fresh_from_the_record() -> None:
     spec = make_spec()
-    status = settle(spec, step(spec, begin(spec), CriticalSignal("fastPath", "latency", "p95 9ms"), T0), T0).status
+    signal = CriticalSignal(DecisionPath.FAST_PATH, "latency", "p95 9ms")
+    status = settle(spec, step(spec, begin(spec), signal, T0), T0).status
     assert status.phase == Phase.ROLLED_BACK
     assert step(spec, status, SpecChanged(), T0).status == status  # same revision: stays rolled back
     changed = make_spec().model_copy(update={"canary": make_spec().canary.model_copy(update={"deployment": "fraud-canary-2"})})

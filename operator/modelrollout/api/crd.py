@@ -437,6 +437,11 @@ class _Dumper(yaml.SafeDumper):
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
 
+    def ignore_aliases(self, data: Any) -> bool:
+        """Write every node out: two fields of one enum type share its list, and a CRD with
+        YAML anchors and aliases (``&id001``) is legal but unreadable."""
+        return True
+
 
 def render_crd_yaml() -> str:
     """The committed ``crds/modelrollout.io_modelrollouts.yaml``: header comment + YAML."""

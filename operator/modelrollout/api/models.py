@@ -92,6 +92,36 @@ class DecisionAction(StrEnum):
         return self in (DecisionAction.ADVANCE, DecisionAction.PROMOTE, DecisionAction.REDUCE, DecisionAction.ROLLBACK)
 
 
+class DecisionPath(StrEnum):
+    """Which of the operator's loops took a decision or started a rollback.
+
+    The value of ``status.decision.path`` and ``status.rollback.path``, of the ``path``
+    label of the operator's decision, rollback and Prometheus-query metrics, and of the
+    ``path`` of a rollback's evidence (docs/design.md#rollback).
+    """
+
+    TICK = "tick"            # the regular analysis tick
+    FAST_PATH = "fastPath"   # the critical fast path between ticks (docs/design.md#fast-path)
+    POD_WATCH = "podWatch"   # the canary pod watch: OOMKilled or crash-looping pods
+    MANUAL = "manual"        # a command annotation (promote, abort)
+
+    @property
+    def queries_prometheus(self) -> bool:
+        """Paths that read metrics: the values of the query metrics' ``path`` label."""
+        return self in (DecisionPath.TICK, DecisionPath.FAST_PATH)
+
+
+class HistoryKind(StrEnum):
+    """What a ``status.history`` entry records (docs/design.md#status)."""
+
+    STEP = "step"            # a step began, or its weight was restored after a reduce
+    DECISION = "decision"    # an acting decision that is not a step: reduce, dry-run verdicts, a failed start
+    ROLLBACK = "rollback"    # a rollback began (with its evidence) or completed
+    PROMOTION = "promotion"  # a promotion began, completed or failed
+    REVISION = "revision"    # a challenger revision started
+    MANUAL = "manual"        # a command or a pause / resume
+
+
 class NoDataPolicy(StrEnum):
     HOLD = "hold"
     ROLLBACK = "rollback"
@@ -382,7 +412,7 @@ class DecisionStatus(ApiModel):
     action: DecisionAction
     reason: str
     at: datetime
-    path: str = Field(default="tick", description="tick | fastPath | podWatch | manual")
+    path: DecisionPath = Field(default=DecisionPath.TICK, description="the loop that decided")
 
 
 class StableRecord(ApiModel):
@@ -408,7 +438,7 @@ class RollbackStatus(ApiModel):
 
     reason: str
     trigger: str = Field(description="condition or signal that caused it")
-    path: str = "tick"
+    path: DecisionPath = Field(default=DecisionPath.TICK, description="the loop that caught it")
     started_at: datetime
     completed_phase: int = Field(default=0, ge=0, le=3, description="last phase whose actions were applied")
 
@@ -423,7 +453,7 @@ class KubeCondition(ApiModel):
 
 class HistoryEntry(ApiModel):
     at: datetime
-    kind: str = Field(description="step | decision | rollback | promotion | revision | manual")
+    kind: HistoryKind = Field(description="what the entry records")
     message: str
     step: int | None = None
     weight: int | None = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase
+from ..api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .conditions import BUILTIN, thresholds_of
 from .conditions.base import ConditionResult
 from .decision import health_failure
@@ -31,8 +31,6 @@ from .snapshot import CanaryHealth, Snapshot
 from .windows import FAST_PATH_CONDITIONS, fast_path_windows
 
 ALPHA_DIVISOR = 10.0
-FAST_PATH = "fastPath"
-POD_WATCH = "podWatch"
 
 
 def watches(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
@@ -88,8 +86,8 @@ def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot
         "significance": fast_path_significance(spec),
         "alsoCritical": [r.name for r in critical[1:]],
     }
-    return CriticalSignal(path=FAST_PATH, trigger=first.name, reason=f"critical: {first.name}: {first.message}",
-                          evidence=evidence)
+    return CriticalSignal(path=DecisionPath.FAST_PATH, trigger=first.name,
+                          reason=f"critical: {first.name}: {first.message}", evidence=evidence)
 
 
 def pod_health_signal(spec: ModelRolloutSpec, status: ModelRolloutStatus, health: CanaryHealth,
@@ -109,11 +107,10 @@ def pod_health_signal(spec: ModelRolloutSpec, status: ModelRolloutStatus, health
     evidence: dict[str, object] = {"oomKilled": health.oom_killed, "crashLooping": health.crash_looping}
     if pod:
         evidence["pod"] = pod
-    return CriticalSignal(path=POD_WATCH, trigger="kubernetesHealth", reason=f"critical: {failure}",
+    return CriticalSignal(path=DecisionPath.POD_WATCH, trigger="kubernetesHealth", reason=f"critical: {failure}",
                           evidence=evidence)
 
 
 __all__ = [
-    "ALPHA_DIVISOR", "FAST_PATH", "POD_WATCH", "critical_breach", "critical_results", "fast_path_significance",
-    "pod_health_signal", "watches",
+    "ALPHA_DIVISOR", "critical_breach", "critical_results", "fast_path_significance", "pod_health_signal", "watches",
 ]

@@ -21,9 +21,11 @@ from typing import Any
 
 from ..api.models import (
     DecisionAction,
+    DecisionPath,
     DecisionStatus,
     ErrorPolicy,
     HistoryEntry,
+    HistoryKind,
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
@@ -146,7 +148,7 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
         conditions=updated_conditions(status, now, Ready=(True, "Initializing", message),
                                Progressing=(True, "Initializing", message),
                                Complete=(False, "Initializing", message), Degraded=(False, "Initializing", message)),
-        history=capped_history(status, HistoryEntry(at=now, kind="revision", message=message)),
+        history=capped_history(status, HistoryEntry(at=now, kind=HistoryKind.REVISION, message=message)),
     )
     if spec.analysis.dry_run:
         # Dry run never acts: no canary is created, analysis runs on what exists.
@@ -167,7 +169,8 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
             "high_risk_since": None, "consecutive_no_data": 0, "consecutive_prometheus_errors": 0, "risk": None,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
-            "history": capped_history(status, HistoryEntry(at=now, kind="step", message=message, step=0, weight=first)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
+                                                           weight=first)),
         })
         return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "StepStarted", message)))
     if isinstance(obs, InitFailed):
@@ -176,7 +179,7 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
             "phase": Phase.FAILED, "message": message,
             "conditions": updated_conditions(status, now, Ready=(False, "StartFailed", message),
                                       Progressing=(False, "StartFailed", message)),
-            "history": capped_history(status, HistoryEntry(at=now, kind="decision", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.DECISION, message=message)),
         })
         return Transition(new, (EmitEvent(EventType.WARNING, "StartFailed", message),))
     return Transition(status)
@@ -189,7 +192,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         message = "paused: analysis continues, nothing advances" if spec.paused else "resumed"
         status = status.model_copy(update={
             "phase": phase, "message": message,
-            "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message)),
         })
         if isinstance(obs, SpecChanged):
             return Transition(status, (EmitEvent(EventType.NORMAL, "Paused" if spec.paused else "Resumed", message),))
@@ -219,7 +222,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
 
 
 def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision: Decision, now: datetime,
-                   path: str = "tick") -> Transition:
+                   path: DecisionPath = DecisionPath.TICK) -> Transition:
     """Record a decision in status and turn it into actions (none in dryRun)."""
     base = status.model_copy(update={
         "risk": risk_of(decision, now),
@@ -236,7 +239,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
             message = f"dryRun: would {action.value}: {decision.reason}"
             base = base.model_copy(update={
                 "message": message,
-                "history": capped_history(base, HistoryEntry(at=now, kind="decision", message=message,
+                "history": capped_history(base, HistoryEntry(at=now, kind=HistoryKind.DECISION, message=message,
                                                        step=status.current_step, weight=status.canary_weight,
                                                        score=round(decision.score, 6))),
             })
@@ -251,8 +254,9 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         new = base.model_copy(update={
             "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
             "conditions": updated_conditions(base, now, Progressing=(True, "Promoting", message)),
-            "history": capped_history(base, HistoryEntry(at=now, kind="promotion", message=message, step=status.current_step,
-                                                   weight=status.canary_weight, score=round(decision.score, 6))),
+            "history": capped_history(base, HistoryEntry(at=now, kind=HistoryKind.PROMOTION, message=message,
+                                                         step=status.current_step, weight=status.canary_weight,
+                                                         score=round(decision.score, 6))),
         })
         return Transition(new, (Promote(status.revision or ""), EmitEvent(EventType.NORMAL, "Promoting", message)), decision)
     if action == DecisionAction.ADVANCE:
@@ -262,14 +266,14 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         new = base.model_copy(update={
             "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
             "conditions": updated_conditions(base, now, Progressing=(True, "StepAdvanced", message)),
-            "history": capped_history(base, HistoryEntry(at=now, kind="step", message=message, step=nxt, weight=weight,
-                                                   score=round(decision.score, 6))),
+            "history": capped_history(base, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=nxt,
+                                                         weight=weight, score=round(decision.score, 6))),
         })
         return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "StepAdvanced", message)), decision)
     if action in (DecisionAction.REDUCE, DecisionAction.CONTINUE) and decision.new_weight is not None \
             and decision.new_weight != status.canary_weight:
         weight = decision.new_weight
-        kind = "decision" if action == DecisionAction.REDUCE else "step"
+        kind = HistoryKind.DECISION if action == DecisionAction.REDUCE else HistoryKind.STEP
         message = f"canary weight {status.canary_weight}% -> {weight}%: {decision.reason}"
         new = base.model_copy(update={
             "canary_weight": weight, "step_started_at": now, "message": message,
@@ -289,7 +293,8 @@ def _metrics_failed(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Met
     if errors >= policy.max_consecutive and policy.then == ErrorPolicy.ROLLBACK and not spec.analysis.dry_run:
         reason = f"Prometheus failed {errors} times in a row ({obs.error}); prometheusErrors.then rollback"
         new = status.model_copy(update={"consecutive_prometheus_errors": errors})
-        return _begin_rollback(spec, new, now, reason=reason, trigger="prometheusErrors", path="tick", decision=None)
+        return _begin_rollback(spec, new, now, reason=reason, trigger="prometheusErrors", path=DecisionPath.TICK,
+                              decision=None)
     reason = f"hold: Prometheus error {errors}/{policy.max_consecutive}: {obs.error}"
     new = status.model_copy(update={
         "consecutive_prometheus_errors": errors,
@@ -300,7 +305,7 @@ def _metrics_failed(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Met
 
 
 def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, reason: str, trigger: str,
-                    path: str, decision: Decision | None, extra: dict[str, Any] | None = None) -> Transition:
+                    path: DecisionPath, decision: Decision | None, extra: dict[str, Any] | None = None) -> Transition:
     """Every rollback goes through here: one path that records evidence and notifies."""
     if spec.analysis.dry_run:
         message = f"dryRun: would roll back ({path}): {reason}"
@@ -318,8 +323,8 @@ def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dat
         "message": message,
         "conditions": updated_conditions(status, now, Progressing=(False, "RollingBack", message),
                                   Degraded=(True, "RollingBack", message)),
-        "history": capped_history(status, HistoryEntry(at=now, kind="rollback", message=message, step=status.current_step,
-                                                 weight=status.canary_weight,
+        "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.ROLLBACK, message=message,
+                                                 step=status.current_step, weight=status.canary_weight,
                                                  score=round(decision.score, 6) if decision else None,
                                                  evidence=evidence)),
     })
@@ -343,7 +348,8 @@ def _rolling_back(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
         "next_evaluation_at": None,
         "conditions": updated_conditions(status, now, Progressing=(False, "RolledBack", message),
                                   Degraded=(True, "RolledBack", message), Complete=(False, "RolledBack", message)),
-        "history": capped_history(status, HistoryEntry(at=now, kind="rollback", message=message, evidence=evidence)),
+        "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.ROLLBACK, message=message,
+                                                       evidence=evidence)),
     })
     payload = {"rollout_phase": "RolledBack", "message": message, "text": f":rotating_light: {message}", **evidence}
     return Transition(new, (EmitEvent(EventType.WARNING, "RolledBack", message), Notify("rolledBack", payload)))
@@ -375,7 +381,7 @@ def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observat
             "next_evaluation_at": None,
             "conditions": updated_conditions(status, now, Progressing=(False, "Succeeded", message),
                                       Complete=(True, "Promoted", message), Degraded=(False, "Promoted", message)),
-            "history": capped_history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.PROMOTION, message=message)),
         })
         payload = {"rollout_phase": "Succeeded", "message": message, "text": f":white_check_mark: {message}"}
         return Transition(new, (EmitEvent(EventType.NORMAL, "Promoted", message), Notify("promoted", payload)))
@@ -386,7 +392,7 @@ def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observat
             "phase": Phase.FAILED, "message": message, "next_evaluation_at": None,
             "conditions": updated_conditions(status, now, Progressing=(False, "PromotionFailed", message),
                                       Degraded=(True, "PromotionFailed", message)),
-            "history": capped_history(status, HistoryEntry(at=now, kind="promotion", message=message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.PROMOTION, message=message)),
         })
         return Transition(new, (EmitEvent(EventType.WARNING, "PromotionFailed", message),
                                 Notify("promotionFailed", {"message": message, "text": message})))
@@ -402,8 +408,9 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
         return Transition(status)
     if kind == CommandKind.ABORT:
         if phase in (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED):
-            return _begin_rollback(spec, status, now, reason="aborted by user", trigger="manual", path="manual",
-                                   decision=None)
+            # An abort's trigger is the command itself, named like its path.
+            return _begin_rollback(spec, status, now, reason="aborted by user", trigger=DecisionPath.MANUAL,
+                                   path=DecisionPath.MANUAL, decision=None)
         return Transition(status)
     if phase not in (Phase.PROGRESSING, Phase.PAUSED):
         return Transition(status)
@@ -414,15 +421,17 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
         message = f"manual promote: step {nxt}, canary at {weight}%"
         new = status.model_copy(update={
             "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
-            "decision": DecisionStatus(action=DecisionAction.ADVANCE, reason="manual promote", at=now, path="manual"),
-            "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message, step=nxt, weight=weight)),
+            "decision": DecisionStatus(action=DecisionAction.ADVANCE, reason="manual promote", at=now,
+                                       path=DecisionPath.MANUAL),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message, step=nxt,
+                                                           weight=weight)),
         })
         return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
     message = f"manual full promote of revision {status.revision}"
     new = status.model_copy(update={
         "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
-        "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path="manual"),
-        "history": capped_history(status, HistoryEntry(at=now, kind="manual", message=message)),
+        "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path=DecisionPath.MANUAL),
+        "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message)),
     })
     return Transition(new, (Promote(status.revision or revision), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..api.models import StableRecord
+from ..api.models import DecisionPath, StableRecord
 from .snapshot import Snapshot
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,8 @@ class MetricsFailed:
 class CriticalSignal:
     """A breach caught outside the tick: the fast path or the canary pod watch."""
 
-    path: str      # fastPath | podWatch
-    trigger: str   # condition name or kubernetesHealth
+    path: DecisionPath  # FAST_PATH or POD_WATCH
+    trigger: str        # condition name or kubernetesHealth
     reason: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..api.models import DEFAULT_STEPS, Phase
+from ..api.models import DEFAULT_STEPS, DecisionPath, Phase
 from .commands import Body, is_terminal, pending_command, phase_of, rollout_ref
 
 HISTORY_TAIL = 5
@@ -178,7 +178,7 @@ def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL, w
 
     decision = status.get("decision")
     if decision:
-        lines.append(f"  Decision: {decision.get('action')} ({decision.get('path', 'tick')}, "
+        lines.append(f"  Decision: {decision.get('action')} ({decision.get('path', DecisionPath.TICK)}, "
                      f"{format_age(decision.get('at'), now)} ago): {decision.get('reason', '')}")
     if status.get("nextEvaluationAt") and not is_terminal(body):
         lines.append(f"  Next evaluation: {status['nextEvaluationAt']}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from ...api.models import DecisionPath
 from ...core.snapshot import Snapshot
 from ...errors import MetricsUnavailable
 from .request import SnapshotRequest
@@ -29,7 +30,7 @@ class MetricsBatchSource(Protocol):
     """One batch of rollouts' snapshots at once: one answer (or reason) per request key."""
 
     async def snapshots(self, requests: Sequence[SnapshotRequest], at: datetime, *,
-                        path: str = "tick") -> dict[str, Snapshot | MetricsUnavailable]: ...
+                        path: DecisionPath = DecisionPath.TICK) -> dict[str, Snapshot | MetricsUnavailable]: ...
 
 
 __all__ = ["MetricsBatchSource", "MetricsSource", "SnapshotRequest"]

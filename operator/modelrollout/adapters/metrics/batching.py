@@ -5,7 +5,7 @@ the ticks of many rollouts arrive within milliseconds. ``BatchingMetricsSource``
 them into one ``snapshots`` call, whose queries serve every rollout of the batch
 (``plan.py``): the query count grows with conditions and distinct windows, never with
 rollouts. The fast path reuses the same machinery with fewer conditions and
-``path="fastPath"``, sending its own whole batches. ``PrometheusRouter`` keeps one
+``path=DecisionPath.FAST_PATH``, sending its own whole batches. ``PrometheusRouter`` keeps one
 batching source per Prometheus URL, so rollouts sharing a Prometheus share its queries.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from ...api.models import DecisionPath
 from ...core.snapshot import Snapshot
 from ...errors import MetricsUnavailable, OperatorBug
 from .base import MetricsBatchSource
@@ -31,7 +32,8 @@ class BatchingMetricsSource:
     rollout key in one batch share one query: the later request wins.
     """
 
-    def __init__(self, source: MetricsBatchSource, *, window: float = 0.05, path: str = "tick") -> None:
+    def __init__(self, source: MetricsBatchSource, *, window: float = 0.05,
+                 path: DecisionPath = DecisionPath.TICK) -> None:
         self.source = source
         self.window = window
         self.path = path

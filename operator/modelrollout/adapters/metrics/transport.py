@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from ...api.models import CustomCondition
+from ...api.models import CustomCondition, DecisionPath
 from ...core.snapshot import Snapshot
 from ...errors import MetricsUnavailable, OperatorBug
 from . import promql
@@ -60,7 +60,7 @@ BUNDLE_LABEL = "mr_query"
 MAX_BUNDLE_CHARS = 200_000
 """A bundle longer than this is split (Prometheus reads queries from the URL; keep it sane)."""
 
-QueryHook = Callable[[str, float, bool], None]
+QueryHook = Callable[[DecisionPath, float, bool], None]
 """``on_query(path, seconds, ok)``: called once per query sent to Prometheus."""
 
 
@@ -121,7 +121,7 @@ class PrometheusMetricsSource:
 
     # ---- the one public operation --------------------------------------------------
     async def snapshots(self, requests: Sequence[SnapshotRequest], at: datetime,
-                        *, path: str = "tick") -> dict[str, Snapshot | MetricsUnavailable]:
+                        *, path: DecisionPath = DecisionPath.TICK) -> dict[str, Snapshot | MetricsUnavailable]:
         """One snapshot (or the reason there is none) per request key. Never raises."""
         try:
             return await self._snapshots(requests, at, path)
@@ -131,7 +131,7 @@ class PrometheusMetricsSource:
             raise OperatorBug(f"building snapshots from {self.url} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _snapshots(self, requests: Sequence[SnapshotRequest], at: datetime,
-                         path: str) -> dict[str, Snapshot | MetricsUnavailable]:
+                         path: DecisionPath) -> dict[str, Snapshot | MetricsUnavailable]:
         if not requests:
             return {}
         plan = QueryPlan(requests, self.min_rate_window)
@@ -214,7 +214,7 @@ class PrometheusMetricsSource:
             self._cache[q.promql] = (at, parsed)
             self._expire(at)
 
-    async def _answer_bundle(self, qs: list[PlannedQuery], at: datetime, path: str,
+    async def _answer_bundle(self, qs: list[PlannedQuery], at: datetime, path: DecisionPath,
                              down: list[_TransportDown]) -> dict[QueryKey, Answer]:
         """Several instant queries as one (one consistent read); their answers by key.
 
@@ -253,7 +253,7 @@ class PrometheusMetricsSource:
             out[q.key] = parsed
         return out
 
-    async def _answer(self, q: PlannedQuery, at: datetime, path: str, down: list[_TransportDown]) -> Answer:
+    async def _answer(self, q: PlannedQuery, at: datetime, path: DecisionPath, down: list[_TransportDown]) -> Answer:
         hit = self._cached(q, at)
         if hit is not None:
             return hit[1]
@@ -276,7 +276,7 @@ class PrometheusMetricsSource:
         for text in [t for t, (when, _) in self._cache.items() if not timedelta(0) <= at - when <= self._cache_ttl]:
             del self._cache[text]
 
-    async def _custom(self, r: SnapshotRequest, index: int, c: CustomCondition, at: datetime, path: str,
+    async def _custom(self, r: SnapshotRequest, index: int, c: CustomCondition, at: datetime, path: DecisionPath,
                       down: list[_TransportDown]) -> dict[str, float | None]:
         """A custom condition: per-rollout PromQL (not batched: it is the user's own text)."""
         out: dict[str, float | None] = {"value": None, "samples": None}
@@ -324,7 +324,7 @@ class PrometheusMetricsSource:
             return exc
         return MetricsUnavailable(f"Prometheus {self.url}: query {name} failed: {type(exc).__name__}: {_short(exc)}")
 
-    async def _run(self, name: str, path: str, down: list[_TransportDown], call: Callable[[], Any]) -> Any:
+    async def _run(self, name: str, path: DecisionPath, down: list[_TransportDown], call: Callable[[], Any]) -> Any:
         """Run one blocking query in the pool; translate every failure to MetricsUnavailable."""
         async with self._semaphore():
             if down:  # Prometheus already failed in this batch: do not queue behind a dead server
