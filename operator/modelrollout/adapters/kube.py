@@ -341,7 +341,8 @@ class KubeExecutor:
         percent = -(-100 * canary_replicas // total) if total else 0
         if spec.traffic.router == RouterKind.GATEWAY_API:
             router = self.router(spec.traffic.router)
-            assert isinstance(router, GatewayAPIRouter)
+            if not isinstance(router, GatewayAPIRouter):  # a wiring mistake, never the user's: fail loudly, also under -O
+                raise TypeError(f"the {spec.traffic.router.value} router is {type(router).__name__}, not GatewayAPIRouter")
             await router.set_route_weight(target, percent)
             await self.api.scale_deployment(ns, spec.canary.deployment, canary_replicas)
             return
