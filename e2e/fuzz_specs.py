@@ -405,12 +405,14 @@ def valid_analysis(draw: st.DrawFn) -> Json:
         "sustainedHighSeconds": lambda: draw(st.integers(0, 86_400)),
         "significance": lambda: draw(numbers(0, 0.5, lo_excl=True, hi_excl=True)),
         "baselineWindow": lambda: draw(durations(60, 48 * 3600)),
-        "fastPathSeconds": lambda: draw(numbers(0.1, 60)),
+        "fastPathInterval": lambda: draw(durations(0.1, 60)),
         "progressDeadlineSeconds": lambda: draw(st.integers(1, 86_400)),
     }
     for key, make in scalars.items():
         if maybe(draw, 4):
             analysis[key] = make()
+    if "fastPathInterval" not in analysis and maybe(draw, 8):
+        analysis["fastPathSeconds"] = draw(numbers(0.1, 60))  # the deprecated spelling still works
     if maybe(draw, 8):
         analysis["labels"] = {k: draw(st.sampled_from([k, draw(label_names())]))
                               for k in draw(st.lists(st.sampled_from(["namespace", "deployment"]), unique=True))}
@@ -676,7 +678,7 @@ def m_steps(draw: st.DrawFn, spec: Json) -> list[tuple[str, str]]:
 
 
 DURATION_FIELDS: list[tuple[str, ...]] = [("steps", "[]", "duration"), ("analysis", "interval"),
-                                          ("analysis", "baselineWindow")] + [
+                                          ("analysis", "baselineWindow"), ("analysis", "fastPathInterval")] + [
     ("analysis", "conditions", c, "window") for c in BUILTIN]
 
 

@@ -162,6 +162,7 @@ INVALID = {
     "last-step-not-100": ({"steps": [{"weight": 5, "duration": "1m"}, {"weight": 50, "duration": "1m"}]}, "100"),
     "gateway-without-route": ({"traffic": {"router": "gatewayAPI"}}, "httpRoute"),
     "bad-duration": ({"steps": [{"weight": 100, "duration": "5 minutes"}]}, "duration"),
+    "fast-path-interval-too-short": ({"analysis": {"fastPathInterval": "50ms"}}, "fastPathInterval"),
 }
 
 

@@ -4,7 +4,7 @@ docs/design.md#fast-path: a critical breach must reach "canary at 0 %" in about 
 analysis interval. Two sources feed ``Controller.signal``:
 
 * **The fast path loop.** One task per operator, not per rollout: every
-  ``analysis.fastPathSeconds`` it builds the fast-path request of every rollout due,
+  ``analysis.fastPathInterval`` it builds the fast-path request of every rollout due,
   sends them as *one* batch per Prometheus (the batch issues one query per metric and
   window for all rollouts, grouped by namespace and deployment, so the query rate is
   flat from 1 to 100 rollouts) and hands each snapshot to the pure
@@ -111,18 +111,18 @@ class FastPathLoop:
         self.active.discard(uid)
 
     def due(self, now: float) -> list[Watched]:
-        """Rollouts whose last check is at least ~one fastPathSeconds old.
+        """Rollouts whose last check is at least ~one fastPathInterval old.
 
         A quarter of a period of slack: cycles wake on a wall-clock grid and start a few
         ms early or late, and a strict comparison would skip every other cycle.
         """
         return [w for uid, w in self.watched.items()
                 if uid in self.active and watches(w.spec, w.status)
-                and now - w.checked_at >= 0.75 * w.spec.analysis.fast_path_seconds]
+                and now - w.checked_at >= 0.75 * w.spec.analysis.fast_path_interval.total_seconds()]
 
     def period(self) -> float:
-        """The loop's cadence: the shortest ``fastPathSeconds`` among watched rollouts."""
-        periods = [w.spec.analysis.fast_path_seconds for uid, w in self.watched.items()
+        """The loop's cadence in seconds: the shortest ``fastPathInterval`` among watched rollouts."""
+        periods = [w.spec.analysis.fast_path_interval.total_seconds() for uid, w in self.watched.items()
                    if uid in self.active and watches(w.spec, w.status)]
         return min(periods) if periods else IDLE_PERIOD_SECONDS
 
@@ -182,7 +182,7 @@ class FastPathLoop:
         self.telemetry.fast_path_rollouts.set(len(due))
         if breaches:
             await asyncio.gather(*(self._signal(ref, signal) for ref, signal in breaches))
-        self.telemetry.fast_path_seconds.observe(time.monotonic() - started)
+        self.telemetry.fast_path_cycle_seconds.observe(time.monotonic() - started)
         return breaches
 
     async def _batch(self, url: str | None, items: list[tuple[Watched, SnapshotRequest]],

@@ -47,7 +47,7 @@ class OperatorMetrics:
         self.query_seconds = Histogram("modelrollout_prometheus_query_duration_seconds", "PromQL query latency",
                                        ["path"], registry=r)
 
-        self.fast_path_seconds = Histogram(
+        self.fast_path_cycle_seconds = Histogram(
             "modelrollout_fast_path_cycle_duration_seconds", "time of one fast-path cycle (queries + decisions)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
         self.fast_path_rollouts = Gauge("modelrollout_fast_path_rollouts",

@@ -231,9 +231,9 @@ def test_one_batch_for_all_rollouts_and_only_breaches_are_signalled() -> None:
     assert source.batches == [(["ml/r0", "ml/r1"], "fastPath")]
     assert [ref.name for ref, _ in breaches] == ["r1"]
     assert [(ref.name, s.trigger) for ref, s in controller.signals] == [("r1", "latency")]
-    # checked: not due again before fastPathSeconds
+    # checked: not due again before fastPathInterval
     assert asyncio.run(fp.check_once()) == [] and len(source.batches) == 1
-    assert fp.period() == spec.analysis.fast_path_seconds
+    assert fp.period() == spec.analysis.fast_path_interval.total_seconds()
 
 
 def test_terminal_and_invalid_rollouts_drop_out_of_the_loop() -> None:
@@ -273,6 +273,47 @@ def test_deployment_of_pod_from_its_replicaset_owner() -> None:
                         "ownerReferences": [{"kind": "ReplicaSet", "name": "fraud-canary-5d9c7f"}]}}
     assert deployment_of_pod(pod) == "fraud-canary"
     assert deployment_of_pod({"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "x"}]}}) is None
+
+
+# ------------------------------------------------------------------------ the cadence (analysis.fastPathInterval)
+
+
+def test_fast_path_interval_is_a_duration_from_100ms_to_60s() -> None:
+    from modelrollout.api.manifests import ManifestError, parse_spec
+
+    assert make_spec().analysis.fast_path_interval == timedelta(seconds=1)
+    assert make_spec(fastPathInterval="250ms").analysis.fast_path_interval == timedelta(milliseconds=250)
+    raw = make_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    for bad in ("50ms", "2m"):
+        raw["analysis"]["fastPathInterval"] = bad
+        with pytest.raises(ManifestError, match=rf"spec\.analysis\.fastPathInterval: .*100ms and 60s, not {bad}"):
+            parse_spec(raw)
+
+
+def test_deprecated_fast_path_seconds_still_sets_the_cadence() -> None:
+    """Manifests written before fastPathInterval (GitOps repositories) keep working unchanged."""
+    spec = make_spec(fastPathSeconds=0.5)
+    assert spec.analysis.fast_path_interval == timedelta(milliseconds=500)
+    assert make_spec(fastPathSeconds=0.5, fastPathInterval="500ms").analysis.fast_path_interval == timedelta(
+        milliseconds=500)
+    # 1 is what the old CRD's default stored in every rollout: an explicit fastPathInterval wins over it.
+    assert make_spec(fastPathSeconds=1, fastPathInterval="2s").analysis.fast_path_interval == timedelta(seconds=2)
+    status, at = at_25(spec)
+    fp = fast_path(FakeSource({}), FakeController(), at)
+    fp.observe(RolloutRef("ml", "r0", "uid-0"), body(spec, status))
+    fp.activate("uid-0")
+    assert fp.period() == 0.5
+
+
+def test_fast_path_seconds_and_interval_that_disagree_are_refused_naming_both() -> None:
+    from modelrollout.api.manifests import ManifestError, parse_spec
+
+    raw = make_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["analysis"].update({"fastPathSeconds": 0.5, "fastPathInterval": "2s"})
+    with pytest.raises(ManifestError) as caught:
+        parse_spec(raw)
+    assert str(caught.value) == ("spec.analysis: fastPathSeconds (0.5) and fastPathInterval (2s) disagree; "
+                                 "fastPathSeconds is deprecated: remove it and keep fastPathInterval")
 
 
 # ------------------------------------------------------------------------ default profile (run --default-profile)

@@ -282,6 +282,12 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
             "spec.analysis.interval must be at least 1s (e.g. 30s)",
         ),
     ],
+    ("spec", "analysis", "fastPathInterval"): [
+        _rule(
+            "duration(self) >= duration('100ms') && duration(self) <= duration('60s')",
+            "spec.analysis.fastPathInterval must be between 100ms and 60s (e.g. 1s)",
+        ),
+    ],
     ("spec", "analysis", "custom"): [
         _rule(
             "self.all(c, self.exists_one(d, d.name == c.name))",

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .durations import Duration
+from .durations import Duration, format_duration
 from .thresholds import (
     ApiModel,
     ConditionName,
@@ -39,6 +39,14 @@ MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
 
 HISTORY_LIMIT = 50
 """Entries kept in ``status.history``; older ones are dropped first (bounded audit trail)."""
+
+FAST_PATH_INTERVAL_MIN = timedelta(milliseconds=100)
+FAST_PATH_INTERVAL_MAX = timedelta(seconds=60)
+"""Bounds of ``analysis.fastPathInterval`` (and of the deprecated ``fastPathSeconds``)."""
+
+LEGACY_FAST_PATH_SECONDS = 1.0
+"""The CRD's old default for ``fastPathSeconds``: the apiserver wrote it into every
+ModelRollout created before ``fastPathInterval`` existed, so it may be no user's choice."""
 
 
 # ------------------------------------------------------------------------------ enums
@@ -253,7 +261,17 @@ class AnalysisSpec(ApiModel):
     sustained_high_seconds: int = Field(default=300, ge=0, le=86_400)
     significance: float = Field(default=0.05, gt=0.0, lt=0.5)
     baseline_window: Duration = Field(default=timedelta(hours=24))
-    fast_path_seconds: float = Field(default=1.0, ge=0.1, le=60.0)
+    fast_path_interval: Duration = Field(
+        default=timedelta(seconds=1),
+        description="cadence of the critical fast path, 100ms to 60s (default 1s)",
+        # No default in the CRD: the apiserver would fill it in next to a deprecated
+        # fastPathSeconds, and the two would disagree. pydantic keeps 1s.
+        json_schema_extra=lambda schema: schema.pop("default", None),
+    )
+    fast_path_seconds: float | None = Field(
+        default=None, ge=FAST_PATH_INTERVAL_MIN.total_seconds(), le=FAST_PATH_INTERVAL_MAX.total_seconds(),
+        description="deprecated: use fastPathInterval (a duration, e.g. 500ms); when set, fills fastPathInterval",
+    )
     progress_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
     labels: MetricLabels = Field(default_factory=MetricLabels)
     queries: dict[str, str] = Field(
@@ -270,6 +288,13 @@ class AnalysisSpec(ApiModel):
             raise ValueError("interval must be at least 1s")
         return value
 
+    @field_validator("fast_path_interval")
+    @classmethod
+    def _fast_path_interval_bounded(cls, value: timedelta) -> timedelta:
+        if not FAST_PATH_INTERVAL_MIN <= value <= FAST_PATH_INTERVAL_MAX:
+            raise ValueError(f"fastPathInterval must be between 100ms and 60s, not {format_duration(value)}")
+        return value
+
     @field_validator("custom")
     @classmethod
     def _unique_custom(cls, value: list[CustomCondition]) -> list[CustomCondition]:
@@ -282,6 +307,26 @@ class AnalysisSpec(ApiModel):
                 raise ValueError(f"custom condition name {item.name!r} appears twice")
             seen.add(item.name)
         return value
+
+    @model_validator(mode="after")
+    def _fast_path_seconds_fills_interval(self) -> Self:
+        """``fastPathSeconds`` is the deprecated spelling of ``fastPathInterval``; manifests that
+        still use it keep working. Set both and they must agree — except for a
+        ``fastPathSeconds`` of 1, the value the apiserver itself stored under the old CRD's
+        default, where the explicit ``fastPathInterval`` wins: otherwise every rollout created
+        before the rename would turn invalid the moment its manifest adopted the new field."""
+        if self.fast_path_seconds is None:
+            return self
+        from_seconds = timedelta(seconds=self.fast_path_seconds)
+        if "fast_path_interval" not in self.model_fields_set:
+            self.__dict__["fast_path_interval"] = from_seconds  # frozen model: set while validating
+        elif abs(self.fast_path_interval - from_seconds) >= timedelta(milliseconds=1) \
+                and self.fast_path_seconds != LEGACY_FAST_PATH_SECONDS:
+            raise ValueError(
+                f"fastPathSeconds ({self.fast_path_seconds:g}) and fastPathInterval "
+                f"({format_duration(self.fast_path_interval)}) disagree; fastPathSeconds is deprecated: "
+                "remove it and keep fastPathInterval")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_consistent(self) -> Self:

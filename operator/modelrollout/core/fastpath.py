@@ -1,7 +1,7 @@
 """The critical fast path's judgement (docs/design.md#fast-path): which breaches may skip the tick.
 
 The regular tick scores every condition and may advance, promote or roll back; the fast
-path looks far more often (every ``analysis.fastPathSeconds``) and may only *start a
+path looks far more often (every ``analysis.fastPathInterval``) and may only *start a
 rollback*, and only for a breach the tick would also call critical. It runs the very
 same condition functions on a narrower snapshot, with two differences that keep it from
 becoming a noise amplifier:
