@@ -95,6 +95,10 @@ class ChaosConfig:
     wait_recovery_share: float = 0.5
     """Share of kills that first wait for the last restart to have written a status (so rollouts advance)."""
     interval: float = 0.25
+    prometheus_stall_every: tuple[float, float] | None = (40.0, 90.0)
+    """Seconds between two Prometheus stalls (drawn uniformly), None for none: Prometheus is
+    SIGSTOPped, so the operator's queries hang until their timeout, then SIGCONTed."""
+    prometheus_stall_seconds: tuple[float, float] = (3.0, 8.0)
 
 
 @dataclass
@@ -200,6 +204,11 @@ class Operator:
     def restarted(self, killed_at: float) -> None:
         with self._lock:
             self.down.append((killed_at, time.monotonic() + STARTUP_ALLOWANCE))
+
+    def stalled(self, t0: float, t1: float) -> None:
+        """Prometheus did not answer from t0 to t1: the rollouts held, as documented."""
+        with self._lock:
+            self.down.append((t0, t1 + STARTUP_ALLOWANCE))
 
     def downtime(self, t0: float, t1: float) -> float:
         with self._lock:
@@ -564,8 +573,12 @@ class ChaosRun:
                 slot.monitor.start()
                 slot.thread = threading.Thread(target=slot.run, name=f"slot-{slot.namespace}", daemon=True)
                 slot.thread.start()
+            stalls = threading.Thread(target=self.prometheus_stalls, args=(deadline - cfg.drain_seconds,),
+                                      name="prometheus-stalls", daemon=True)
+            stalls.start()
             self.kill_loop(min(deadline - cfg.drain_seconds, deadline))
             self.stop_new.set()
+            stalls.join(timeout=15)
             self.drain(deadline)
         except KeyboardInterrupt:
             self.problem("interrupted")
@@ -673,6 +686,38 @@ class ChaosRun:
         if self.kills < cfg.kills:
             self.problem(f"only {self.kills} of {cfg.kills} kills fitted in the budget")
 
+    def prometheus_stalls(self, until: float) -> None:
+        """Now and then Prometheus stops answering for a few seconds (SIGSTOP, then SIGCONT):
+        a slow or unreachable metrics source, at random moments relative to the kills. The
+        rollout must hold (never advance or promote on no answer) and its budget is stretched
+        by the stall like by the operator's downtime."""
+        cfg = self.config
+        if cfg.prometheus_stall_every is None:
+            return
+        pid_file = self.cluster.state / "pids" / "prometheus.pid"
+        rng = random.Random(self.seed + 1)  # its own stream: the kills' draws stay as they were
+        while not self.aborted.is_set() and not self.stop_new.is_set():
+            at = time.monotonic() + rng.uniform(*cfg.prometheus_stall_every)
+            while time.monotonic() < min(at, until) and not (self.aborted.is_set() or self.stop_new.is_set()):
+                time.sleep(0.25)
+            if time.monotonic() >= until or self.aborted.is_set() or self.stop_new.is_set():
+                return
+            seconds = rng.uniform(*cfg.prometheus_stall_seconds)
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError) as exc:
+                self.problem(f"prometheus stall: no pid ({exc})")
+                return
+            stalled_at = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                self.count_fault("prometheus-stall")
+                time.sleep(seconds)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            self.operator.stalled(stalled_at, time.monotonic())
+            self.log(f"prometheus stalled for {seconds:.1f}s")
+
     def recovered(self) -> bool:
         """The operator started last has shown it works: no rollout still awaits its recovery."""
         return not any(s.monitor is not None and s.monitor.pending_recovery() for s in self.slots)
@@ -741,6 +786,10 @@ class ChaosRun:
                     (last - first, n, f"{slot.namespace} t={first - self.log.t0:.0f}s"))
 
     def cleanup(self) -> None:
+        try:  # a stall interrupted half-way must not leave Prometheus stopped for the next user
+            os.kill(int((self.cluster.state / "pids" / "prometheus.pid").read_text().strip()), signal.SIGCONT)
+        except (OSError, ValueError):
+            pass
         try:
             if self.slots and not self.operator.process.alive():
                 self.operator.start()
@@ -872,6 +921,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=8, help="the stable's replicas (default 8)")
     parser.add_argument("--action-delay", type=float, default=0.7,
                         help="the operator's pause before each phased action, in seconds (default 0.7)")
+    parser.add_argument("--no-prometheus-stalls", action="store_true",
+                        help="no Prometheus stalls (by default Prometheus is SIGSTOPped for 3-8 s every 40-90 s)")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.rollouts < 1 or args.replicas < 2:
         parser.error("--kills and --rollouts must be >= 1, --replicas >= 2")
@@ -896,7 +947,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, terminate)
     drain = min(150.0, max(60.0, args.budget_seconds * 0.2))
     config = ChaosConfig(kills=args.kills, budget_seconds=args.budget_seconds, seed=args.seed, rollouts=args.rollouts,
-                         replicas=args.replicas, action_delay=args.action_delay, drain_seconds=drain)
+                         replicas=args.replicas, action_delay=args.action_delay, drain_seconds=drain,
+                         prometheus_stall_every=None if args.no_prometheus_stalls else ChaosConfig.prometheus_stall_every)
     try:
         result = run_chaos(cluster, config)
     finally:

@@ -6,7 +6,7 @@
 # Why processes and not containers: there is no Docker here; every binary comes
 # from e2e/build.sh (cached Go-module builds and Debian's Prometheus).
 #
-# Usage: e2e/cluster.sh up|down|status|env
+# Usage: e2e/cluster.sh up|down|status|env|restart-apiserver
 #
 # State (certs, kubeconfig, pid files, logs, data) lives in
 #   $MODELROLLOUT_STATE (default: <repo>/e2e/.state)
@@ -327,6 +327,45 @@ warn_ephemeral_ports() {
     done
 }
 
+# The API server's command line, in one place: `up` and `restart-apiserver` use it.
+start_apiserver() {
+    start kube-apiserver "$KUBE_APISERVER" \
+        --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+        --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+        --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+        --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+        --client-ca-file "$PKI/ca.crt" \
+        --requestheader-client-ca-file "$PKI/ca.crt" --requestheader-allowed-names front-proxy-client \
+        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+        --requestheader-extra-headers-prefix X-Remote-Extra- \
+        --service-account-issuer https://kubernetes.default.svc.cluster.local \
+        --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+        --api-audiences https://kubernetes.default.svc.cluster.local \
+        --service-cluster-ip-range "$SERVICE_CIDR" \
+        --authorization-mode Node,RBAC \
+        --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,NodeRestriction,DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota \
+        --allow-privileged=true --profiling=false \
+        --event-ttl 1h
+}
+
+# restart-apiserver: SIGKILL the API server and start it again on the same etcd, as a
+# crash-and-restart of the control plane does: every client's watches and connections
+# drop, and nothing in etcd is lost. The chaos run injects it (docs/chaos.md).
+cmd_restart_apiserver() {
+    healthy kube-apiserver || die "the API server is not up: nothing to restart (run: $0 up)"
+    local pid t0=$SECONDS
+    pid="$(pid_of kube-apiserver)"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_until 10 "kube-apiserver exit" dead "$pid" || die "kube-apiserver (pid $pid) survived SIGKILL"
+    wait_until 10 "apiserver port free" bash -c "! ss -Hltn 'sport = :$APISERVER_PORT' | grep -q ." ||
+        die "port $APISERVER_PORT still bound 10 s after the API server died"
+    rm -f "$PIDS/kube-apiserver.pid"
+    log "kube-apiserver killed (pid $pid); starting it again"
+    start_apiserver
+    await kube-apiserver 90
+    log "kube-apiserver restarted in $((SECONDS - t0)) s"
+}
+
 cmd_up() {
     local t0=$SECONDS
     if all_healthy; then
@@ -365,23 +404,7 @@ EOF
         --unsafe-no-fsync --log-level warn
     await etcd 30
 
-    start kube-apiserver "$KUBE_APISERVER" \
-        --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-        --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-        --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
-        --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-        --client-ca-file "$PKI/ca.crt" \
-        --requestheader-client-ca-file "$PKI/ca.crt" --requestheader-allowed-names front-proxy-client \
-        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
-        --requestheader-extra-headers-prefix X-Remote-Extra- \
-        --service-account-issuer https://kubernetes.default.svc.cluster.local \
-        --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-        --api-audiences https://kubernetes.default.svc.cluster.local \
-        --service-cluster-ip-range "$SERVICE_CIDR" \
-        --authorization-mode Node,RBAC \
-        --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,NodeRestriction,DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota \
-        --allow-privileged=true --profiling=false \
-        --event-ttl 1h
+    start_apiserver
     await kube-apiserver 90
 
     start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" \
@@ -519,8 +542,9 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 env) print_env ;;
+restart-apiserver) cmd_restart_apiserver ;;
 *)
-    echo "usage: $0 up|down|status|env" >&2
+    echo "usage: $0 up|down|status|env|restart-apiserver" >&2
     exit 2
     ;;
 esac

@@ -110,6 +110,19 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api_client)
 
+    # -- control-plane faults --
+    def restart_apiserver(self, timeout: float = 120.0) -> float:
+        """SIGKILL the API server and start it again on the same etcd (``cluster.sh
+        restart-apiserver``): every client's connections and watches drop, nothing stored is
+        lost. Returns the seconds it was away. Other clients (controller manager, kwok, the
+        operator) reconnect on their own; that is what a test of this fault checks."""
+        started = time.monotonic()
+        proc = subprocess.run(["bash", str(CLUSTER_SH), "restart-apiserver"], capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, MODELROLLOUT_STATE=str(self.state)))
+        if proc.returncode != 0:
+            raise RuntimeError(f"cluster.sh restart-apiserver failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+        return time.monotonic() - started
+
     # -- kubectl --
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60.0) -> str:
         """Run the cluster's kubectl; raises with its stderr on failure."""
