@@ -163,6 +163,7 @@ INVALID = {
     "gateway-without-route": ({"traffic": {"router": "gatewayAPI"}}, "httpRoute"),
     "bad-duration": ({"steps": [{"weight": 100, "duration": "5 minutes"}]}, "duration"),
     "fast-path-interval-too-short": ({"analysis": {"fastPathInterval": "50ms"}}, "fastPathInterval"),
+    "baseline-window-zero": ({"analysis": {"baselineWindow": "0ms"}}, "baselineWindow"),
 }
 
 

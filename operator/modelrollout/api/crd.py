@@ -282,6 +282,12 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
             "spec.analysis.interval must be at least 1s (e.g. 30s)",
         ),
     ],
+    ("spec", "analysis", "baselineWindow"): [
+        _rule(
+            "duration(self) >= duration('1m')",
+            "spec.analysis.baselineWindow must be at least 1m (e.g. 24h)",
+        ),
+    ],
     ("spec", "analysis", "fastPathInterval"): [
         _rule(
             "duration(self) >= duration('100ms') && duration(self) <= duration('60s')",

@@ -40,6 +40,8 @@ MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
 HISTORY_LIMIT = 50
 """Entries kept in ``status.history``; older ones are dropped first (bounded audit trail)."""
 
+BASELINE_WINDOW_MIN = timedelta(minutes=1)
+"""The shortest ``analysis.baselineWindow``: below it the stable's side is rarely any evidence."""
 FAST_PATH_INTERVAL_MIN = timedelta(milliseconds=100)
 FAST_PATH_INTERVAL_MAX = timedelta(seconds=60)
 """Bounds of ``analysis.fastPathInterval`` (and of the deprecated ``fastPathSeconds``)."""
@@ -286,6 +288,16 @@ class AnalysisSpec(ApiModel):
     def _interval_positive(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):
             raise ValueError("interval must be at least 1s")
+        return value
+
+    @field_validator("baseline_window")
+    @classmethod
+    def _baseline_window_long_enough(cls, value: timedelta) -> timedelta:
+        # The stable's long window: drift always compares with it, and a side short of
+        # samples falls back to it. 0 would make every such comparison "no data", a hold
+        # that never ends (found by the spec fuzzer, docs/fuzz.md).
+        if value < BASELINE_WINDOW_MIN:
+            raise ValueError(f"baselineWindow must be at least 1m (e.g. 24h), not {format_duration(value)}")
         return value
 
     @field_validator("fast_path_interval")
