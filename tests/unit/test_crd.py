@@ -109,6 +109,9 @@ def openapi_errors(value: Any, node: Schema, path: str = "") -> list[str]:
             errors.append(f"{path}: {len(value)} items, outside [{node.get('minItems', 0)}, {node.get('maxItems')}]")
         for i, item in enumerate(value):
             errors += openapi_errors(item, node["items"], f"{path}[{i}]")
+    if kind == "object" and not node.get("minProperties", 0) <= len(value) <= node.get("maxProperties", len(value)):
+        errors.append(f"{path}: {len(value)} properties, outside [{node.get('minProperties', 0)}, "
+                      f"{node.get('maxProperties')}]")
     if kind == "object" and not node.get("x-kubernetes-preserve-unknown-fields"):
         props = node.get("properties", {})
         extra = node.get("additionalProperties")
@@ -196,6 +199,7 @@ def test_types_follow_the_models(schema: Schema) -> None:
     }
     assert spec["steps"]["maxItems"] == 20
     assert spec["analysis"]["properties"]["custom"]["maxItems"] == 32
+    assert spec["analysis"]["properties"]["queries"]["maxProperties"] == 32  # as the model's max_length
     assert spec["analysis"]["properties"]["profile"]["enum"] == ["conservative", "balanced", "aggressive"]
     assert spec["traffic"]["properties"]["router"]["enum"] == ["replicas", "gatewayAPI"]
     limits = spec["canary"]["properties"]["template"]["properties"]["resources"]["properties"]["limits"]

@@ -56,13 +56,13 @@ HEADER = (
 # Keys copied from pydantic's schema as they are (after translation of their values).
 _SCALAR_KEYWORDS = (
     "format", "enum", "pattern", "minLength", "maxLength",
-    "minimum", "maximum", "minItems", "maxItems", "multipleOf",
+    "minimum", "maximum", "minItems", "maxItems", "minProperties", "maxProperties", "multipleOf",
 )
 # The order keys appear in the YAML: what a reader looks for first comes first.
 _KEY_ORDER = (
     "description", "type", "format", "enum", "pattern", "minLength", "maxLength",
     "minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minItems", "maxItems",
-    "multipleOf", "default", "nullable", "required", "properties", "items", "additionalProperties",
+    "minProperties", "maxProperties", "multipleOf", "default", "nullable", "required", "properties", "items", "additionalProperties",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
 )
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
