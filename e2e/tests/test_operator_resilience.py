@@ -164,6 +164,7 @@ INVALID = {
     "bad-duration": ({"steps": [{"weight": 100, "duration": "5 minutes"}]}, "duration"),
     "fast-path-interval-too-short": ({"analysis": {"fastPathInterval": "50ms"}}, "fastPathInterval"),
     "baseline-window-zero": ({"analysis": {"baselineWindow": "0ms"}}, "baselineWindow"),
+    "steps-empty": ({"steps": []}, "spec.steps"),
 }
 
 
@@ -176,6 +177,7 @@ def test_admission_rejects_invalid_manifests(crds: Cluster, namespace: str, name
                           input=json.dumps(manifest), capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0, f"{name} was admitted"
     assert needle in proc.stderr, proc.stderr
+    assert "evaluating rule" not in proc.stderr, f"a CEL rule failed instead of reporting: {proc.stderr}"
 
 
 def test_spec_past_admission_but_invalid_sets_invalid_spec_and_touches_nothing(

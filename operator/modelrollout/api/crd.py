@@ -264,7 +264,8 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
             "reorder the steps or remove the duplicate weight",
         ),
         _rule(
-            "self[size(self) - 1].weight == 100",
+            # Guarded: an empty list is minItems' to report, not an index error's.
+            "size(self) == 0 || self[size(self) - 1].weight == 100",
             "spec.steps: the last step's weight must be 100 (full promotion); add a final {weight: 100} step",
         ),
     ],
