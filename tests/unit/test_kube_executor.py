@@ -16,7 +16,7 @@ import pytest
 
 from modelrollout.adapters.kube import KubeExecutor, rollout_target
 from modelrollout.adapters.kubeapi import Conflict, NotFound
-from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, RouterKind
+from modelrollout.api.models import MODEL_DIGEST_ANNOTATION, ModelRolloutSpec, ModelRolloutStatus, PromotionStatus, RouterKind
 from modelrollout.core.observations import (
     InitFailed,
     Initialized,
@@ -269,6 +269,24 @@ def test_a_batch_that_never_becomes_ready_stops_the_handover_where_it_is(world) 
     api.settle()
     assert isinstance(_promote_until_done(ex, s, status)[-1], PromotionApplied)
     assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 3
+
+
+def test_a_restart_resumes_a_batch_deadline_instead_of_starting_it_over(world) -> None:
+    """The batch began 25 s ago (status.promotion.batchStartedAt) when the operator restarted:
+    the 30 s deadline has 5 s left, not 30 (refused pods under repeated restarts end Failed)."""
+    api, clock, ex = world
+    s = spec(image="fraud:v2")
+    record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
+    asyncio.run(ex.apply_weight(rollout_target("ml", s, 3), RouterKind.REPLICAS, 100))
+    api.available = False
+    status = ModelRolloutStatus(stable_record=record, canary_weight=100)
+    assert isinstance(asyncio.run(ex.promote("ml", s, status)), PromotionProgress)
+    status = status.model_copy(update={"promotion": PromotionStatus(
+        started_at=clock.t - timedelta(seconds=40), batch=1, total=3, batch_started_at=clock.t - timedelta(seconds=25))})
+    resumed = clock.t
+    failed = asyncio.run(ex.promote("ml", s, status))
+    assert isinstance(failed, PromotionFailed), failed
+    assert timedelta(seconds=5) <= clock.t - resumed < timedelta(seconds=8), clock.t - resumed
 
 
 def test_a_retry_after_a_stopped_handover_restores_the_recorded_stable(world) -> None:

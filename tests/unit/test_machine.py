@@ -187,6 +187,17 @@ def _failed_promotion(spec: ModelRolloutSpec) -> ModelRolloutStatus:
     return failed
 
 
+def test_each_handover_batch_records_when_it_began() -> None:
+    """The executor counts a batch's progressDeadlineSeconds from this persisted moment, so a
+    restarted operator resumes the wait instead of starting it over."""
+    spec = make_spec()
+    t = step(spec, begin(spec), Command(CommandKind.PROMOTE_FULL), T0)
+    assert t.status.promotion.batch_started_at == T0
+    later = T0 + timedelta(seconds=7)
+    t = step(spec, t.status, PromotionProgress(stable_ready=1, canary_replicas=3, total=4), later)
+    assert t.status.promotion.batch_started_at == later and t.status.promotion.started_at == T0
+
+
 def test_the_stable_record_survives_a_failed_promotion_and_its_retry() -> None:
     """A retry (or a new revision) after Failed starts from the record, never from the
     half-handed-over stable (which would record 0 replicas and split 0 between both sides)."""

@@ -303,7 +303,12 @@ class KubeExecutor:
         total = record.replicas
         desired = promoted_template(canary["spec"]["template"], stable["spec"]["template"])
         target = rollout_target(ns, spec, total)
+        # The batch's deadline counts from its start as persisted in status, so restarts of the
+        # operator do not each wait the whole deadline again; a template set by this very call
+        # starts the clock now (the operator's downtime before it never counts).
+        since = status.promotion.batch_started_at if status.promotion is not None else None
         if stable["spec"]["template"] != desired:
+            since = None
             start = 0 if status.canary_weight >= 100 else replicas_of(stable)
             try:
                 await self._set_stable(ns, stable_name, desired, start)
@@ -312,7 +317,8 @@ class KubeExecutor:
                                        f"(nothing was handed over): {exc}")
             log.info("promotion of %s/%s: the stable takes the challenger's template at %d replicas",
                      ns, stable_name, start)
-        available, detail = await self._wait_available(ns, stable_name, spec.analysis.progress_deadline_seconds)
+        available, detail = await self._wait_available(ns, stable_name, spec.analysis.progress_deadline_seconds,
+                                                       since=since)
         stable = await self.api.read_deployment(ns, stable_name)
         ready = replicas_of(stable)
         if not available:
@@ -383,9 +389,11 @@ class KubeExecutor:
 
         await retry_conflicts(attempt, f"Deployment {ns}/{name}")
 
-    async def _wait_available(self, ns: str, name: str, deadline_seconds: int) -> tuple[bool, str]:
-        """Poll until the Deployment is rolled out and available, or the deadline passes."""
-        started = self.now()
+    async def _wait_available(self, ns: str, name: str, deadline_seconds: int,
+                              since: datetime | None = None) -> tuple[bool, str]:
+        """Poll until the Deployment is rolled out and available, or the deadline (counted from
+        ``since``, else from now) passes; it is checked once even when the deadline is behind."""
+        started = since if since is not None and since <= self.now() else self.now()
         while True:
             dep = await self.api.read_deployment(ns, name)
             if deployment_available(dep):

@@ -488,6 +488,11 @@ class PromotionStatus(ApiModel):
     stable_ready: int = Field(default=0, ge=0, description="stable pods ready with the challenger's template")
     canary_replicas: int = Field(default=0, ge=0)
     total: int = Field(default=0, ge=0, description="the stable's recorded replicas: the handover's end point")
+    batch_started_at: datetime | None = Field(
+        default=None,
+        description="when the batch being waited for began: its progressDeadlineSeconds counts from here, "
+                    "also across operator restarts",
+    )
 
 
 class RollbackStatus(ApiModel):

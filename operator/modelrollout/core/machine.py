@@ -357,14 +357,17 @@ def _rolling_back(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
 
 def _promotion_started(status: ModelRolloutStatus, now: datetime) -> PromotionStatus:
     total = status.stable_record.replicas if status.stable_record else 0
-    return PromotionStatus(started_at=now, total=total)
+    return PromotionStatus(started_at=now, total=total, batch_started_at=now)
 
 
 def _promoting(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
     if isinstance(obs, PromotionProgress):
         previous = status.promotion or _promotion_started(status, now)
+        # The next batch's deadline counts from now, persisted: a restart resumes the wait, it
+        # does not start it over (docs/operator.md, "Promotion").
         progress = previous.model_copy(update={"batch": previous.batch + 1, "stable_ready": obs.stable_ready,
-                                               "canary_replicas": obs.canary_replicas, "total": obs.total})
+                                               "canary_replicas": obs.canary_replicas, "total": obs.total,
+                                               "batch_started_at": now})
         message = (f"promoting revision {status.revision}: handover batch {progress.batch}, "
                    f"{obs.stable_ready}/{obs.total} stable pods ready with the challenger, canary at {obs.canary_replicas}")
         new = status.model_copy(update={"promotion": progress, "message": message})
