@@ -54,6 +54,9 @@ class FakeApi:
         self.peak = 0  # most pods the two Deployments asked for at once
         self.not_ready: set[str] = set()  # Deployments whose new pods do not become ready (yet)
         self.serving: list[int] = []  # ready pods of all Deployments after every write
+        # Pods being deleted that a Deployment's availableReplicas still counts (its ReplicaSet's
+        # status lags a scale-down); list_pods shows them with a deletionTimestamp.
+        self.leaving: dict[str, int] = {}
 
     def _bump(self, obj: Json, spec_changed: bool) -> None:
         self._rv += 1
@@ -78,6 +81,7 @@ class FakeApi:
 
     def record_serving(self) -> None:
         self.serving.append(sum(int((d.get("status") or {}).get("availableReplicas") or 0)
+                                - self.leaving.get(d["metadata"]["name"], 0)
                                 for d in self.deployments.values()))
 
     def become_ready(self, name: str, pods: int = 1) -> None:
@@ -139,10 +143,26 @@ class FakeApi:
         return await self.patch_deployment(ns, name, {"spec": {"replicas": replicas}})
 
     async def list_pods(self, ns: str, selector: str) -> list[Json]:
-        return []
+        """Every Deployment's pods, as its ReplicaSet owns them: ``availableReplicas`` ready ones,
+        of which ``leaving`` are being deleted (the selector is ignored: ownership decides)."""
+        pods: list[Json] = []
+        for (dep_ns, name), dep in self.deployments.items():
+            if dep_ns != ns:
+                continue
+            owner = [{"uid": f"{dep['metadata']['uid']}-rs", "controller": True}]
+            available = int((dep.get("status") or {}).get("availableReplicas") or 0)
+            leaving = self.leaving.get(name, 0)
+            for i in range(available):
+                meta: Json = {"name": f"{name}-{i}", "ownerReferences": owner}
+                if i < leaving:
+                    meta["deletionTimestamp"] = "2026-11-26T12:00:00Z"
+                pods.append({"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        return pods
 
     async def list_replicasets(self, ns: str, selector: str) -> list[Json]:
-        return []
+        return [{"metadata": {"name": f"{name}-rs", "uid": f"{dep['metadata']['uid']}-rs",
+                              "ownerReferences": [{"uid": dep["metadata"]["uid"], "controller": True}]}}
+                for (dep_ns, name), dep in self.deployments.items() if dep_ns == ns]
 
 
 def stable_body(replicas: int = 3) -> Json:
@@ -403,6 +423,64 @@ def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed
     # (trusting the stale 6 would have dropped it to 0 at once: 4 serving under a floor of 6).
     assert canary_sizes[0] == 2, canary_sizes
     assert canary_sizes[-1] == 0 and api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
+
+
+def test_a_rollback_right_after_a_step_never_counts_stable_pods_still_leaving() -> None:
+    """Chaos finding 4 (docs/chaos.md): promote (stable 6 -> 4) and abort 0.2 s later. The
+    rollback grew the stable to 8 while its status still counted 2 pods of the scale-down
+    being deleted; once spec.replicas was 8 the cap no longer hid them, the canary went to 1
+    and 5 pods served under a floor of 6. The pods themselves are counted now."""
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+    polls = {"n": 0, "armed": False}
+
+    async def sleep(seconds: float) -> None:
+        if polls["armed"]:
+            polls["n"] += 1
+            stable = api.deployments[("ml", "fraud")]
+            if polls["n"] == 3:  # the ReplicaSet's status catches up: the leaving pods are gone from it
+                stable["status"]["availableReplicas"] -= api.leaving.pop("fraud", 0)
+                api.record_serving()
+            elif polls["n"] > 3:
+                api.become_ready("fraud")
+        await clock.sleep(seconds)
+
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    s = spec(image="fraud:v2")
+    asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
+    target = rollout_target("ml", s, 8)
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 50))
+    stable = api.deployments[("ml", "fraud")]
+    assert stable["spec"]["replicas"] == 4
+    stable["status"]["availableReplicas"] = 6  # 2 of them are being deleted
+    api.leaving["fraud"] = 2
+    api.not_ready.add("fraud")
+    api.serving.clear()
+    polls["armed"] = True
+    asyncio.run(ex.apply_weight(target, RouterKind.REPLICAS, 0))
+    assert api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
+    assert api.deployments[("ml", "fraud-canary")]["spec"]["replicas"] == 0
+    assert min(api.serving) >= 6, api.serving
+
+
+def test_ready_pods_staying_counts_only_the_deployments_own_ready_pods_not_being_deleted() -> None:
+    from modelrollout.adapters.workload import ready_pods_staying
+
+    dep = {"metadata": {"uid": "d1"}}
+    rs = [{"metadata": {"uid": "rs1", "ownerReferences": [{"uid": "d1", "controller": True}]}},
+          {"metadata": {"uid": "rs-other", "ownerReferences": [{"uid": "canary", "controller": True}]}}]
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+
+    def pod(owner: str, status: Json, deleting: bool = False) -> Json:
+        meta: Json = {"ownerReferences": [{"uid": owner, "controller": True}]}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-11-26T12:00:00Z"
+        return {"metadata": meta, "status": status}
+
+    pods = [pod("rs1", ready), pod("rs1", ready), pod("rs1", ready, deleting=True),
+            pod("rs1", {"conditions": [{"type": "Ready", "status": "False"}]}), pod("rs-other", ready)]
+    assert ready_pods_staying(dep, rs, pods) == 2
+    assert ready_pods_staying({"metadata": {}}, rs, pods) == 0
 
 
 def test_a_step_never_shrinks_a_stable_still_rolling_back_to_its_recorded_template() -> None:

@@ -284,6 +284,34 @@ def serving_replicas(deployment: Json) -> int | None:
     return ready_kept(deployment)
 
 
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _controlled_by(obj: Mapping[str, Any], uids: set[str]) -> bool:
+    return any(o.get("controller") and o.get("uid") in uids
+               for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def ready_pods_staying(deployment: Json, replicasets: Iterable[Json], pods: Iterable[Json]) -> int:
+    """Ready pods of the Deployment's own ReplicaSets that are not being deleted.
+
+    ``availableReplicas`` lags a scale-down: the ReplicaSet's status is computed from the
+    pods it saw *before* deleting the surplus, so for a moment it still counts pods already
+    terminating, and once the Deployment is grown again (a rollback right after a step)
+    the cap by ``spec.replicas`` no longer hides them (docs/chaos.md, finding 4). The pods
+    themselves say it without lag. The stable's selector also matches an operator-made
+    canary's pods, hence the ownership check through the ReplicaSets.
+    """
+    uid = (deployment.get("metadata") or {}).get("uid")
+    owned = {str((rs.get("metadata") or {}).get("uid")) for rs in replicasets
+             if uid is not None and _controlled_by(rs, {str(uid)})}
+    return sum(1 for pod in pods
+               if not (pod.get("metadata") or {}).get("deletionTimestamp")
+               and _controlled_by(pod, owned) and _pod_ready(pod))
+
+
 def deployment_available(deployment: Json) -> bool:
     """Rolled out: the controller saw this generation and every replica is updated and available."""
     want = replicas_of(deployment)

@@ -17,7 +17,9 @@ can spare), and the rest follows as the other side's pods become ready, or the c
 gives up after ``target.deadline_seconds`` with :class:`CapacityWait` (retried). A side still rolling
 between two pod templates counts only the ready pods its own controller keeps (``spec.replicas``
 less its own maxUnavailable) and is not shrunk while the floor depends on it (``workload.ready_kept``,
-``fewest_replicas_keeping``). The requested percent is
+``fewest_replicas_keeping``), and never more than its ready pods that are not being deleted
+(``workload.ready_pods_staying``: ``availableReplicas`` still counts, for a moment, the pods of a
+scale-down issued just before). The requested percent is
 also kept in the canary's annotation ``modelrollout.io/canary-weight`` so
 ``read_canary_weight`` can answer exactly when the replica counts agree with it (a
 pod count alone cannot distinguish 5 % from 30 % of 3 replicas).
@@ -32,7 +34,14 @@ from typing import Any
 
 from ...errors import CapacityWait
 from ..kubeapi import KubeApi, NotFound
-from ..workload import fewest_replicas_keeping, ready_kept, replicas_of, serving_replicas
+from ..workload import (
+    fewest_replicas_keeping,
+    label_selector,
+    ready_kept,
+    ready_pods_staying,
+    replicas_of,
+    serving_replicas,
+)
 from .base import RolloutTarget
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -125,6 +134,8 @@ class ReplicasRouter:
         # stable rolling back to its recorded template after a stopped promotion): only the ready
         # pods its own controller keeps count, and a side counted on is not shrunk until rolled out.
         staying = ready_kept(grow_dep)
+        if replicas_of(shrink_dep) > shrink_want:  # the floor depends on the grown side: count its pods too
+            staying = min(staying, await self._ready_pods(ns, grow_dep))
         keep = fewest_replicas_keeping(shrink_dep, target.min_serving - staying, shrink_want)
         await asyncio.gather(grow_write(grow_want), shrink_write(keep))
         if keep <= shrink_want:
@@ -142,6 +153,7 @@ class ReplicasRouter:
             ready = serving_replicas(grown)
             if ready is None:  # our write not observed yet: its status says nothing
                 continue
+            ready = min(ready, await self._ready_pods(ns, grown))
             lower = fewest_replicas_keeping(shrunk, target.min_serving - ready, shrink_want)
             if lower < keep:
                 keep = lower
@@ -149,6 +161,13 @@ class ReplicasRouter:
                     await self._api.patch_deployment(ns, shrink, {"spec": {"replicas": keep}})
                 else:
                     await self._api.scale_deployment(ns, shrink, keep)
+
+    async def _ready_pods(self, ns: str, deployment: dict[str, Any]) -> int:
+        """Its ready pods not being deleted, counted from the pods: the status lags a scale-down."""
+        selector = label_selector(deployment.get("spec", {}).get("selector") or {})
+        pods, replicasets = await asyncio.gather(self._api.list_pods(ns, selector),
+                                                 self._api.list_replicasets(ns, selector))
+        return ready_pods_staying(deployment, replicasets, pods)
 
     async def _read_canary(self, target: RolloutTarget, required: bool) -> dict[str, Any] | None:
         try:
