@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.harness.cluster import Cluster
-from e2e.harness.manifests import rollout_manifest
+from e2e.harness.manifests import gpu_deployment, rollout_manifest
 from e2e.harness.operator_process import OperatorProcess
 from e2e.harness.scenario import RolloutScenario
 
@@ -111,6 +111,32 @@ def test_oomkilled_canary_pod_is_caught_by_the_pod_watch(scenario: RolloutScenar
     assert status["rollback"]["path"] == "podWatch", status["rollback"]
     assert status["rollback"]["trigger"] == "kubernetesHealth"
     assert "OOMKilled" in status["rollback"]["reason"] or "CrashLoopBackOff" in status["rollback"]["reason"]
+    assert s.replicas(s.canary) == 0
+    assert took < 25.0, f"pod failure → RolledBack took {took:.1f}s (interval {SLOW_INTERVAL})"
+
+
+def test_a_user_owned_canary_is_watched_by_ownership(scenario: RolloutScenario, operator: OperatorProcess) -> None:
+    """A canary Deployment the user owns: its own selector and pod labels, none of the
+    operator's. Its OOMKilled pod must roll back through the pod watch as fast as an
+    operator-made canary's (the watch follows ReplicaSet ownership, not our label)."""
+    s = scenario
+    s.apply(gpu_deployment(s.canary, s.namespace, replicas=0, image="registry.example/model:v2",
+                           pod_labels={"track": "canary"}))
+    at_first_step(s, SLOW_INTERVAL)
+    canary = s.deployment(s.canary)
+    assert "app.kubernetes.io/managed-by" not in (canary.metadata.labels or {}), "the canary must stay the user's"
+    assert "modelrollout.io/role" not in (canary.spec.template.metadata.labels or {})
+    # kubectl shows the step as N/M and the score to 2 places.
+    columns = s.cluster.kubectl("get", "mro", s.name, "-n", s.namespace, "--no-headers").split()
+    assert columns[1:4] == ["Progressing", "1/2", "25"], columns
+    assert len(columns[4].partition(".")[2]) <= 2, columns
+    injected = time.monotonic()
+    s.cluster.apps.patch_namespaced_deployment(s.canary, s.namespace, {
+        "spec": {"template": {"metadata": {"labels": {"modelrollout.io/inject": "oomkilled"}}}}})
+    status = s.wait_phase("RolledBack", timeout=60)
+    took = time.monotonic() - injected
+    assert status["rollback"]["path"] == "podWatch", status["rollback"]
+    assert status["rollback"]["trigger"] == "kubernetesHealth"
     assert s.replicas(s.canary) == 0
     assert took < 25.0, f"pod failure → RolledBack took {took:.1f}s (interval {SLOW_INTERVAL})"
 

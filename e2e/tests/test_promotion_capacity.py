@@ -8,6 +8,7 @@ drop below the stable's recorded replicas less ``spec.promotion.maxUnavailable``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from e2e.harness.admission import CHALLENGER, refuse_challenger_on_stable, wait_policy_active
 from e2e.harness.cluster import Cluster
 from e2e.harness.invariants import ServingMonitor
-from e2e.harness.manifests import rollout_manifest
+from e2e.harness.manifests import http_route, rollout_manifest
 from e2e.harness.operator_process import OperatorProcess
 from e2e.harness.scenario import RolloutScenario
 
@@ -124,3 +125,29 @@ def test_a_refused_promotion_keeps_serving_and_a_restart_never_drops_below_the_b
     print(f"\n[refused promotion, {restart}] min serving {monitor.min_serving().serving} overall, "
           f"{monitor.min_serving(after).serving} after the failure (bound {BOUND}); {len(monitor.samples)} samples; "
           f"failed: {failed['message'][:160]}")
+
+
+def test_a_step_completes_only_once_the_canary_is_available_at_its_size(operator: OperatorProcess,
+                                                                         namespace: str) -> None:
+    """gatewayAPI keeps the stable at its 4 pods (1 GPU each) and scales the canary (2 GPUs a
+    pod) with the weight. A quota of 6 GPUs admits the canary's pod at 25 % but not its second
+    at 50 %: the step's time runs out and the rollout holds at 50 %, saying why, instead of
+    advancing on a canary that never served its share; with the quota raised it goes on."""
+    cluster = operator.cluster
+    route = "fraud"
+    cluster.apply(quota(namespace, 6))
+    cluster.apply(http_route(route, namespace, {"fraud": 100, "fraud-canary": 0}))
+    s = RolloutScenario(cluster, namespace, router="gatewayAPI", http_route=route, replicas=4)
+    s.apply(rollout_manifest(s.name, namespace, stable=s.stable, canary=s.canary,
+                             steps=[{"weight": 25, "duration": "6s"}, {"weight": 50, "duration": "6s"},
+                                    {"weight": 100, "duration": "6s"}],
+                             traffic={"router": "gatewayAPI", "httpRoute": {"name": route}}))
+    held = s.wait_status(lambda st: st.get("currentStep") == 1 and "available at its size" in (st.get("message") or ""),
+                         timeout=150, message="held at step 1 for the canary's size")
+    assert "1/2 pods available" in held["message"], held["message"]
+    time.sleep(8)  # the 6 s step is long over
+    now = s.status()
+    assert (now["phase"], now["currentStep"], now["canaryWeight"]) == ("Progressing", 1, 50), now.get("message")
+    cluster.apply(quota(namespace, 16))
+    final = s.wait_phase("Succeeded", "RolledBack", "Failed", timeout=300)
+    assert final["phase"] == "Succeeded", final.get("message")

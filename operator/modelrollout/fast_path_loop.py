@@ -10,8 +10,11 @@ analysis interval. Two sources feed ``Controller.signal``:
   flat from 1 to 100 rollouts) and hands each snapshot to the pure
   ``core.fastpath.critical_breach``. It never advances or promotes: its only output is
   a rollback signal.
-* **The pod watch.** kopf streams the canary pods' changes (label
-  ``modelrollout.io/role: canary``); a pod that is OOMKilled or crash-looping makes us
+* **The pod watch.** kopf streams the changes of pods that a ReplicaSet owns (label
+  ``pod-template-hash``), and a failed one is traced to its Deployment by its owner's
+  name: the canary's pods are found by ownership, not by a label the operator sets, so a
+  canary Deployment the user owns (its pods lack ``modelrollout.io/role``) is watched as
+  closely as one the operator created. A pod that is OOMKilled or crash-looping makes us
   re-read the canary's *current* ReplicaSet's pods (a failed pod of an earlier revision
   must not condemn the new one) and signal at once.
 
@@ -34,7 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from .adapters.metrics.base import MetricsBatchSource, SnapshotRequest
-from .adapters.workload import CANARY_ROLE, ROLE_LABEL, pod_failure
+from .adapters.workload import POD_TEMPLATE_HASH, pod_failure
 from .api.manifests import ManifestError
 from .api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock
@@ -50,8 +53,10 @@ log = logging.getLogger("modelrollout.fastpath")
 IDLE_PERIOD_SECONDS = 1.0
 """How often the loop wakes when no rollout is watched (to notice new ones)."""
 
-CANARY_POD_LABELS: dict[str, str] = {ROLE_LABEL: CANARY_ROLE}
-"""The labels of the pods the pod watch follows (every canary pod the operator creates)."""
+POD_WATCH_LABEL = POD_TEMPLATE_HASH
+"""The pods the pod watch follows carry this label: every pod a Deployment's ReplicaSet owns.
+A healthy pod costs one cheap check; a failed one counts only if its Deployment is a
+watched canary."""
 
 
 RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
@@ -207,12 +212,12 @@ class FastPathLoop:
                 if uid in self.active and w.ref.namespace == namespace and w.spec.canary.deployment == deployment]
 
     async def pod_changed(self, namespace: str, pod: str, body: Mapping[str, Any]) -> bool:
-        """A canary pod's new state from the watch: a failed pod (OOMKilled, crash-looping)
-        of a known Deployment goes to ``pod_failed``. True if a rollout was rolled back."""
+        """A pod's new state from the watch: a failed pod (OOMKilled, crash-looping) of a
+        watched canary Deployment goes to ``pod_failed``. True if a rollout was rolled back."""
         if pod_failure(body) is None:
             return False
         deployment = deployment_of_pod(body)
-        if deployment is None:
+        if deployment is None or not self.rollouts_with_canary(namespace, deployment):
             return False
         return await self.pod_failed(namespace, deployment, pod)
 
@@ -253,4 +258,4 @@ def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["CANARY_POD_LABELS", "FastPathLoop", "Watched", "deployment_of_pod"]
+__all__ = ["POD_WATCH_LABEL", "FastPathLoop", "Watched", "deployment_of_pod"]

@@ -24,7 +24,7 @@ import kopf
 from .api.models import API_GROUP, API_VERSION, PLURAL
 from .controller import Controller, RolloutRef
 from .errors import ClusterConflict, ClusterUnavailable
-from .fast_path_loop import CANARY_POD_LABELS, FastPathLoop
+from .fast_path_loop import POD_WATCH_LABEL, FastPathLoop
 
 if TYPE_CHECKING:  # wiring imports this module to register the handlers
     from .wiring import Operator, OperatorConfig
@@ -99,10 +99,11 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
         if event is not None:
             event.set()
 
-    @kopf.on.event("", "v1", "pods", labels=CANARY_POD_LABELS, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels={POD_WATCH_LABEL: kopf.PRESENT}, registry=registry)
     async def canary_pod(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
                          **_: Any) -> None:
-        """An OOMKilled or crash-looping canary pod rolls back now, not at the next tick."""
+        """An OOMKilled or crash-looping canary pod rolls back now, not at the next tick (any
+        ReplicaSet's pod is streamed: a user-owned canary's pods carry no label of ours)."""
         if type == "DELETED":
             return
         fast_path: FastPathLoop = memo.fast_path

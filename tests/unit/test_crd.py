@@ -271,7 +271,7 @@ def test_names_scope_subresource_and_printer_columns(generated: dict[str, Any]) 
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
     assert columns == {
         "Phase": ("string", ".status.phase"),
-        "Step": ("integer", ".status.currentStep"),
+        "Step": ("string", ".status.stepProgress"),
         "Weight": ("integer", ".status.canaryWeight"),
         "Score": ("number", ".status.risk.score"),
         "Level": ("string", ".status.risk.level"),

@@ -168,3 +168,24 @@ def test_paused_holds_but_critical_still_rolls_back() -> None:
     rs = results()
     rs[0] = ConditionResult(name="accuracy", severity=1.0, critical=True, weight=0.25)
     assert decide(spec(), rs, None, pos(paused=True), T0).action == DecisionAction.ROLLBACK
+
+
+def test_a_step_completes_only_on_a_canary_available_at_its_size() -> None:
+    """Advancing (and promoting) waits for the canary's pods at the step's size; the wait is
+    bounded by progressDeadlineSeconds after the step's end (600 s by default), then it is
+    a Kubernetes-health rollback, never a rollout that waits for ever."""
+    ended = T0 + timedelta(seconds=61)
+    short = CanaryHealth(replicas=2, available_replicas=1)
+    d = decide(spec(), results(), short, pos(), ended)
+    assert d.action == DecisionAction.HOLD and "1/2 pods available" in d.reason, d.reason
+    assert decide(spec(), results(), short, pos(), T0 + timedelta(seconds=30)).action == DecisionAction.CONTINUE
+    at_size = CanaryHealth(replicas=2, available_replicas=2)
+    assert decide(spec(), results(), at_size, pos(), ended).action == DecisionAction.ADVANCE
+    last = pos(step=2, weight=100)
+    assert decide(spec(), results(), short, last, ended).action == DecisionAction.HOLD
+    assert decide(spec(), results(), at_size, last, ended).action == DecisionAction.PROMOTE
+    late = decide(spec(), results(), short, pos(), T0 + timedelta(seconds=60 + 600))
+    assert late.action == DecisionAction.ROLLBACK and late.trigger == "kubernetesHealth"
+    assert "not available at its size" in late.reason and "progressDeadlineSeconds" in late.reason
+    # Snapshots without the counts (replays, older files) are not held.
+    assert decide(spec(), results(), CanaryHealth(), pos(), ended).action == DecisionAction.ADVANCE

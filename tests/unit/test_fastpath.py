@@ -268,6 +268,35 @@ def test_pod_failure_is_confirmed_on_the_current_revision_before_signalling() ->
     assert oom.signals[0][1].path == "podWatch"
 
 
+def oom_pod(replicaset: str, template_hash: str, labels: dict[str, str] | None = None) -> dict:
+    return {"metadata": {"labels": {"pod-template-hash": template_hash, **(labels or {})},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": replicaset}]},
+            "status": {"containerStatuses": [{"name": "server", "state": {"terminated": {"reason": "OOMKilled",
+                                                                                        "exitCode": 137}}}]}}
+
+
+def test_the_pod_watch_follows_a_canary_by_ownership_not_by_our_label() -> None:
+    """A user-owned canary's pods carry only the user's labels (no modelrollout.io/role):
+    its OOMKilled pod still rolls back at once; another Deployment's failed pod or a
+    healthy pod never costs a health read."""
+    spec = make_spec()
+    status, at = at_25(spec)
+    ref = RolloutRef("ml", "r0", "uid-0")
+    controller = FakeController(CanaryHealth(oom_killed=1))
+    fp = fast_path(FakeSource({}), controller, at)
+    fp.observe(ref, body(spec, status))
+    fp.activate(ref.uid)
+    healthy = {**oom_pod("fraud-canary-7f9", "7f9"), "status": {}}
+    assert asyncio.run(fp.pod_changed("ml", "fraud-canary-7f9-a", healthy)) is False
+    other = oom_pod("billing-5c4", "5c4", {"app": "billing"})
+    assert asyncio.run(fp.pod_changed("ml", "billing-5c4-a", other)) is False
+    assert controller.executor.calls == []  # neither read the canary's health
+    user_owned = oom_pod("fraud-canary-7f9", "7f9", {"app": "fraud", "track": "canary"})
+    assert asyncio.run(fp.pod_changed("ml", "fraud-canary-7f9-b", user_owned)) is True
+    assert controller.executor.calls == [("ml", "fraud-canary")]
+    assert controller.signals[0][1].path == "podWatch"
+
+
 def test_deployment_of_pod_from_its_replicaset_owner() -> None:
     pod = {"metadata": {"labels": {"pod-template-hash": "5d9c7f"},
                         "ownerReferences": [{"kind": "ReplicaSet", "name": "fraud-canary-5d9c7f"}]}}

@@ -423,3 +423,18 @@ def test_event_body_names_the_modelrollout():
     assert body["type"] == "Warning" and body["reason"] == "RolledBack" and len(body["message"]) == 1024
     assert body["reportingComponent"] == "modelrollout" and body["source"] == {"component": "modelrollout"}
     assert body["firstTimestamp"] == "2026-11-26T12:00:00Z"
+
+
+def test_canary_health_reports_its_size_and_the_pods_available_at_its_template() -> None:
+    from datetime import datetime, timezone
+
+    from modelrollout.adapters.workload import canary_health_of
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    dep = {"metadata": {"generation": 3},
+           "spec": {"replicas": 4},
+           "status": {"observedGeneration": 3, "replicas": 5, "updatedReplicas": 3, "availableReplicas": 5}}
+    health = canary_health_of(dep, [], now, 600)
+    assert (health.replicas, health.available_replicas) == (4, 3)  # old-template pods do not count
+    dep["metadata"]["generation"] = 4  # scaled, not observed yet: its status is about the old size
+    assert canary_health_of(dep, [], now, 600).available_replicas == 0

@@ -59,6 +59,21 @@ def test_healthy_rollout_walks_5_25_100_and_succeeds() -> None:
     assert complete.status == "True" and complete.reason == "Promoted"
 
 
+def test_status_shows_the_step_as_n_of_m_and_the_score_to_two_places() -> None:
+    """kubectl's STEP column reads ``status.stepProgress`` ("2/3"), SCORE ``status.risk.score``."""
+    from modelrollout.core.records import shown_score
+
+    spec = make_spec()
+    status = begin(spec)
+    timeline = run(spec, status, every(10, 400), lambda at, w: healthy_snapshot(at, w))
+    progress = [t.status.step_progress for _, t in timeline]
+    assert progress[0] == "1/3" and "2/3" in progress and progress[-1] == "3/3"
+    for _, t in timeline:
+        if t.status.risk is not None:
+            assert t.status.risk.score == round(t.status.risk.score, 2)
+    assert [shown_score(x) for x in (0.0, 0.598, 0.6, 0.3, 0.8, 1.0, 0.12345)] == [0.0, 0.59, 0.6, 0.3, 0.8, 1.0, 0.12]
+
+
 def test_latency_breach_at_25_percent_rolls_back_in_phase_order() -> None:
     spec = make_spec()
     status = begin(spec)

@@ -312,6 +312,17 @@ def ready_pods_staying(deployment: Json, replicasets: Iterable[Json], pods: Iter
                and _controlled_by(pod, owned) and _pod_ready(pod))
 
 
+def available_at_template(deployment: Json) -> int:
+    """Pods available with the current pod template, capped by ``spec.replicas``; 0 while the
+    controller has not observed the latest spec (its status then describes an older one)."""
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation") or 0
+    if (status.get("observedGeneration") or 0) < generation:
+        return 0
+    updated = int(status.get("updatedReplicas") or 0)
+    return max(0, min(replicas_of(deployment), available_replicas(deployment), updated))
+
+
 def deployment_available(deployment: Json) -> bool:
     """Rolled out: the controller saw this generation and every replica is updated and available."""
     want = replicas_of(deployment)
@@ -471,4 +482,5 @@ def canary_health_of(deployment: Json, pods: Iterable[Json], now: datetime,
             unavailable = max(0.0, (now - since).total_seconds())
     exceeded = scaled_up and (progress_deadline_exceeded(deployment) or unavailable >= progress_deadline_seconds)
     return CanaryHealth(oom_killed=oom, crash_looping=crash, unavailable_for_seconds=round(unavailable, 3),
-                        progress_deadline_exceeded=exceeded)
+                        progress_deadline_exceeded=exceeded, replicas=replicas_of(deployment),
+                        available_replicas=available_at_template(deployment))

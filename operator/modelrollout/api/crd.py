@@ -402,7 +402,7 @@ def openapi_schema() -> Schema:
 
 PRINTER_COLUMNS: list[Schema] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Step", "type": "integer", "jsonPath": ".status.currentStep"},
+    {"name": "Step", "type": "string", "jsonPath": ".status.stepProgress"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
     {"name": "Score", "type": "number", "jsonPath": ".status.risk.score"},
     {"name": "Level", "type": "string", "jsonPath": ".status.risk.level"},

@@ -528,6 +528,8 @@ class ModelRolloutStatus(ApiModel):
     observed_generation: int | None = None
     revision: str | None = None
     current_step: int = Field(default=0, ge=0)
+    step_progress: str | None = Field(
+        default=None, description="the current step as 'N/M', counted from 1 (kubectl's STEP column)")
     canary_weight: int = Field(default=0, ge=0, le=100)
     step_started_at: datetime | None = None
     risk: RiskStatus | None = None

@@ -64,6 +64,15 @@ def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) 
     return None
 
 
+def short_of_size(health: CanaryHealth | None) -> str | None:
+    """Why the canary is not available at its size yet, or None when it is (or unknown)."""
+    if health is None or health.replicas is None or health.available_replicas is None:
+        return None
+    if health.available_replicas >= health.replicas:
+        return None
+    return f"{health.available_replicas}/{health.replicas} pods available"
+
+
 def _clocks(
     results: Sequence[ConditionResult], position: Position, score: float, now: datetime
 ) -> tuple[dict[str, datetime], datetime | None]:
@@ -168,6 +177,19 @@ def decide(
     if now - position.step_started_at < step.duration:
         remaining = step.duration - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
+    short = short_of_size(health)
+    if short is not None:
+        # A step completes only on a canary that served its share at full size: waiting is
+        # bounded by progressDeadlineSeconds past the step's end, then the canary is unhealthy.
+        waited = now - position.step_started_at - step.duration
+        deadline = timedelta(seconds=analysis.progress_deadline_seconds)
+        if waited >= deadline:
+            return verdict(DecisionAction.ROLLBACK,
+                           f"critical: canary not available at its size for {_secs(waited)} after step "
+                           f"{position.current_step} ended ({short}; spec.analysis.progressDeadlineSeconds "
+                           f"{analysis.progress_deadline_seconds})", "kubernetesHealth")
+        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
+                                            f"for the canary to be available at its size ({short})")
     if position.current_step + 1 < len(spec.steps):
         nxt = spec.steps[position.current_step + 1]
         return verdict(DecisionAction.ADVANCE, f"step {position.current_step} healthy for {_secs(step.duration)}: advancing to {nxt.weight}%",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,6 +102,15 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
 def step(spec: ModelRolloutSpec, status: ModelRolloutStatus | None, observation: Observation, now: datetime,
          generation: int | None = None) -> Transition:
     """Advance the rollout by one observation. Pure: same inputs, same output."""
+    transition = _step(spec, status, observation, now, generation)
+    progress = f"{min(transition.status.current_step, len(spec.steps) - 1) + 1}/{len(spec.steps)}"
+    if transition.status.step_progress == progress:
+        return transition
+    return replace(transition, status=transition.status.model_copy(update={"step_progress": progress}))
+
+
+def _step(spec: ModelRolloutSpec, status: ModelRolloutStatus | None, observation: Observation, now: datetime,
+          generation: int | None) -> Transition:
     status = status or ModelRolloutStatus()
     if generation is not None and status.observed_generation != generation:
         status = status.model_copy(update={"observed_generation": generation})

@@ -10,6 +10,8 @@ it. ``kubectl describe``, Events, webhooks and ``evaluate`` then show the same f
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -66,8 +68,15 @@ def _status_conditions(results: tuple[ConditionResult, ...], since: Mapping[str,
     ]
 
 
+def shown_score(score: float) -> float:
+    """The score to 2 places, rounded down so it never reads as the next level (the levels'
+    bounds are whole hundredths); the exact score is in history, evidence and the
+    ``modelrollout_risk_score`` metric."""
+    return math.floor(score * 100 + 1e-9) / 100
+
+
 def risk_of(decision: Decision, now: datetime) -> RiskStatus:
-    return RiskStatus(score=round(decision.score, 6), level=decision.level, evaluated_at=now,
+    return RiskStatus(score=shown_score(decision.score), level=decision.level, evaluated_at=now,
                       conditions=_status_conditions(decision.conditions, decision.triggered_since))
 
 

@@ -132,6 +132,11 @@ class CanaryHealth(SnapshotModel):
     crash_looping: int = Field(default=0, ge=0)
     unavailable_for_seconds: float = Field(default=0.0, ge=0.0)
     progress_deadline_exceeded: bool = False
+    replicas: int | None = Field(default=None, ge=0, description="the canary Deployment's spec.replicas")
+    available_replicas: int | None = Field(
+        default=None, ge=0,
+        description="its pods available at the current template (0 while the controller has not seen the latest "
+                    "spec); a step never completes while fewer than replicas are (docs/design.md#decision-rules)")
 
 
 class Health(SnapshotModel):

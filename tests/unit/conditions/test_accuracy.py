@@ -173,3 +173,9 @@ def test_worse_accuracy_never_lowers_severity(n, a, b, stable):
     assert r_worse.severity >= r_better.severity
     assert r_worse.critical >= r_better.critical
     assert 0.0 <= r_worse.severity <= 1.0
+
+
+def test_messages_speak_of_whole_predictions():
+    """increase() extrapolates counters to fractions; a message says "1181", never "1181.02"."""
+    r = accuracy.evaluate(canary(1100.4, 1181.02), BALANCED)
+    assert "over 1181 labelled predictions" in r.message, r.message

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
-from .base import ConditionResult, EvaluationContext
+from .base import ConditionResult, EvaluationContext, counted
 from .checks import conclude, missing, no_data, positive, proportion_check, sample_rate, shortfall, window_seconds
 
 NAME = ConditionName.ACCURACY.value
@@ -43,7 +43,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
                          threshold=threshold, observed={"n": n})
     correct = canary.predictions_correct
     if correct is None:
-        return missing(NAME, weight, f"predictions_correct missing for the canary ({n:g} evaluated)",
+        return missing(NAME, weight, f"predictions_correct missing for the canary ({counted(n)} evaluated)",
                        samples=n, min_samples=t.min_samples, window_seconds=window, threshold=threshold)
 
     accuracy = correct / n
@@ -70,6 +70,6 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         healthy_bound = t.min_accuracy
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes,
-        healthy=f"accuracy {accuracy:.3f} ≥ {healthy_bound:.3f} over {n:g} {WHAT}",
+        healthy=f"accuracy {accuracy:.3f} ≥ {healthy_bound:.3f} over {counted(n)} {WHAT}",
         observed=observed, threshold=threshold, samples=n, min_samples=t.min_samples, window_seconds=window,
     )

@@ -92,6 +92,12 @@ def severity_lower_is_worse(x: float, warn: float, crit: float) -> float:
     return clamp01((warn - x) / (warn - crit))
 
 
+def counted(n: float) -> str:
+    """A count as a whole number: ``increase()`` extrapolates counters to fractions (1181.02
+    requests), and messages speak of requests and predictions, not of estimates."""
+    return str(round(n))
+
+
 def shortfall_message(what: str, samples: float, minimum: float, rate_per_second: float | None) -> str:
     """``accuracy: 64/100 labelled predictions, minimum in ~3m at the current rate``."""
     text = f"{int(samples)}/{int(minimum)} {what}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
-from .base import ConditionResult, EvaluationContext
+from .base import ConditionResult, EvaluationContext, counted
 from .checks import (
     Check,
     bound_check,
@@ -86,6 +86,6 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     notes = [f"{' and '.join(absent)} missing: inconclusive"] if absent else None
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes, inconclusive=bool(absent),
-        healthy=f"hit rate {hit_rate:.4f} over {lookups:g} lookups within bounds",
+        healthy=f"hit rate {hit_rate:.4f} over {counted(lookups)} lookups within bounds",
         observed=observed, threshold=threshold, samples=lookups, min_samples=t.min_samples, window_seconds=window,
     )

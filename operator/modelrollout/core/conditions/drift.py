@@ -25,7 +25,7 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from ..stats import ks_from_histograms
-from .base import ConditionResult, EvaluationContext, severity_higher_is_worse
+from .base import ConditionResult, EvaluationContext, counted, severity_higher_is_worse
 from .checks import conclude, missing, no_data, sample_rate, shortfall, window_seconds
 
 NAME = ConditionName.CONFIDENCE_DRIFT.value
@@ -72,7 +72,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     significant = ks.p_value < t.max_p_value
     severity = severity_higher_is_worse(ks.statistic, t.min_statistic, t.critical_statistic) if significant else 0.0
     critical = significant and ks.statistic >= t.critical_statistic
-    text = f"KS D={ks.statistic:.3f}, p={ks.p_value:.2g} ({samples:g} canary vs {reference.total:g} stable predictions)"
+    text = f"KS D={ks.statistic:.3f}, p={ks.p_value:.2g} ({counted(samples)} canary vs {counted(reference.total)} stable predictions)"
     if critical:
         message = f"{text}: beyond the critical D {t.critical_statistic:g}"
     elif severity > 0.0:

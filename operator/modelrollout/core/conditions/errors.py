@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ...api.thresholds import ConditionName
 from ..snapshot import ERROR_CATEGORIES, Snapshot
-from .base import ConditionResult, EvaluationContext
+from .base import ConditionResult, EvaluationContext, counted
 from .checks import (
     Check,
     conclude,
@@ -73,7 +73,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     errors = canary.errors
     total = errors.total() if errors is not None else None
     if errors is None or total is None:
-        return missing(NAME, weight, f"error counts missing for the canary ({n:g} requests)", samples=n,
+        return missing(NAME, weight, f"error counts missing for the canary ({counted(n)} requests)", samples=n,
                        min_samples=t.min_samples, window_seconds=window, threshold=threshold)
 
     rate = total / n
@@ -106,6 +106,6 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
             checks.append(proportion_check(label, count, n, bound, bound * factor, "above", alpha, digits=4))
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes,
-        healthy=f"error rate {rate:.4f} ({total:g}/{n:g}) within bounds",
+        healthy=f"error rate {rate:.4f} ({counted(total)}/{counted(n)}) within bounds",
         observed=observed, threshold=threshold, samples=n, min_samples=t.min_samples, window_seconds=window,
     )
