@@ -190,34 +190,90 @@ def _snapshots_from(path: Path) -> Iterator[Any]:
             yield snap
 
 
+def _parse_time(option: str, value: str, now: datetime) -> datetime:
+    """RFC 3339 (``2026-11-30T12:00:00Z``), ``now``, or ``now-30m`` / ``-30m`` relative to now."""
+    from .api.durations import parse_duration
+
+    text = value.strip()
+    relative = text[3:] if text.startswith("now") else text
+    if text == "now":
+        return now
+    if relative.startswith("-"):
+        try:
+            return now - parse_duration(relative[1:])
+        except (TypeError, ValueError):
+            _fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-30T12:00:00Z), now, or now-30m")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-30T12:00:00Z), now, or now-30m")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 @main.command()
 @click.option("-f", "--filename", "rollout_path", required=True, type=click.Path(path_type=Path))
-@click.option("--snapshots", "snapshots_path", required=True, type=click.Path(path_type=Path),
+@click.option("--snapshots", "snapshots_path", type=click.Path(path_type=Path),
               help="JSON Lines file, one snapshot (format v1) per line in time order; - reads stdin")
+@click.option("--prometheus", "prometheus_url",
+              help="instead of --snapshots: ask this Prometheus what the operator's tick would have read at each "
+                   "moment from --from to --to")
+@click.option("--from", "from_text", help="with --prometheus: the first tick (RFC 3339, now, or now-30m)")
+@click.option("--to", "to_text", default="now", show_default=True, help="with --prometheus: the last tick")
+@click.option("--step", "step_text", help="with --prometheus: time between ticks (default: spec.analysis.interval)")
+@click.option("-n", "--namespace", help="with --prometheus: the rollout's namespace (default: the manifest's, "
+                                         "else 'default'); it selects the Deployments' series")
 @click.option("--status", "status_path", type=click.Path(path_type=Path),
-              help="status to start from (default: a fresh rollout starting at the first snapshot)")
+              help="status to start from (default: a fresh rollout starting at the first tick)")
 @click.option("--with-status", is_flag=True, help="include the carried status in every output line")
-@click.option("--summary/--no-summary", default=True, help="print a one-line summary to stderr at the end")
-def replay(rollout_path: Path, snapshots_path: Path, status_path: Path | None, with_status: bool,
+@click.option("--summary/--no-summary", default=True, help="print a summary to stderr at the end")
+def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str | None, from_text: str | None,
+           to_text: str, step_text: str | None, namespace: str | None, status_path: Path | None, with_status: bool,
            summary: bool) -> None:
-    """Replay snapshots through the state machine: one decision per line out (JSON Lines)."""
+    """Replay recorded snapshots, or a past window of Prometheus, through the state machine:
+    one decision per line out (JSON Lines)."""
     from .core.replay import replay as run_replay
-    from .core.replay import tick_record
+    from .core.replay import summarize, tick_record
 
     rollout = _rollout(rollout_path)
     status = _status(_read_json(status_path, "status"), str(status_path)) if status_path else None
-    ticks = 0
-    last = None
-    for tick in run_replay(rollout.spec, _snapshots_from(snapshots_path), status):
-        click.echo(json.dumps(tick_record(tick, with_status=with_status), default=str))
-        ticks += 1
-        last = tick
+    if (snapshots_path is None) == (prometheus_url is None):
+        _fail("give either --snapshots FILE (recorded snapshots) or --prometheus URL --from T1 [--to T2] "
+              "(a past window of Prometheus)")
+    if prometheus_url is None:
+        for option, value in (("--from", from_text), ("--step", step_text), ("--namespace", namespace)):
+            if value is not None:
+                _fail(f"{option} goes with --prometheus, not with --snapshots")
+        ticks = run_replay(rollout.spec, _snapshots_from(snapshots_path), status)  # type: ignore[arg-type]
+        source = None
+    else:
+        from .api.durations import parse_duration
+        from .replay_prometheus import PrometheusReplay, tick_times
+
+        if from_text is None:
+            _fail("--from is required with --prometheus: the first tick of the window, e.g. now-30m")
+        now = datetime.now(timezone.utc)
+        start, end = _parse_time("--from", from_text, now), _parse_time("--to", to_text, now)
+        try:
+            every = parse_duration(step_text) if step_text is not None else rollout.spec.analysis.interval
+            times = tick_times(start, min(end, now), every)
+        except (TypeError, ValueError) as exc:
+            _fail(str(exc) if str(exc).startswith("--") else f"--step: {exc}")
+        ns = namespace or rollout.metadata.get("namespace") or "default"
+        name = rollout.metadata.get("name") or rollout_path.stem
+        source = PrometheusReplay(prometheus_url, ns, name, rollout.spec)
+        click.echo(f"replay: {len(times)} ticks of {ns}/{name} from {times[0].isoformat()} every "
+                   f"{every.total_seconds():g}s, asking {prometheus_url}", err=True)
+        ticks = source.ticks(times, status)
+    done = []
+    try:
+        for tick in ticks:
+            click.echo(json.dumps(tick_record(tick, with_status=with_status), default=str))
+            done.append(tick)
+    finally:
+        if source is not None:
+            source.close()
     if summary:
-        if last is None:
-            click.echo("replay: no snapshots", err=True)
-        else:
-            click.echo(f"replay: {ticks} ticks; final phase {last.status.phase.value}, step {last.status.current_step}, "
-                       f"weight {last.status.canary_weight}%", err=True)
+        click.echo(summarize(done), err=True)
 
 
 @main.command()

@@ -295,3 +295,17 @@ def test_replay_and_evaluate_agree_through_the_real_commands(tmp_path: Path) -> 
             got = evaluate(snapshot, *extra, rollout=REPLAY_ROLLOUT)
             assert _decision(got) == _decision(out[i]), f"{path.name} tick {i}"
     assert any(i > 1 for _, i in checks)
+
+
+@pytest.mark.parametrize("args,needle", [
+    ((), "give either --snapshots FILE"),
+    (("--snapshots", "x.jsonl", "--prometheus", "http://127.0.0.1:1"), "give either --snapshots FILE"),
+    (("--prometheus", "http://127.0.0.1:1"), "--from is required with --prometheus"),
+    (("--prometheus", "http://127.0.0.1:1", "--from", "yesterday"), "--from: 'yesterday' is not a time"),
+    (("--prometheus", "http://127.0.0.1:1", "--from", "now-1h", "--step", "0s"), "--step"),
+    (("--prometheus", "http://127.0.0.1:1", "--from", "now", "--to", "now-1h"), "is not after --from"),
+])
+def test_replay_from_prometheus_refuses_a_bad_window_naming_the_option(args: tuple[str, ...], needle: str) -> None:
+    result = cli("replay", "-f", REPLAY_ROLLOUT, *args)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr, result.stderr

@@ -8,7 +8,7 @@ benchmark, and guarantees that what it reports is what the operator would have d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from ..api.models import ModelRolloutSpec, ModelRolloutStatus, StableRecord
 from .actions import Action, Promote, RollbackPhase, StartRollout, describe
 from .decision import Decision
 from .machine import Transition, step
-from .observations import Initialized, MetricsObserved, PromotionApplied, RollbackApplied, SpecChanged
+from .observations import Initialized, MetricsObserved, Observation, PromotionApplied, RollbackApplied, SpecChanged
 from .snapshot import Snapshot
 
 
@@ -70,6 +70,29 @@ def replay(spec: ModelRolloutSpec, snapshots: Iterable[Snapshot],
         yield ReplayTick(now, status, transition.decision, transition.actions)
 
 
+Observe = Callable[[ModelRolloutStatus, datetime], Observation]
+"""What the tick at ``at`` observes, given the status carried to it (its windows depend on it)."""
+
+
+def replay_observed(spec: ModelRolloutSpec, times: Iterable[datetime], observe: Observe,
+                    status: ModelRolloutStatus | None = None) -> Iterator[ReplayTick]:
+    """One ReplayTick per time, each observation asked for with the status carried so far.
+
+    For sources whose answer depends on the status, as Prometheus' does: the operator plans
+    each tick's windows from the step's age and weight (``core.windows.plan_windows``), so a
+    replay from Prometheus must ask tick by tick, not read a file of finished snapshots.
+    """
+    for now in times:
+        if status is None:
+            status = start(spec, now)
+        if status.phase.is_terminal:
+            yield ReplayTick(now, status, None, ())
+            continue
+        transition = settle(spec, step(spec, status, observe(status, now), now), now)
+        status = transition.status
+        yield ReplayTick(now, status, transition.decision, transition.actions)
+
+
 def decision_record(decision: Decision | None, status: ModelRolloutStatus, *, verbose: bool = False) -> dict[str, Any]:
     """The JSON object ``evaluate`` prints and ``replay`` writes per line."""
     if decision is None:
@@ -105,3 +128,24 @@ def tick_record(tick: ReplayTick, *, with_status: bool = False) -> dict[str, Any
     if with_status:
         record["status"] = tick.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return record
+
+
+def summarize(ticks: Sequence[ReplayTick]) -> str:
+    """One paragraph for the end of a replay: ticks, each acting decision with its time, the end."""
+    if not ticks:
+        return "replay: no ticks"
+    acting = [t for t in ticks if t.decision is not None and t.decision.action.acts]
+    lines = [f"replay: {len(ticks)} ticks from {_z(ticks[0].at)} to {_z(ticks[-1].at)}; "
+             f"{len(acting)} acting decision(s)"]
+    for t in acting:
+        decision = t.decision
+        assert decision is not None
+        trigger = f" [{decision.trigger}]" if decision.trigger else ""
+        lines.append(f"  {_z(t.at)} {decision.action.value}{trigger}: {decision.reason}")
+    last = ticks[-1].status
+    lines.append(f"  final phase {last.phase.value}, step {last.current_step}, weight {last.canary_weight}%")
+    return "\n".join(lines)
+
+
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
