@@ -4,7 +4,7 @@ through the rollout's thresholds, gives the decisions the operator took live.
 A live rollout on the local cluster advances from 25 % to 50 %, then its canary turns
 slow and it is rolled back. Replaying the same manifest over the same window, tick by
 tick from the moment its first step began, must show the same acting decisions: an
-advance of step 0 and a rollback in step 1 for latency, each at about the moment the
+advance to step 1 and a rollback in step 1 for latency, each at about the moment the
 operator took it (the live rollback may come from the fast path, which only runs
 live, so a couple of intervals of slack).
 """
@@ -69,7 +69,8 @@ def test_a_replayed_window_gives_the_decisions_taken_live(crds: Any, namespace: 
     acting = [t for t in ticks if t["action"] in ("advance", "promote", "rollback", "reduce")]
     print(f"\n[replay] live: advance {advance['at']}, rollback {rollback['at']} ({live['rollback']['path']}); "
           f"replayed: {[(t['at'], t['action'], t['step'], t.get('trigger')) for t in acting]}\n{out.stderr}")
-    assert [(t["action"], t["step"]) for t in acting] == [("advance", 0), ("rollback", 1)], acting
+    # Each line's step is the carried status after the decision: the advance lands in step 1.
+    assert [(t["action"], t["step"]) for t in acting] == [("advance", 1), ("rollback", 1)], acting
     assert acting[1]["trigger"] == "latency"
     slack = timedelta(seconds=2 * INTERVAL_S + 3)
     assert abs(at(acting[0]["at"]) - at(advance["at"])) <= slack

@@ -134,6 +134,24 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
     return Operator(controller=controller, fast_path=fast_path)
 
 
+class QuietEventHandlers(logging.Filter):
+    """Drops kopf's "Handler '...' succeeded." lines of the watch-event handlers.
+
+    kopf logs each event handler's success at INFO: one line per status write of every
+    rollout (``wake``) and per change of every pod a ReplicaSet owns (``canary_pod``, which
+    sees all of a namespace's pods), so at any scale the log is nothing else. Their
+    failures, and every other handler's lines, are kept.
+    """
+
+    QUIET = ("wake' succeeded.", "canary_pod' succeeded.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith("Handler '") and message.endswith(self.QUIET))
+
+
 def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) -> None:
     """Run the operator until interrupted (``modelrollout run``).
 
@@ -152,6 +170,7 @@ def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) ->
     watch.start()
     # kopf logs every probe that succeeds at INFO, two lines per kubelet probe: failures only.
     logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(QuietEventHandlers())
     registry = make_registry(config, lambda: compose(config, clock, wrap_executor=wrap_executor))
     try:
         kopf.run(
@@ -169,5 +188,5 @@ def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) ->
         watch.stop()
 
 
-__all__ = ["API_THREADS", "ExecutorHook", "Operator", "OperatorConfig", "api_client", "compose", "fast_path_request", "run",
+__all__ = ["API_THREADS", "ExecutorHook", "Operator", "OperatorConfig", "QuietEventHandlers", "api_client", "compose", "fast_path_request", "run",
            "snapshot_request"]
