@@ -60,6 +60,7 @@ def test_a_replayed_window_gives_the_decisions_taken_live(crds: Any, namespace: 
     path = tmp_path / "rollout.yaml"
     path.write_text(yaml.safe_dump(manifest))
     start, end = at(first_step["at"]), at(rollback["at"]) + timedelta(seconds=6)
+    time.sleep(max(0.0, (end - datetime.now(timezone.utc)).total_seconds()) + 1)  # the whole window is past
     out = subprocess.run(
         [sys.executable, "-m", "modelrollout", "replay", "-f", str(path), "--prometheus", s.cluster.prometheus_url,
          "--from", start.isoformat(), "--to", end.isoformat(), "--step", f"{INTERVAL_S}s"],

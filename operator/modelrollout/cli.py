@@ -202,12 +202,13 @@ def _parse_time(option: str, value: str, now: datetime) -> datetime:
         try:
             return now - parse_duration(relative[1:])
         except (TypeError, ValueError):
-            _fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-30T12:00:00Z), now, or now-30m")
+            _fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-30T12:00:00Z), now, or now-30m "
+                  f"(units: ms, s, m, h)")
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         _fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-30T12:00:00Z), now, or now-30m")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 @main.command()
@@ -231,8 +232,8 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
            summary: bool) -> None:
     """Replay recorded snapshots, or a past window of Prometheus, through the state machine:
     one decision per line out (JSON Lines)."""
+    from .core.replay import ReplaySummary, tick_record
     from .core.replay import replay as run_replay
-    from .core.replay import summarize, tick_record
 
     rollout = _rollout(rollout_path)
     status = _status(_read_json(status_path, "status"), str(status_path)) if status_path else None
@@ -240,7 +241,8 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
         _fail("give either --snapshots FILE (recorded snapshots) or --prometheus URL --from T1 [--to T2] "
               "(a past window of Prometheus)")
     if prometheus_url is None:
-        for option, value in (("--from", from_text), ("--step", step_text), ("--namespace", namespace)):
+        for option, value in (("--from", from_text), ("--step", step_text), ("--namespace", namespace),
+                              ("--to", None if to_text == "now" else to_text)):
             if value is not None:
                 _fail(f"{option} goes with --prometheus, not with --snapshots")
         ticks = run_replay(rollout.spec, _snapshots_from(snapshots_path), status)  # type: ignore[arg-type]
@@ -253,27 +255,34 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
             _fail("--from is required with --prometheus: the first tick of the window, e.g. now-30m")
         now = datetime.now(timezone.utc)
         start, end = _parse_time("--from", from_text, now), _parse_time("--to", to_text, now)
+        if end > now:
+            click.echo(f"replay: --to {end.isoformat()} is in the future; replaying up to now", err=True)
+            end = now
         try:
             every = parse_duration(step_text) if step_text is not None else rollout.spec.analysis.interval
-            times = tick_times(start, min(end, now), every)
+            times = tick_times(start, end, every)
         except (TypeError, ValueError) as exc:
             _fail(str(exc) if str(exc).startswith("--") else f"--step: {exc}")
         ns = namespace or rollout.metadata.get("namespace") or "default"
         name = rollout.metadata.get("name") or rollout_path.stem
         source = PrometheusReplay(prometheus_url, ns, name, rollout.spec)
-        click.echo(f"replay: {len(times)} ticks of {ns}/{name} from {times[0].isoformat()} every "
-                   f"{every.total_seconds():g}s, asking {prometheus_url}", err=True)
+        problem = source.unreachable()
+        if problem is not None:
+            source.close()
+            _fail(f"--prometheus {prometheus_url}: {problem}")
+        click.echo(f"replay: {len(times)} ticks of {ns}/{name} from {times[0].isoformat().replace('+00:00', 'Z')} "
+                   f"every {every.total_seconds():g}s, asking {prometheus_url}", err=True)
         ticks = source.ticks(times, status)
-    done = []
+    done = ReplaySummary()
     try:
         for tick in ticks:
             click.echo(json.dumps(tick_record(tick, with_status=with_status), default=str))
-            done.append(tick)
+            done.add(tick)
     finally:
         if source is not None:
             source.close()
     if summary:
-        click.echo(summarize(done), err=True)
+        click.echo(done.text(), err=True)
 
 
 @main.command()

@@ -270,9 +270,9 @@ class Controller:
     def _record_telemetry(self, ref: RolloutRef, transition: Transition) -> None:
         status = transition.status
         severities = [(c.name, c.severity) for c in (status.risk.conditions if status.risk else [])]
-        # The exact score: status keeps it to 2 places for kubectl.
-        score = transition.decision.score if transition.decision is not None else (
-            status.risk.score if status.risk else None)
+        # The exact score, from this tick's decision only (status keeps 2 places for kubectl;
+        # without a decision the gauge keeps its last value).
+        score = transition.decision.score if transition.decision is not None else None
         self.telemetry.record_status(ref.namespace, ref.name, status.phase, status.canary_weight,
                                      status.current_step, score, severities)
         started_rollback = any(isinstance(a, RollbackPhase) and a.phase == 1 for a in transition.actions)

@@ -85,7 +85,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="wake", registry=registry)
     async def wake(uid: str, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
                    **_: Any) -> None:
         """Spec edits, annotations (manual commands) and pause/resume wake the daemon now;
@@ -99,7 +99,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
         if event is not None:
             event.set()
 
-    @kopf.on.event("", "v1", "pods", labels={POD_WATCH_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("", "v1", "pods", id="canary_pod", labels={POD_WATCH_LABEL: kopf.PRESENT}, registry=registry)
     async def canary_pod(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
                          **_: Any) -> None:
         """An OOMKilled or crash-looping canary pod rolls back now, not at the next tick (any

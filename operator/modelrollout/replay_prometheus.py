@@ -25,7 +25,7 @@ from .core.snapshot import Snapshot
 from .wiring import snapshot_request
 
 MAX_TICKS = 100_000
-"""A replay is bounded: a week at 6 s a tick. Longer windows take a coarser ``--step``."""
+"""A replay is bounded: about a week at 6 s a tick. Longer windows take a coarser ``--step``."""
 
 
 def tick_times(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
@@ -49,6 +49,12 @@ class PrometheusReplay:
         self.spec = spec
         self.source = source or PrometheusMetricsSource(url)
         self._loop = asyncio.new_event_loop()
+
+    def unreachable(self) -> str | None:
+        """None when Prometheus answers, else why not: a replay against a mistyped URL would
+        otherwise be a run of Prometheus errors, held and then rolled back by the rollout's
+        own prometheusErrors policy, and read like a judgement."""
+        return self.source.unreachable()
 
     def observe(self, status: ModelRolloutStatus, at: datetime) -> Observation:
         request = snapshot_request(self.ref, self.spec, status, at)

@@ -143,13 +143,11 @@ class QuietEventHandlers(logging.Filter):
     failures, and every other handler's lines, are kept.
     """
 
-    QUIET = ("wake' succeeded.", "canary_pod' succeeded.")
+    QUIET = frozenset({"Handler 'wake' succeeded.", "Handler 'canary_pod' succeeded."})
+    """The handlers' ids are set in handlers.py (``id=``) so that this match is exact."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO:
-            return True
-        message = record.getMessage()
-        return not (message.startswith("Handler '") and message.endswith(self.QUIET))
+        return record.levelno > logging.INFO or record.getMessage() not in self.QUIET
 
 
 def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) -> None:

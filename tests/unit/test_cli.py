@@ -304,6 +304,8 @@ def test_replay_and_evaluate_agree_through_the_real_commands(tmp_path: Path) -> 
     (("--prometheus", "http://127.0.0.1:1", "--from", "yesterday"), "--from: 'yesterday' is not a time"),
     (("--prometheus", "http://127.0.0.1:1", "--from", "now-1h", "--step", "0s"), "--step"),
     (("--prometheus", "http://127.0.0.1:1", "--from", "now", "--to", "now-1h"), "is not after --from"),
+    (("--prometheus", "http://127.0.0.1:1", "--from", "now-1m"), "--prometheus http://127.0.0.1:1: cannot query it"),
+    (("--snapshots", "x.jsonl", "--to", "now-1m"), "--to goes with --prometheus"),
 ])
 def test_replay_from_prometheus_refuses_a_bad_window_naming_the_option(args: tuple[str, ...], needle: str) -> None:
     result = cli("replay", "-f", REPLAY_ROLLOUT, *args)

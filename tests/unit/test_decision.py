@@ -184,8 +184,19 @@ def test_a_step_completes_only_on_a_canary_available_at_its_size() -> None:
     last = pos(step=2, weight=100)
     assert decide(spec(), results(), short, last, ended).action == DecisionAction.HOLD
     assert decide(spec(), results(), at_size, last, ended).action == DecisionAction.PROMOTE
-    late = decide(spec(), results(), short, pos(), T0 + timedelta(seconds=60 + 600))
+    # The clock: since the canary was first seen short (carried like highRiskSince), or the
+    # step's end if later. Short since the step's end for 600 s: rolled back.
+    first = decide(spec(), results(), short, pos(), ended)
+    assert first.short_of_size_since == ended
+    late = decide(spec(), results(), short, pos(short_of_size_since=ended), ended + timedelta(seconds=600))
     assert late.action == DecisionAction.ROLLBACK and late.trigger == "kubernetesHealth"
     assert "not available at its size" in late.reason and "progressDeadlineSeconds" in late.reason
+    assert not late.reason.startswith("critical")  # rule 7's, not rule 1's
+    # A step held long for other reasons, then short for one tick, only holds.
+    much_later = T0 + timedelta(hours=2)
+    once = decide(spec(), results(), short, pos(), much_later)
+    assert once.action == DecisionAction.HOLD and once.short_of_size_since == much_later
+    # At size again: the clock is cleared.
+    assert decide(spec(), results(), at_size, pos(short_of_size_since=ended), much_later).short_of_size_since is None
     # Snapshots without the counts (replays, older files) are not held.
     assert decide(spec(), results(), CanaryHealth(), pos(), ended).action == DecisionAction.ADVANCE

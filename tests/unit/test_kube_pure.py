@@ -436,5 +436,9 @@ def test_canary_health_reports_its_size_and_the_pods_available_at_its_template()
            "status": {"observedGeneration": 3, "replicas": 5, "updatedReplicas": 3, "availableReplicas": 5}}
     health = canary_health_of(dep, [], now, 600)
     assert (health.replicas, health.available_replicas) == (4, 3)  # old-template pods do not count
+    dep["status"].update(replicas=4, updatedReplicas=3, availableReplicas=3)  # 1 old pod may be one of the 3
+    assert canary_health_of(dep, [], now, 600).available_replicas == 2
+    dep["status"].update(replicas=4, updatedReplicas=4, availableReplicas=4)
+    assert canary_health_of(dep, [], now, 600).available_replicas == 4
     dep["metadata"]["generation"] = 4  # scaled, not observed yet: its status is about the old size
     assert canary_health_of(dep, [], now, 600).available_replicas == 0

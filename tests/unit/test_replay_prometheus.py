@@ -67,3 +67,19 @@ def test_tick_times_are_bounded_and_name_the_option() -> None:
         tick_times(T0, T0 + timedelta(hours=1), timedelta(milliseconds=500))
     with pytest.raises(ValueError, match=f"more than {MAX_TICKS}"):
         tick_times(T0, T0 + timedelta(days=30), timedelta(seconds=1))
+
+
+def test_a_rollback_without_a_decision_is_in_the_summary_and_no_tick_hides_its_reason() -> None:
+    """Prometheus failing at every tick: the rollout's prometheusErrors policy (rollback after
+    2 here) acts without a decision; the lines and the summary say so."""
+    spec = make_spec(prometheusErrors={"maxConsecutive": 2, "then": "rollback"})
+    times = tick_times(T0, T0 + timedelta(seconds=40), timedelta(seconds=10))
+    replay = PrometheusReplay("http://prometheus.invalid", "ml", "fraud", spec,
+                              source=FakeSource(fail_at=set(times)))  # type: ignore[arg-type]
+    ticks = list(replay.ticks(times))
+    from modelrollout.core.replay import tick_record
+
+    assert "Prometheus error 1/2" in tick_record(ticks[0])["reason"]
+    text = summarize(ticks)
+    assert "1 acting decision(s)" in text and "rollback [prometheusErrors]" in text, text
+    assert "final phase RolledBack" in text

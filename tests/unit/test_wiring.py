@@ -13,8 +13,9 @@ def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
 
 def test_only_the_watch_event_handlers_successes_are_dropped_from_kopfs_log() -> None:
     quiet = QuietEventHandlers()
-    assert not quiet.filter(record("Handler 'make_registry.<locals>.canary_pod' succeeded."))
-    assert not quiet.filter(record("Handler 'make_registry.<locals>.wake' succeeded."))
-    assert quiet.filter(record("Handler 'make_registry.<locals>.canary_pod' failed with an exception.", logging.ERROR))
-    assert quiet.filter(record("Handler 'make_registry.<locals>.rollout' succeeded."))
+    assert not quiet.filter(record("Handler 'canary_pod' succeeded."))
+    assert not quiet.filter(record("Handler 'wake' succeeded."))
+    assert quiet.filter(record("Handler 'canary_pod' failed with an exception.", logging.ERROR))
+    assert quiet.filter(record("Handler 'rollout' succeeded."))
+    assert quiet.filter(record("Handler 'awake' succeeded."))
     assert quiet.filter(record("Timer 'x' succeeded."))

@@ -62,7 +62,8 @@ ServiceAccount's token, and `kubectl auth can-i --list` must equal these rules).
   resources: ["deployments/scale"]
   verbs: ["patch"]
 # Canary health by label selector: revisions (ReplicaSets), OOMKilled / CrashLoopBackOff
-# pods; kopf also watches canary pods (handlers.py canary_pod) to roll back at once.
+# pods; kopf also watches the pods ReplicaSets own (handlers.py canary_pod, matched to the
+# canary by ownership) to roll back at once; the replicas router counts ready pods.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list"]

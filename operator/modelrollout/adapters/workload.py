@@ -319,8 +319,12 @@ def available_at_template(deployment: Json) -> int:
     generation = (deployment.get("metadata") or {}).get("generation") or 0
     if (status.get("observedGeneration") or 0) < generation:
         return 0
+    if rolled_out(deployment):
+        return min(replicas_of(deployment), available_replicas(deployment))
+    # Mid-rollout the available pods may be old-template ones: count only what must be new.
     updated = int(status.get("updatedReplicas") or 0)
-    return max(0, min(replicas_of(deployment), available_replicas(deployment), updated))
+    old = max(0, int(status.get("replicas") or 0) - updated)
+    return max(0, min(available_replicas(deployment) - old, updated, replicas_of(deployment)))
 
 
 def deployment_available(deployment: Json) -> bool:

@@ -535,6 +535,8 @@ class ModelRolloutStatus(ApiModel):
     risk: RiskStatus | None = None
     decision: DecisionStatus | None = None
     high_risk_since: datetime | None = None
+    short_of_size_since: datetime | None = Field(
+        default=None, description="since when the canary has been short of its step's size (docs/design.md#kubernetes-health)")
     consecutive_no_data: int = Field(default=0, ge=0)
     consecutive_prometheus_errors: int = Field(default=0, ge=0)
     next_evaluation_at: datetime | None = None

@@ -30,6 +30,7 @@ class Position:
     triggered_since: Mapping[str, datetime] = field(default_factory=dict)
     high_risk_since: datetime | None = None
     consecutive_no_data: int = 0
+    short_of_size_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Decision:
     consecutive_no_data: int = 0
     next_interval: timedelta = timedelta(seconds=30)
     new_weight: int | None = None
+    short_of_size_since: datetime | None = None
 
 
 def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) -> str | None:
@@ -105,11 +107,13 @@ def decide(
     no_data = [r for r in results if r.no_data]
     no_data_count = position.consecutive_no_data + 1 if no_data else 0
     conds = tuple(results)
+    short = short_of_size(health)
+    short_since = (position.short_of_size_since or now) if short is not None else None
 
     def verdict(action: DecisionAction, reason: str, trigger: str | None = None, *,
                 next_interval: timedelta = interval, new_weight: int | None = None) -> Decision:
         return Decision(action, reason, score, level, conds, trigger, since, high_since, no_data_count,
-                        next_interval, new_weight)
+                        next_interval, new_weight, short_since)
 
     # Rule 1: anything critical, or Kubernetes says the canary is unhealthy.
     failure = health_failure(health, analysis.progress_deadline_seconds)
@@ -177,16 +181,16 @@ def decide(
     if now - position.step_started_at < step.duration:
         remaining = step.duration - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
-    short = short_of_size(health)
-    if short is not None:
-        # A step completes only on a canary that served its share at full size: waiting is
-        # bounded by progressDeadlineSeconds past the step's end, then the canary is unhealthy.
-        waited = now - position.step_started_at - step.duration
-        deadline = timedelta(seconds=analysis.progress_deadline_seconds)
-        if waited >= deadline:
+    if short is not None and short_since is not None:
+        # A step completes only on a canary that served its share at full size. The wait is
+        # bounded: progressDeadlineSeconds of being short, counted from when it was first seen
+        # short (status.shortOfSizeSince) or from the step's end if later — a step held long
+        # for other reasons is not condemned by one short tick afterwards.
+        waited = now - max(short_since, position.step_started_at + step.duration)
+        if waited >= timedelta(seconds=analysis.progress_deadline_seconds):
             return verdict(DecisionAction.ROLLBACK,
-                           f"critical: canary not available at its size for {_secs(waited)} after step "
-                           f"{position.current_step} ended ({short}; spec.analysis.progressDeadlineSeconds "
+                           f"canary not available at its size for {_secs(waited)} after step "
+                           f"{position.current_step}'s time was up ({short}; spec.analysis.progressDeadlineSeconds "
                            f"{analysis.progress_deadline_seconds})", "kubernetesHealth")
         return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
                                             f"for the canary to be available at its size ({short})")

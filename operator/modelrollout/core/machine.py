@@ -176,7 +176,8 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
         new = status.model_copy(update={
             "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": first,
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
-            "high_risk_since": None, "consecutive_no_data": 0, "consecutive_prometheus_errors": 0, "risk": None,
+            "high_risk_since": None, "short_of_size_since": None, "consecutive_no_data": 0,
+            "consecutive_prometheus_errors": 0, "risk": None,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
                                                            weight=first)),
@@ -223,6 +224,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     position = Position(
         current_step=status.current_step, canary_weight=status.canary_weight, step_started_at=status.step_started_at,
         paused=status.phase == Phase.PAUSED, triggered_since=previous_since, high_risk_since=status.high_risk_since,
+        short_of_size_since=status.short_of_size_since,
         consecutive_no_data=status.consecutive_no_data,
     )
     health = snapshot.health.canary if snapshot.health else None
@@ -237,6 +239,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         "risk": risk_of(decision, now),
         "decision": DecisionStatus(action=decision.action, reason=decision.reason, at=now, path=path),
         "high_risk_since": decision.high_risk_since,
+        "short_of_size_since": decision.short_of_size_since,
         "consecutive_no_data": decision.consecutive_no_data,
         "consecutive_prometheus_errors": 0,
         "next_evaluation_at": next_tick(now, decision.next_interval),

@@ -11,7 +11,6 @@ it. ``kubectl describe``, Events, webhooks and ``evaluate`` then show the same f
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -70,8 +69,8 @@ def _status_conditions(results: tuple[ConditionResult, ...], since: Mapping[str,
 
 def shown_score(score: float) -> float:
     """The score to 2 places, rounded down so it never reads as the next level (the levels'
-    bounds are whole hundredths); the exact score is in history, evidence and the
-    ``modelrollout_risk_score`` metric."""
+    bounds are whole hundredths); the exact score is in the history entries and evidence
+    of decisions and in the ``modelrollout_risk_score`` metric."""
     return math.floor(score * 100 + 1e-9) / 100
 
 

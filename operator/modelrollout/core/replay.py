@@ -8,7 +8,7 @@ benchmark, and guarantees that what it reports is what the operator would have d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,7 +96,10 @@ def replay_observed(spec: ModelRolloutSpec, times: Iterable[datetime], observe: 
 def decision_record(decision: Decision | None, status: ModelRolloutStatus, *, verbose: bool = False) -> dict[str, Any]:
     """The JSON object ``evaluate`` prints and ``replay`` writes per line."""
     if decision is None:
-        record: dict[str, Any] = {"action": None, "reason": f"rollout is {status.phase.value}", "score": None,
+        # No decision: a terminal rollout, or a tick that decided nothing (a Prometheus error
+        # holds; a signal acts): its status message says what happened.
+        reason = status.message if status.message and not status.phase.is_terminal else f"rollout is {status.phase.value}"
+        record: dict[str, Any] = {"action": None, "reason": reason, "score": None,
                                   "level": None, "conditions": []}
     else:
         since = decision.triggered_since
@@ -130,21 +133,46 @@ def tick_record(tick: ReplayTick, *, with_status: bool = False) -> dict[str, Any
     return record
 
 
-def summarize(ticks: Sequence[ReplayTick]) -> str:
-    """One paragraph for the end of a replay: ticks, each acting decision with its time, the end."""
-    if not ticks:
-        return "replay: no ticks"
-    acting = [t for t in ticks if t.decision is not None and t.decision.action.acts]
-    lines = [f"replay: {len(ticks)} ticks from {_z(ticks[0].at)} to {_z(ticks[-1].at)}; "
-             f"{len(acting)} acting decision(s)"]
-    for t in acting:
-        decision = t.decision
-        assert decision is not None
-        trigger = f" [{decision.trigger}]" if decision.trigger else ""
-        lines.append(f"  {_z(t.at)} {decision.action.value}{trigger}: {decision.reason}")
-    last = ticks[-1].status
-    lines.append(f"  final phase {last.phase.value}, step {last.current_step}, weight {last.canary_weight}%")
-    return "\n".join(lines)
+class ReplaySummary:
+    """What ``replay`` prints at the end, gathered tick by tick (a replay may be 100,000
+    ticks long, or stream from stdin: only the acting ticks are kept)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: datetime | None = None
+        self.last: ReplayTick | None = None
+        self.acting: list[str] = []
+
+    def add(self, tick: ReplayTick) -> None:
+        self.count += 1
+        self.first = self.first or tick.at
+        self.last = tick
+        decision = tick.decision
+        if decision is not None and decision.action.acts:
+            trigger = f" [{decision.trigger}]" if decision.trigger else ""
+            self.acting.append(f"  {_z(tick.at)} {decision.action.value}{trigger}: {decision.reason}")
+        elif decision is None and any(isinstance(a, RollbackPhase) and a.phase == 1 for a in tick.actions):
+            rollback = tick.status.rollback
+            trigger = f" [{rollback.trigger}]" if rollback is not None and rollback.trigger else ""
+            reason = rollback.reason if rollback is not None else tick.status.message
+            self.acting.append(f"  {_z(tick.at)} rollback{trigger}: {reason}")
+
+    def text(self) -> str:
+        if self.last is None or self.first is None:
+            return "replay: no ticks"
+        lines = [f"replay: {self.count} ticks from {_z(self.first)} to {_z(self.last.at)}; "
+                 f"{len(self.acting)} acting decision(s)", *self.acting]
+        status = self.last.status
+        lines.append(f"  final phase {status.phase.value}, step {status.current_step}, weight {status.canary_weight}%")
+        return "\n".join(lines)
+
+
+def summarize(ticks: Iterable[ReplayTick]) -> str:
+    """The end-of-replay summary of ``ticks`` (see ``ReplaySummary``)."""
+    summary = ReplaySummary()
+    for tick in ticks:
+        summary.add(tick)
+    return summary.text()
 
 
 def _z(at: datetime) -> str:

@@ -119,6 +119,15 @@ class PrometheusMetricsSource:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
+    def unreachable(self) -> str | None:
+        """None when Prometheus answers a trivial query, else why not (blocking: for tools that
+        check a URL once before a long run, such as ``modelrollout replay``)."""
+        try:
+            self._client.custom_query("1", params={"timeout": f"{self.query_timeout:g}s"})
+        except Exception as exc:  # noqa: BLE001 — any failure is the answer
+            return f"cannot query it ({type(exc).__name__}: {exc})"
+        return None
+
     # ---- the one public operation --------------------------------------------------
     async def snapshots(self, requests: Sequence[SnapshotRequest], at: datetime,
                         *, path: DecisionPath = DecisionPath.TICK) -> dict[str, Snapshot | MetricsUnavailable]:

@@ -134,9 +134,10 @@ class ReplicasRouter:
         # stable rolling back to its recorded template after a stopped promotion): only the ready
         # pods its own controller keeps count, and a side counted on is not shrunk until rolled out.
         staying = ready_kept(grow_dep)
-        if replicas_of(shrink_dep) > shrink_want:  # the floor depends on the grown side: count its pods too
-            staying = min(staying, await self._ready_pods(ns, grow_dep))
         keep = fewest_replicas_keeping(shrink_dep, target.min_serving - staying, shrink_want)
+        if keep < replicas_of(shrink_dep):  # a shrink relies on the grown side's pods: confirm them from the pods
+            staying = min(staying, await self._ready_pods(ns, grow_dep))
+            keep = fewest_replicas_keeping(shrink_dep, target.min_serving - staying, shrink_want)
         await asyncio.gather(grow_write(grow_want), shrink_write(keep))
         if keep <= shrink_want:
             return
@@ -153,8 +154,10 @@ class ReplicasRouter:
             ready = serving_replicas(grown)
             if ready is None:  # our write not observed yet: its status says nothing
                 continue
-            ready = min(ready, await self._ready_pods(ns, grown))
             lower = fewest_replicas_keeping(shrunk, target.min_serving - ready, shrink_want)
+            if lower < keep:  # the status allows a shrink: confirm from the pods (the status lags deletions)
+                ready = min(ready, await self._ready_pods(ns, grown))
+                lower = fewest_replicas_keeping(shrunk, target.min_serving - ready, shrink_want)
             if lower < keep:
                 keep = lower
                 if shrink == target.canary:
