@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -425,27 +426,38 @@ def test_a_rollback_right_after_a_scale_down_never_counts_the_pods_being_removed
     assert canary_sizes[-1] == 0 and api.deployments[("ml", "fraud")]["spec"]["replicas"] == 8
 
 
+def executor_with_armed_polls(on_poll: Callable[[FakeApi, int], None]
+                              ) -> tuple[FakeApi, KubeExecutor, dict[str, Any]]:
+    """A stable of 8 and an executor whose polls, once ``polls["armed"]`` is set, are counted
+    and call ``on_poll(api, n)``: the cluster changes at a chosen poll of the change under test."""
+    api, clock = FakeApi(), FakeClock()
+    api.add("ml", stable_body(8))
+    polls: dict[str, Any] = {"n": 0, "armed": False}
+
+    async def sleep(seconds: float) -> None:
+        if polls["armed"]:
+            polls["n"] += 1
+            on_poll(api, polls["n"])
+        await clock.sleep(seconds)
+
+    return api, KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep), polls  # type: ignore[arg-type]
+
+
 def test_a_rollback_right_after_a_step_never_counts_stable_pods_still_leaving() -> None:
     """Chaos finding 4 (docs/chaos.md): promote (stable 6 -> 4) and abort 0.2 s later. The
     rollback grew the stable to 8 while its status still counted 2 pods of the scale-down
     being deleted; once spec.replicas was 8 the cap no longer hid them, the canary went to 1
     and 5 pods served under a floor of 6. The pods themselves are counted now."""
-    api, clock = FakeApi(), FakeClock()
-    api.add("ml", stable_body(8))
-    polls = {"n": 0, "armed": False}
 
-    async def sleep(seconds: float) -> None:
-        if polls["armed"]:
-            polls["n"] += 1
-            stable = api.deployments[("ml", "fraud")]
-            if polls["n"] == 3:  # the ReplicaSet's status catches up: the leaving pods are gone from it
-                stable["status"]["availableReplicas"] -= api.leaving.pop("fraud", 0)
-                api.record_serving()
-            elif polls["n"] > 3:
-                api.become_ready("fraud")
-        await clock.sleep(seconds)
+    def on_poll(api: FakeApi, n: int) -> None:
+        stable = api.deployments[("ml", "fraud")]
+        if n == 3:  # the ReplicaSet's status catches up: the leaving pods are gone from it
+            stable["status"]["availableReplicas"] -= api.leaving.pop("fraud", 0)
+            api.record_serving()
+        elif n > 3:
+            api.become_ready("fraud")
 
-    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    api, ex, polls = executor_with_armed_polls(on_poll)
     s = spec(image="fraud:v2")
     asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus()))
     target = rollout_target("ml", s, 8)
@@ -518,18 +530,11 @@ def test_a_step_never_shrinks_a_stable_still_rolling_back_to_its_recorded_templa
 
 
 def test_a_retry_moves_no_traffic_before_the_stable_has_rolled_back_to_its_recorded_template() -> None:
-    api, clock = FakeApi(), FakeClock()
-    api.add("ml", stable_body(8))
-    polls = {"n": 0, "armed": False}
+    def on_poll(api: FakeApi, n: int) -> None:
+        if n == 3:  # the challenger's ReplicaSet is gone: rolled back at 2 pods
+            api.deployments[("ml", "fraud")]["status"].update(replicas=2, updatedReplicas=2, availableReplicas=2)
 
-    async def sleep(seconds: float) -> None:
-        if polls["armed"]:
-            polls["n"] += 1
-            if polls["n"] == 3:  # the challenger's ReplicaSet is gone: rolled back at 2 pods
-                api.deployments[("ml", "fraud")]["status"].update(replicas=2, updatedReplicas=2, availableReplicas=2)
-        await clock.sleep(seconds)
-
-    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=sleep)  # type: ignore[arg-type]
+    api, ex, polls = executor_with_armed_polls(on_poll)
     s = spec(image="fraud:v2")
     record = asyncio.run(ex.start_rollout("ml", s, ModelRolloutStatus())).stable  # type: ignore[union-attr]
     asyncio.run(ex.apply_weight(rollout_target("ml", s, 8), RouterKind.REPLICAS, 100))
