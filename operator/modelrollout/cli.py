@@ -8,6 +8,7 @@ with a message naming the field on invalid input (a rollout, snapshot or status)
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # the operator's modules load only for ``run``: evaluate and 
     from .wiring import OperatorConfig
 
 EXIT_INVALID = 2
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def _fail(message: str) -> NoReturn:
@@ -308,19 +310,32 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
 @click.option("--default-profile", envvar="MODELROLLOUT_DEFAULT_PROFILE", default="balanced", show_default=True,
               type=click.Choice([p.value for p in Profile]),
               help="threshold profile of rollouts whose spec.analysis.profile is unset")
+@click.option("--shards", is_flag=True, envvar="MODELROLLOUT_SHARDS",
+              help="split the rollouts among all replicas by Leases instead of one replica acting "
+                   "(docs/operator.md#sharding); implies no kopf peering")
+@click.option("--shard-group", default="modelrollout", show_default=True, envvar="MODELROLLOUT_SHARD_GROUP",
+              help="with --shards: the group's name (its Leases carry the label modelrollout.io/shard-group)")
+@click.option("--shard-namespace", default="default", show_default=True, envvar="POD_NAMESPACE",
+              help="with --shards: the namespace of the group's Leases (in a pod: its own, from POD_NAMESPACE)")
+@click.option("--identity", default=None, help="with --shards: this replica's name in the group "
+                                                "(default: POD_NAME or the host name, plus a random suffix)")
 def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
         webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str, liveness: str | None,
-        log_level: str, default_profile: str) -> None:
+        log_level: str, default_profile: str, shards: bool, shard_group: str, shard_namespace: str,
+        identity: str | None) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     from .wiring import run as run_operator
 
     run_operator(operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
-                                 standalone, peering_name, liveness, log_level, default_profile))
+                                 standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
+                                 shard_namespace, identity))
 
 
 def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
                     webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str,
-                    liveness: str | None, log_level: str, default_profile: str) -> OperatorConfig:
+                    liveness: str | None, log_level: str, default_profile: str, shards: bool = False,
+                    shard_group: str = "modelrollout", shard_namespace: str = "default",
+                    identity: str | None = None) -> OperatorConfig:
     """``run``'s options as the operator's configuration, with logging set up on the way
     (a function of its own so a test entry point can run the operator with the same options)."""
     import logging
@@ -333,7 +348,15 @@ def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_po
                             standalone=standalone, peering_name=peering_name, liveness_endpoint=liveness,
                             default_profile=default_profile)
     if priority is not None:
+        if shards:
+            _fail("--priority orders kopf peering; with --shards every replica acts on its own share: drop one")
         config.priority = priority
+    if shards and not LABEL_VALUE.fullmatch(shard_group):
+        _fail(f"--shard-group: {shard_group!r} is not a Kubernetes label value (at most 63 letters, digits, "
+              "'-', '_' or '.', starting and ending with a letter or digit)")
+    config.shards, config.shard_group, config.shard_namespace = shards, shard_group, shard_namespace
+    if identity:
+        config.identity = identity
     return config
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from .adapters.metrics.base import MetricsSource, SnapshotRequest
+from .acting import acting_for
 from .adapters.notifiers.base import Notifier
 from .api.manifests import ManifestError, parse_spec
 from .api.models import DecisionAction, DecisionPath, KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
@@ -41,7 +42,7 @@ from .core.observations import (
 )
 from .core.records import set_condition
 from .core.snapshot import CanaryHealth, Health, Snapshot
-from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError, UnreadableStatus
+from .errors import InvalidSpec, MetricsUnavailable, ModelRolloutError, NotShardOwner, UnreadableStatus
 from .telemetry import OperatorMetrics
 
 log = logging.getLogger("modelrollout.controller")
@@ -103,6 +104,10 @@ class Controller:
     build_request: RequestBuilder
     default_profile: str | None = None
     """``--default-profile``: the profile of rollouts whose spec names none."""
+    may_act: Callable[[RolloutRef], bool] = lambda ref: True
+    """Whether this replica may write the rollout's status and act on its cluster objects now:
+    always, except with ``--shards`` (``ShardMembership.owns``). Asked before every status
+    write and every action, so a replica that loses a rollout mid-reconcile stops at once."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def parse(self, body: Mapping[str, Any]) -> ModelRolloutSpec:
@@ -129,6 +134,8 @@ class Controller:
 
     async def signal(self, ref: RolloutRef, signal: CriticalSignal) -> bool:
         """A critical breach from outside the tick (fast path, pod watch). True if it acted."""
+        if not self.may_act(ref):
+            return False
         async with self.lock_for(ref):
             body = await self.read_rollout(ref)
             if body is None:
@@ -144,6 +151,14 @@ class Controller:
             return True
 
     # ------------------------------------------------------------------ internals
+
+    def _check_owner(self, ref: RolloutRef) -> None:
+        if not self.may_act(ref):
+            raise NotShardOwner(f"{ref.namespace}/{ref.name} belongs to another replica now (--shards)")
+
+    async def _write(self, ref: RolloutRef, status: dict[str, Any] | None) -> None:
+        self._check_owner(ref)
+        await self.write_status(ref, status)
 
     def _spec_or_none(self, body: Mapping[str, Any]) -> ModelRolloutSpec | None:
         try:
@@ -264,7 +279,7 @@ class Controller:
     async def _persist(self, ref: RolloutRef, before: ModelRolloutStatus, transition: Transition) -> None:
         after = transition.status
         if after != before:
-            await self.write_status(ref, _status_dict(after))
+            await self._write(ref, _status_dict(after))
         self._record_telemetry(ref, transition)
 
     def _record_telemetry(self, ref: RolloutRef, transition: Transition) -> None:
@@ -285,6 +300,14 @@ class Controller:
 
     async def _execute(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
                        action: Action) -> Observation | None:
+        """One action, every Kubernetes call of which first asks ``may_act`` (``acting.py``):
+        a promotion that waits minutes for pods stops at its next call once the shard moved."""
+        self._check_owner(ref)
+        with acting_for(lambda: self.may_act(ref)):
+            return await self._execute_owned(ref, spec, status, action)
+
+    async def _execute_owned(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                             action: Action) -> Observation | None:
         ns = ref.namespace
         if isinstance(action, EmitEvent):
             await _best_effort(self.events.emit(ref, action), "event")
@@ -319,7 +342,7 @@ class Controller:
             "message": message,
             "conditions": set_condition(list(status.conditions), "Ready", True, "SpecValid", "spec is valid", now),
         })
-        await self.write_status(ref, _status_dict(new))
+        await self._write(ref, _status_dict(new))
         return new
 
     async def _unreadable_status(self, ref: RolloutRef, body: Mapping[str, Any], problems: str) -> None:
@@ -341,7 +364,7 @@ class Controller:
                 continue
         conditions = set_condition(kept, "Ready", False, "UnreadableStatus", message, self.clock.now())
         log.error("%s/%s: %s", ref.namespace, ref.name, message)
-        await self.write_status(ref, {"message": message,
+        await self._write(ref, {"message": message,
                                       "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions]})
         await _best_effort(self.events.emit(ref, EmitEvent(EventType.WARNING, "UnreadableStatus", message)), "event")
 
@@ -356,7 +379,7 @@ class Controller:
             "observed_generation": generation, "message": f"invalid spec: {message}",
             "conditions": set_condition(list(status.conditions), "Ready", False, "InvalidSpec", message, now),
         })
-        await self.write_status(ref, _status_dict(new))
+        await self._write(ref, _status_dict(new))
         await _best_effort(self.events.emit(ref, EmitEvent(EventType.WARNING, "InvalidSpec", message)), "event")
 
 

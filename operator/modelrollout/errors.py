@@ -35,6 +35,14 @@ class ClusterUnavailable(ModelRolloutError):
     """The API server failed or timed out; retry with backoff."""
 
 
+class NotShardOwner(Exception):
+    """With ``--shards``: the rollout belongs to another replica now; this one stops before
+    its next write (docs/operator.md#sharding).
+
+    Deliberately not a :class:`ModelRolloutError`: the adapters' handlers that tolerate a
+    cluster error and carry on must not carry on past this one."""
+
+
 class UnsafeLabelValue(InvalidSpec):
     """A value from a spec would not be safe inside a PromQL label matcher."""
 

@@ -107,6 +107,12 @@ class FastPathLoop:
         self.watched.pop(uid, None)
         self.active.discard(uid)
 
+    def drop_body(self, uid: str) -> None:
+        """Let go of a rollout's body without forgetting that its daemon runs here (--shards:
+        another replica's rollout costs no parsing and no memory; its next body, once it is
+        ours again, is observed as usual)."""
+        self.watched.pop(uid, None)
+
     def activate(self, uid: str) -> None:
         """This process drives the rollout (its daemon runs here): check it."""
         self.active.add(uid)

@@ -53,6 +53,14 @@ class OperatorMetrics:
         self.fast_path_rollouts = Gauge("modelrollout_fast_path_rollouts",
                                         "rollouts checked by the last fast-path cycle", registry=r)
 
+        self.shard_members = Gauge("modelrollout_shard_members",
+                                   "replicas of the shard group whose Lease lives, as this replica sees them (--shards)",
+                                   registry=r)
+        self.shard_acting = Gauge("modelrollout_shard_acting",
+                                  "1 while this replica may act (its Lease renewed, its join grace over), else 0",
+                                  registry=r)
+        self.shard_rollouts = Gauge("modelrollout_shard_rollouts", "rollouts this replica drives now", registry=r)
+
         self.operator_errors = Counter(
             "modelrollout_operator_errors_total",
             "defects of the operator itself (exceptions that are neither the cluster's nor Prometheus'), by where",

@@ -26,6 +26,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from .adapters.kube import KubeExecutor
+from .adapters.kubeapi import KubeApi
+from .adapters.leases import KubeLeases
 from .adapters.metrics.batching import PrometheusRouter
 from .adapters.metrics.request import SnapshotRequest
 from .adapters.notifiers.events import EventRecorder
@@ -37,8 +39,12 @@ from .controller import Controller, Executor, RolloutRef
 from .core.windows import fast_path_windows, plan_windows
 from .fast_path_loop import FastPathLoop
 from .handlers import make_registry
+from .shard_membership import ShardMembership, default_identity
 from .startup import KubeStartupApi, StartupWatch, prepare
 from .telemetry import OperatorMetrics
+
+LEASE_REQUEST_TIMEOUT_SECONDS = 2.0
+"""A Lease renewal or list slower than this fails the round (the fence counts from its start)."""
 
 API_THREADS = 32
 """Threads of the loop's default executor, where every Kubernetes API call runs, and
@@ -54,6 +60,8 @@ class Operator:
 
     controller: Controller
     fast_path: FastPathLoop
+    shards: ShardMembership | None = None
+    """This replica's membership of the shard group (``--shards``); None: it drives every rollout."""
 
 
 @dataclass
@@ -72,6 +80,11 @@ class OperatorConfig:
     peering_lifetime_seconds: int = 10
     """How long a replica's peering record counts without a refresh (kopf's default is 60 s):
     a SIGKILLed acting replica is replaced by the next one within about this long."""
+    shards: bool = False
+    """``--shards``: replicas split the rollouts by Leases instead of one acting (docs/operator.md#sharding)."""
+    shard_group: str = "modelrollout"
+    shard_namespace: str = "default"
+    identity: str = field(default_factory=default_identity)
 
 
 def api_client() -> k8s.ApiClient:
@@ -131,7 +144,15 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
         default_profile=config.default_profile,
     )
     fast_path = FastPathLoop(controller, metrics.batch_source, fast_path_request, clock, telemetry)
-    return Operator(controller=controller, fast_path=fast_path)
+    shards = None
+    if config.shards:
+        lease_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-leases")  # never behind rollouts' calls
+        leases = KubeLeases(KubeApi(api, request_timeout=LEASE_REQUEST_TIMEOUT_SECONDS, executor=lease_threads),
+                            config.shard_namespace, config.shard_group)
+        shards = ShardMembership(leases, config.identity, clock.now, telemetry=telemetry)
+        membership = shards
+        controller.may_act = lambda ref: membership.owns(ref.namespace, ref.name)
+    return Operator(controller=controller, fast_path=fast_path, shards=shards)
 
 
 class QuietEventHandlers(logging.Filter):
@@ -161,7 +182,7 @@ def run(config: OperatorConfig, *, wrap_executor: ExecutorHook | None = None) ->
     clock = SystemClock()
     api = KubeStartupApi(api_client())
     report = prepare(api, peering_name=config.peering_name, namespaces=config.namespaces,
-                     standalone=config.standalone, clock=clock, sleep=time.sleep)
+                     standalone=config.standalone, clock=clock, sleep=time.sleep, sharded=config.shards)
     if report.peering.standalone and not config.standalone:
         config = replace(config, standalone=True)  # the peering CRD is not installed: nobody to peer with
     watch = StartupWatch(api, report, clock)

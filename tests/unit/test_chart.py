@@ -223,3 +223,26 @@ def test_metrics_disabled_drops_the_port_and_service():
     assert [p["name"] for p in container["ports"]] == ["health"]
     assert "--metrics-port=0" in container["command"]
     assert not [d for d in docs if d["kind"] in ("Service", "ServiceMonitor")]
+
+
+def test_sharding_runs_every_replica_with_shards_and_grants_leases_only_in_the_release_namespace():
+    docs = render("--set", "sharding.enabled=true", "--set", "replicas=3")
+    deployment = one(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert "--shards" in container["command"]
+    from modelrollout.cli import run
+    assert "--shards" in {opt for param in run.params for opt in param.opts}
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-shards"))
+    assert role["metadata"]["namespace"] == "modelrollout-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["list", "create", "patch", "delete"]}]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("-shards"))
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Deletes are granted on Leases, in that Role, and nowhere else.
+    others = [r for d in docs if d["kind"] in ("ClusterRole", "Role") and d is not role for r in d.get("rules") or []]
+    assert not any("delete" in r["verbs"] for r in others)
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), "--set", "sharding.enabled=true").stdout

@@ -311,3 +311,15 @@ def test_replay_from_prometheus_refuses_a_bad_window_naming_the_option(args: tup
     result = cli("replay", "-f", REPLAY_ROLLOUT, *args)
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr, result.stderr
+
+
+def test_run_refuses_shard_options_that_cannot_work() -> None:
+    from click.testing import CliRunner
+
+    from modelrollout.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--shards", "--priority", "5", "--metrics-port", "0"])
+    assert result.exit_code == 2 and "--priority" in result.output and "--shards" in result.output
+    result = runner.invoke(main, ["run", "--shards", "--shard-group", "ml platform!", "--metrics-port", "0"])
+    assert result.exit_code == 2 and "--shard-group: 'ml platform!' is not a Kubernetes label value" in result.output

@@ -118,3 +118,30 @@ def test_an_unusable_query_override_is_invalid_before_anything_starts() -> None:
     writes = [payload for kind, payload in rec.calls if kind == "status"]
     assert writes and "invalid spec: spec.analysis.queries.p99" in writes[-1]["message"]
     assert not [name for kind, name in rec.calls if kind == "acted"]  # no canary, no weight
+
+
+def test_a_replica_that_loses_the_rollout_mid_reconcile_stops_before_its_next_write_or_action() -> None:
+    """--shards: ``may_act`` is asked before every status write and every action, so a
+    replica whose shard moved on stops at once (docs/operator.md#sharding)."""
+    import pytest
+
+    from modelrollout.errors import NotShardOwner
+
+    fresh = body()
+    fresh["status"] = {}
+    answers = iter([True])  # owner for the first write only
+    rec = Recorder()
+    c = controller(fresh, rec)
+    c.may_act = lambda ref: next(answers, False)
+    with pytest.raises(NotShardOwner, match="ml/fraud belongs to another replica"):
+        asyncio.run(c.reconcile(RolloutRef("ml", "fraud", "uid-1")))
+    assert [kind for kind, _ in rec.calls] == ["status"], rec.calls  # the intent, then nothing acted
+
+    rec = Recorder()
+    c = controller(body(), rec)
+    c.may_act = lambda ref: False
+    from modelrollout.api.models import DecisionPath
+    from modelrollout.core.observations import CriticalSignal
+    assert asyncio.run(c.signal(RolloutRef("ml", "fraud", "uid-1"),
+                                CriticalSignal(DecisionPath.FAST_PATH, "latency", "p95 9ms"))) is False
+    assert rec.calls == []

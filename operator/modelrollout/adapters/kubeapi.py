@@ -23,9 +23,11 @@ ModelRollout reads and status writes) uses it too:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -33,6 +35,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from ..acting import ensure_may_act, write_in_flight
 from ..errors import ClusterConflict, ClusterUnavailable
 
 log = logging.getLogger("modelrollout.kube")
@@ -107,9 +110,13 @@ class KubeApi:
     paths of the Kubernetes API.
     """
 
-    def __init__(self, api_client: ApiClient, request_timeout: float = 10.0) -> None:
+    def __init__(self, api_client: ApiClient, request_timeout: float = 10.0,
+                 executor: ThreadPoolExecutor | None = None) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
+        self.executor = executor
+        """Threads for the calls; None: the loop's default executor (a pool of its own keeps
+        the shard group's Lease rounds from queueing behind the rollouts' calls)."""
 
     # ----------------------------------------------------------------- generic verbs
 
@@ -131,9 +138,22 @@ class KubeApi:
 
     async def request(self, method: str, path: str, what: str, *, query: list[tuple[str, str]] | None = None,
                       body: Any = None, content_type: str = "application/json") -> Json:
-        """One call in a worker thread; client errors come back as the package's errors."""
+        """One call in a worker thread; client errors come back as the package's errors.
+
+        Inside an action, only while this replica may still act for its rollout
+        (``acting.ensure_may_act``, --shards)."""
+        ensure_may_act(what)
+        writes = method != "GET"
+
+        def call() -> Json:
+            if not writes:
+                return self._request_sync(method, path, query, body, content_type)
+            with write_in_flight():
+                return self._request_sync(method, path, query, body, content_type)
+
         try:
-            return await asyncio.to_thread(self._request_sync, method, path, query, body, content_type)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise translate(exc, what) from exc
 

@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from ..acting import write_in_flight
 from ..api.models import API_GROUP, API_VERSION, PLURAL
 from .kubeapi import translate
 
@@ -40,9 +41,13 @@ class RolloutStore:
             raise translate(exc, f"ModelRollout {ref.namespace}/{ref.name}") from None
 
     async def write_status(self, ref: Any, status: dict[str, Any] | None) -> None:
+        def patch() -> None:
+            with write_in_flight():  # a clean stop with --shards waits for it (acting.py)
+                self._custom.patch_namespaced_custom_object_status(
+                    API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name, {"status": status},
+                    _request_timeout=self._timeout)
+
         try:
-            await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, ref.namespace, PLURAL,
-                ref.name, {"status": status}, _request_timeout=self._timeout)
+            await asyncio.to_thread(patch)
         except (ApiException, HTTPError, OSError) as exc:
             raise translate(exc, f"status of ModelRollout {ref.namespace}/{ref.name}") from None

@@ -82,11 +82,12 @@ def check_startup(api: StartupApi, kind: PeeringKind, objects: Sequence[PeeringO
 
 
 def prepare(api: StartupApi, *, peering_name: str, namespaces: Sequence[str], standalone: bool, clock: Clock,
-            sleep: Callable[[float], None]) -> StartupReport:
-    """What ``modelrollout run`` calls before ``kopf.run``: ``--standalone`` only checks the
-    ModelRollout CRD; otherwise ``check_startup`` for the peering objects of ``namespaces``."""
-    if standalone:
-        report = StartupReport(requested_standalone(), api.crd(ROLLOUT_CRD))
+            sleep: Callable[[float], None], sharded: bool = False) -> StartupReport:
+    """What ``modelrollout run`` calls before ``kopf.run``: ``--standalone`` (and ``--shards``,
+    which coordinates by Leases, not by kopf peering) only checks the ModelRollout CRD;
+    otherwise ``check_startup`` for the peering objects of ``namespaces``."""
+    if standalone or sharded:
+        report = StartupReport(requested_standalone(sharded), api.crd(ROLLOUT_CRD))
         problem = rollout_crd_problem(report.rollout_crd)
         if problem:
             log.warning("%s", problem)

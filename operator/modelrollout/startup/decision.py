@@ -76,7 +76,10 @@ class PeeringDecision:
         return f"{'standalone' if self.standalone else 'ok'}: {self.reason}"
 
 
-def requested_standalone() -> PeeringDecision:
+def requested_standalone(sharded: bool = False) -> PeeringDecision:
+    if sharded:
+        return PeeringDecision(PeeringState.STANDALONE, "--shards: no kopf peering; the replicas split the rollouts "
+                                                        "by Leases (docs/operator.md#sharding)")
     return PeeringDecision(PeeringState.STANDALONE, "--standalone: no peering, this replica acts alone")
 
 
