@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from .adapters.metrics.base import MetricsSource, SnapshotRequest
 from .acting import acting_for
+from .adapters.metrics.base import MetricsSource, SnapshotRequest
 from .adapters.notifiers.base import Notifier
 from .api.manifests import ManifestError, parse_spec
 from .api.models import DecisionAction, DecisionPath, KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase

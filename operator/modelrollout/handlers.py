@@ -141,7 +141,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
             while not stopped:
                 # Read before anything else: a change of the group while we reconcile must wake the wait below.
                 group_change = shards.change() if shards is not None else None
-                if shards is not None and group_change is not None and not shards.owns(namespace, name):
+                if shards is not None and not shards.owns(namespace, name):
                     # Another replica's rollout (--shards): no fast path, no reconcile; look
                     # again when the group changes (the watch does not wake it meanwhile).
                     if driving:
