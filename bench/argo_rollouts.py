@@ -289,7 +289,17 @@ def latency_query(namespace: str, window: str = LATENCY_WINDOW, deployment: str 
             f'{{namespace="{namespace}",deployment="{deployment}"}}[{window}]))) * 1000')
 
 
-def analysis_template(namespace: str, prometheus_url: str, window: str, critical_ms: float) -> dict[str, Any]:
+def first_samples_query(namespace: str, deployment: str = CANARY_LABEL) -> str:
+    """The p95 of every request the deployment's pods have counted, in milliseconds: the
+    breach's visibility for a canary slow from its first request, true from the first
+    scrape of its pods on (``latency_query``'s ``rate()`` needs two scrapes of a series).
+    The same end point on both sides of the comparison (bench/bench_reaction.py)."""
+    return (f'histogram_quantile(0.95, sum by (le) (model_request_duration_seconds_bucket'
+            f'{{namespace="{namespace}",deployment="{deployment}"}})) * 1000')
+
+
+def analysis_template(namespace: str, prometheus_url: str, window: str, critical_ms: float,
+                      interval: str = "5s") -> dict[str, Any]:
     """Background analysis on the same query and bound as our latency condition.
 
     ``len(result) > 0 &&`` keeps an empty answer (the canary's first seconds, before
@@ -302,7 +312,7 @@ def analysis_template(namespace: str, prometheus_url: str, window: str, critical
         "metadata": {"name": f"{ROLLOUT}-latency", "namespace": namespace},
         "spec": {"metrics": [{
             "name": "latency-p95",
-            "interval": "5s",
+            "interval": interval,
             "failureLimit": 0,
             "failureCondition": f"len(result) > 0 && result[0] > {critical_ms}",
             "provider": {"prometheus": {"address": prometheus_url,
@@ -347,6 +357,7 @@ class ArgoTrial:
     to_no_pods: float  # ... and no canary pod left that is not being deleted: "the canary has 0 pods"
     aborted: bool
     message: str
+    queries_per_second: float = 0.0  # Argo's measurements (one query each) per second of its AnalysisRun
 
 
 class _Scene:
@@ -396,15 +407,22 @@ class _Scene:
 
 
 def _bring_up_canary(cluster: Cluster, ns: str, window: str, critical_ms: float,
-                     replicas: int, timeout: float) -> tuple[_Scene, str]:
+                     replicas: int, timeout: float, interval: str = "5s",
+                     degrade_from_start: SimulatorClient | None = None) -> tuple[_Scene, str]:
     """Create the Rollout at v1, update it to v2 and wait until the canary serves 25 %
-    with analysis running and a healthy p95 visible. Returns the canary's pod hash."""
+    with analysis running and a healthy p95 visible. Returns the canary's pod hash.
+
+    ``degrade_from_start``: the canary is slow from its first request (its behaviour is
+    set on this simulator before the update) and nothing is waited for after the update
+    but the canary's ReplicaSet: the trial times the breach from the step's start."""
     scene = _Scene(cluster, ns)
-    cluster.apply(analysis_template(ns, cluster.prometheus_url, window, critical_ms))
+    cluster.apply(analysis_template(ns, cluster.prometheus_url, window, critical_ms, interval))
     cluster.apply(rollout(ns, replicas=replicas))
     cluster.wait_for(lambda: (lambda st: st.get("phase") == "Healthy" and st.get("availableReplicas") == replicas)(
         scene.status()), timeout=timeout, interval=0.3, message=f"Rollout {ns}/{ROLLOUT} Healthy at v1")
     stable_hash = scene.status()["stableRS"]
+    if degrade_from_start is not None:
+        degrade_from_start.set_behaviour(ns, CANARY_LABEL, latency_ms=dict(DEGRADED_LATENCY_MS))
     cluster.custom.patch_namespaced_custom_object(
         ARGO_GROUP, ARGO_VERSION, ns, "rollouts", ROLLOUT,
         {"spec": {"template": {"spec": {"containers": [{"name": "server", "image": CANARY_IMAGE}]}}}})
@@ -414,6 +432,8 @@ def _bring_up_canary(cluster: Cluster, ns: str, window: str, critical_ms: float,
         return h if h and h != stable_hash else None
 
     chash = cluster.wait_for(canary_hash, timeout=30, interval=0.2, message="canary ReplicaSet")
+    if degrade_from_start is not None:
+        return scene, chash
     want = replicas * CANARY_WEIGHT // 100
     cluster.wait_for(lambda: scene.ready_pods(chash) == want and scene.status().get("currentStepIndex") == 1,
                      timeout=timeout, interval=0.3, message=f"{want} ready canary pods, paused at 25 %")
@@ -427,18 +447,26 @@ def _bring_up_canary(cluster: Cluster, ns: str, window: str, critical_ms: float,
 
 def argo_reaction_detail(cluster: Cluster, namespace_prefix: str = "bench-argo", *, window: str = LATENCY_WINDOW,
                          critical_ms: float = CRITICAL_P95_MS, replicas: int = REPLICAS, rps: float = SERVICE_RPS,
-                         argo_dir: Path | None = None, timeout: float = 180.0) -> ArgoTrial:
-    """One reaction trial with both end points (see ArgoTrial); cleans up after itself."""
+                         argo_dir: Path | None = None, timeout: float = 180.0, interval: str = "5s",
+                         at_start: bool = False) -> ArgoTrial:
+    """One reaction trial with both end points (see ArgoTrial); cleans up after itself.
+
+    ``interval``: the AnalysisTemplate's measurement interval. ``at_start``: the canary
+    is slow from its first request (the breach comes with the step) instead of degraded
+    once it has served healthy for a while."""
     argo_dir = argo_dir or ensure_built()
     install_crds(cluster, argo_dir)
     ns = fresh_namespace(cluster, namespace_prefix)
     controller = ArgoController(cluster, ns, argo_dir)
     try:
         with argo_simulator(cluster, ns, rps) as sim, controller:
-            scene, chash = _bring_up_canary(cluster, ns, window, critical_ms, replicas, timeout)
-            query = latency_query(ns, window)
-            sim.set_behaviour(ns, CANARY_LABEL, latency_ms=dict(DEGRADED_LATENCY_MS))
+            scene, chash = _bring_up_canary(cluster, ns, window, critical_ms, replicas, timeout, interval,
+                                            degrade_from_start=sim if at_start else None)
+            query = first_samples_query(ns) if at_start else latency_query(ns, window)
+            if not at_start:
+                sim.set_behaviour(ns, CANARY_LABEL, latency_ms=dict(DEGRADED_LATENCY_MS))
             visible = scaled = gone = None
+            up = not at_start  # at the step's start the canary has no replicas yet: 0 means "not up"
             deadline = time.monotonic() + timeout
             # Each end point is stamped when its probe returns true, as bench_reaction's
             # poll_until does for ours.
@@ -447,7 +475,9 @@ def argo_reaction_detail(cluster: Cluster, namespace_prefix: str = "bench-argo",
                     value = cluster.prom_scalar(query)
                     if value is not None and value > critical_ms:
                         visible = time.monotonic()
-                if scaled is None and scene.rs_replicas(chash) == 0:
+                replicas_now = scene.rs_replicas(chash)
+                up = up or replicas_now > 0
+                if up and scaled is None and replicas_now == 0:
                     scaled = time.monotonic()
                 if scaled is not None and gone is None and scene.pods(chash) == 0:
                     gone = time.monotonic()
@@ -457,7 +487,7 @@ def argo_reaction_detail(cluster: Cluster, namespace_prefix: str = "bench-argo",
                                    f"scaled={scaled} gone={gone}\n{controller.log_tail()}")
             st = scene.status()
             return ArgoTrial(ns, scaled - visible, gone - visible, bool(st.get("abort")),
-                             str(st.get("message") or ""))
+                             str(st.get("message") or ""), measurement_rate(scene.analysis_runs()))
     finally:
         controller.stop()
         _delete_namespace(cluster, ns)
@@ -506,6 +536,28 @@ def argo_healthy_check(cluster: Cluster, seconds: float = 60.0, namespace_prefix
     finally:
         controller.stop()
         _delete_namespace(cluster, ns)
+
+
+def measurement_rate(runs: list[dict[str, Any]]) -> float:
+    """Measurements (one Prometheus query each) per second over the AnalysisRuns' lives,
+    from their own status: each run's start to its last measurement's end (Argo keeps
+    only the latest measurements, but counts them all)."""
+    count, seconds = 0, 0.0
+    for run in runs:
+        st = run.get("status") or {}
+        ends = [_epoch(x["finishedAt"]) for m in st.get("metricResults") or []
+                for x in m.get("measurements") or [] if x.get("finishedAt")]
+        if not st.get("startedAt") or not ends:
+            continue
+        count += sum(int(m.get("count") or 0) + int(m.get("error") or 0) for m in st.get("metricResults") or [])
+        seconds += max(ends) - _epoch(st["startedAt"])
+    return count / seconds if seconds > 0 else 0.0
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _delete_namespace(cluster: Cluster, ns: str) -> None:

@@ -4,21 +4,34 @@ On the local cluster with the simulator, a canary at 25 % of 20 pods has its lat
 degraded past the critical bound. We time from the breach being *visible in Prometheus*
 (the condition's own PromQL: p95 over the latency window, above the critical bound,
 polled every 50 ms) to the canary having 0 pods (replicas router) or weight 0 on the
-HTTPRoute (gatewayAPI router):
+HTTPRoute (gatewayAPI router). Two kinds of breach:
 
-* ours at analysis intervals 5 s and 30 s, both routers (the fast path should make the
-  interval irrelevant);
+* **late in a step**: the canary serves healthy until its step is older than the latency
+  window, then degrades;
+* **at the step's start**: the canary is slow from its first request (degraded before
+  the rollout is applied); our fast path reads exact counts since the step began
+  (docs/design.md#fast-path).
+
+Rows:
+
+* ours at analysis intervals 5 s and 30 s, both routers, late breaches (the fast path
+  should make the interval irrelevant); ours at the last interval, replicas router,
+  breach at the step's start;
 * ours on an OOMKilled canary pod: from the pod's OOMKilled status in the apiserver to
-  the canary at 0 pods (the pod watch);
+  the canary at 0 pods (the pod watch), the same end point as the latency rows;
 * Argo Rollouts v1.10.1 (built from its Go module by ``e2e/build_argo.sh``) on the same
-  query and threshold: basic canary of 20 replicas, background analysis every 5 s,
-  ``failureLimit: 0`` (``bench/argo_rollouts.py``);
+  query and threshold: basic canary of 20 replicas, background analysis every 1 s and
+  every 5 s, ``failureLimit: 0`` (``bench/argo_rollouts.py``), both kinds of breach;
+* beside each reaction, the Prometheus queries per second its controller sent during the
+  trial (ours: the operator's ``modelrollout_prometheus_queries_total``; Argo: its
+  AnalysisRuns' measurement count over their lifetime, one query each);
 * query load: Prometheus queries per second by path (tick / fastPath) with 1, 10 and
   100 rollouts at 25 %, from the operator's own ``modelrollout_prometheus_queries_total``.
 
-Also counted: rollbacks taken by the fast path on healthy rollouts during the run (the
-target is zero). Needs the local cluster (``make cluster-up``); prints a Markdown report
-and writes it to ``bench/results/reaction.md``.
+Trials that do not finish are counted in the ``failed`` column, never dropped. Also
+counted: rollbacks taken by the fast path on healthy rollouts during the run (the target
+is zero). Needs the local cluster (``make cluster-up``); prints a Markdown report and
+writes it to ``bench/results/reaction.md``.
 """
 
 from __future__ import annotations
@@ -44,6 +57,8 @@ from e2e.harness.cluster import Cluster  # noqa: E402
 from e2e.harness.manifests import gpu_deployment, http_route, rollout_manifest  # noqa: E402
 from e2e.harness.operator_process import OperatorProcess, delete_rollouts, install_crds  # noqa: E402
 from e2e.harness.scenario import RolloutScenario  # noqa: E402
+
+from bench.argo_rollouts import first_samples_query  # noqa: E402
 
 LATENCY_WINDOW = "60s"          # the latency condition's window in these rollouts, and the query's
 CRITICAL_P95_MS = 6.0           # balanced: p95 bound 3 ms × critical factor 2
@@ -79,6 +94,13 @@ def operator_counters(op: OperatorProcess) -> dict[tuple[str, frozenset[tuple[st
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out
+
+
+def _counters_if_up(op: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+    try:
+        return operator_counters(op)
+    except OSError:  # the metrics endpoint is not listening yet
+        return None
 
 
 def counter(values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -117,20 +139,24 @@ class Trial:
     seconds: float
     path: str
     trigger: str
+    queries_per_second: float | None = None  # Prometheus queries the controller sent, per second of the trial
 
 
 @dataclass
 class Series:
     label: str
     trials: list[Trial] = field(default_factory=list)
+    failed: int = 0  # trials that did not finish (timed out or broke): counted, never dropped silently
 
     def row(self) -> str:
         times = [t.seconds for t in self.trials]
+        qps = [t.queries_per_second for t in self.trials if t.queries_per_second is not None]
+        rate = f"{statistics.median(qps):.2f}" if qps else "–"
         if not times:
-            return f"| {self.label} | 0 | – | – | – | – |"
+            return f"| {self.label} | 0 | {self.failed} | – | – | – | {rate} | – |"
         paths = ", ".join(sorted({t.path for t in self.trials}))
-        return (f"| {self.label} | {len(times)} | {statistics.median(times):.2f} s | {min(times):.2f} s | "
-                f"{max(times):.2f} s | {paths} |")
+        return (f"| {self.label} | {len(times)} | {self.failed} | {statistics.median(times):.2f} s | "
+                f"{min(times):.2f} s | {max(times):.2f} s | {rate} | {paths} |")
 
     @property
     def median(self) -> float:
@@ -140,7 +166,10 @@ class Series:
 # ------------------------------------------------------------------------------- ours
 
 
-def latency_trial(cluster: Cluster, interval: str, router: str) -> Trial:
+def latency_trial(cluster: Cluster, interval: str, router: str, at_start: bool = False) -> Trial:
+    """One breach: late in a step (the canary degraded once its step is older than the
+    latency window) or, ``at_start``, a canary slow from its first request (degraded
+    before the rollout is applied, so the breach comes with the first step)."""
     ns = fresh_namespace(cluster, f"bench-{router.lower()}")
     op = OperatorProcess(cluster, ns, name="reaction").start()
     try:
@@ -151,8 +180,6 @@ def latency_trial(cluster: Cluster, interval: str, router: str) -> Trial:
             cluster.apply(http_route(route, ns, {"fraud": 100, "fraud-canary": 0}))
             extra["traffic"] = {"router": "gatewayAPI", "httpRoute": {"name": route}}
         s = RolloutScenario(cluster, ns, replicas=TOTAL_PODS, router=router, http_route=route)
-        s.apply(bench_rollout(s.name, ns, s.stable, s.canary, interval, **extra))
-        s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=120, message="analysing")
 
         def canary_weight() -> int:
             obj = cluster.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes",
@@ -160,27 +187,58 @@ def latency_trial(cluster: Cluster, interval: str, router: str) -> Trial:
             refs = {b["name"]: b.get("weight", 1) for b in obj["spec"]["rules"][0]["backendRefs"]}
             return int(refs.get(s.canary, 0))
 
-        if router == "gatewayAPI":
-            cluster.wait_for(lambda: canary_weight() == 25, timeout=30, message="canary at 25% on the route")
-            at_zero = lambda: canary_weight() == 0  # noqa: E731
+        up = not at_start  # at the step's start the canary is not up yet: 0 means "not up", not "rolled back"
+
+        def at_zero() -> bool:
+            nonlocal up
+            if router == "gatewayAPI":
+                weight = canary_weight()
+                up = up or weight > 0
+                return up and weight == 0
+            try:
+                replicas = s.replicas(s.canary)
+            except client.ApiException as exc:  # at the step's start the canary may not exist yet
+                if exc.status != 404:
+                    raise
+                replicas = 0
+            pods = _pods(cluster, ns, s.canary)
+            up = up or replicas > 0 or pods > 0
+            return up and replicas == 0 and pods == 0
+
+        if at_start:
+            cluster.simulator.set_behaviour(ns, s.canary, latency_ms=DEGRADED)
+            before = cluster.wait_for(lambda: _counters_if_up(op), timeout=30, message="operator metrics")
+            s.apply(bench_rollout(s.name, ns, s.stable, s.canary, interval, **extra))
         else:
-            cluster.wait_for(lambda: cluster.deployment_available(ns, s.canary, 5), timeout=60,
-                             message="canary at 5 of 20 pods")
-            at_zero = lambda: s.replicas(s.canary) == 0 and _pods(cluster, ns, s.canary) == 0  # noqa: E731
-        wait_until_step_covers_window(s)
-        cluster.simulator.set_behaviour(ns, s.canary, latency_ms=DEGRADED)
-        query = p95_query(ns, s.canary)
+            s.apply(bench_rollout(s.name, ns, s.stable, s.canary, interval, **extra))
+            s.wait_status(lambda st: st.get("canaryWeight") == 25 and st.get("risk"), timeout=120,
+                          message="analysing")
+            if router == "gatewayAPI":
+                cluster.wait_for(lambda: canary_weight() == 25, timeout=30, message="canary at 25% on the route")
+            else:
+                cluster.wait_for(lambda: cluster.deployment_available(ns, s.canary, 5), timeout=60,
+                                 message="canary at 5 of 20 pods")
+            wait_until_step_covers_window(s)
+            before = operator_counters(op)
+            cluster.simulator.set_behaviour(ns, s.canary, latency_ms=DEGRADED)
+        started = time.monotonic()
+        # A canary slow from its first request shows the breach with its first scrape; the
+        # window query's rate() needs two (same definition on Argo's side).
+        query = first_samples_query(ns, s.canary) if at_start else p95_query(ns, s.canary)
 
         def visible() -> bool:
             value = cluster.prom_scalar(query)
             return value is not None and value > CRITICAL_P95_MS
 
         seen = poll_until(("visible", visible), ("zero", at_zero))
+        after = operator_counters(op)
+        rate = (counter(after, "modelrollout_prometheus_queries_total")
+                - counter(before, "modelrollout_prometheus_queries_total")) / (seen["zero"] - started)
         rollback = s.wait_status(lambda st: st.get("rollback"), timeout=30, message="rollback recorded")["rollback"]
         offset = time.time() - time.monotonic()
         print(f"    visible at {_clock(seen['visible'] + offset)}, canary at 0 at {_clock(seen['zero'] + offset)}, "
               f"rollback started at {rollback.get('startedAt')}", flush=True)
-        return Trial(seen["zero"] - seen["visible"], rollback.get("path", "?"), rollback.get("trigger", "?"))
+        return Trial(seen["zero"] - seen["visible"], rollback.get("path", "?"), rollback.get("trigger", "?"), rate)
     finally:
         delete_rollouts(cluster, ns)
         op.stop()
@@ -227,7 +285,9 @@ def oom_trial(cluster: Cluster, interval: str) -> Trial:
                         return True
             return False
 
-        seen = poll_until(("visible", oom_visible), ("zero", lambda: s.replicas(s.canary) == 0))
+        # The same end point as the latency rows: no canary replica and no canary pod left.
+        seen = poll_until(("visible", oom_visible),
+                          ("zero", lambda: s.replicas(s.canary) == 0 and _pods(cluster, ns, s.canary) == 0))
         rollback = s.wait_status(lambda st: st.get("rollback"), timeout=30, message="rollback recorded")["rollback"]
         return Trial(max(0.0, seen["zero"] - seen["visible"]), rollback.get("path", "?"), rollback.get("trigger", "?"))
     finally:
@@ -300,8 +360,9 @@ def run_series(label: str, trials: int, trial: Callable[[], Trial]) -> Series:
     for i in range(trials):
         try:
             result = trial()
-        except Exception as exc:  # noqa: BLE001 — one broken trial is reported, not fatal
-            print(f"  {label}: trial {i + 1} failed: {exc}", flush=True)
+        except Exception as exc:  # noqa: BLE001 — one broken trial is counted and reported, not fatal
+            series.failed += 1
+            print(f"  {label}: trial {i + 1} FAILED: {exc}", flush=True)
             continue
         series.trials.append(result)
         print(f"  {label}: trial {i + 1}: {result.seconds:.2f}s (path {result.path}, trigger {result.trigger})",
@@ -309,55 +370,85 @@ def run_series(label: str, trials: int, trial: Callable[[], Trial]) -> Series:
     return series
 
 
+BREACHES = {"late": "breach late in a step", "start": "canary bad from its first request"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--intervals", default="5s,30s")
     parser.add_argument("--routers", default="replicas,gatewayAPI")
+    parser.add_argument("--breaches", default="late,start",
+                        help="late: degrade once the step covers the window; start: degraded from the first request "
+                             "(replicas router, the last interval)")
+    parser.add_argument("--argo-intervals", default="1s,5s", help="Argo's AnalysisTemplate intervals")
     parser.add_argument("--no-argo", action="store_true", help="skip Argo Rollouts (no Go build)")
+    parser.add_argument("--no-oom", action="store_true", help="skip the OOMKilled row")
     parser.add_argument("--load", default="1,10,100", help="rollout counts for the query-load measurement ('' skips)")
     parser.add_argument("--load-seconds", type=float, default=60.0)
     args = parser.parse_args()
+    breaches = [b for b in args.breaches.split(",") if b]
+    unknown = set(breaches) - set(BREACHES)
+    if unknown:
+        parser.error(f"--breaches: unknown {sorted(unknown)}; known: {', '.join(BREACHES)}")
+    intervals = args.intervals.split(",")
 
     cluster = Cluster.from_state()
     install_crds(cluster)
-    series: list[Series] = []
-    for interval in args.intervals.split(","):
-        for router in args.routers.split(","):
-            label = f"ours, {router}, interval {interval}: breach visible → canary " + (
-                "0 pods" if router == "replicas" else "weight 0")
-            series.append(run_series(label, args.trials, lambda i=interval, r=router: latency_trial(cluster, i, r)))
-    series.append(run_series(f"ours, OOMKilled pod → canary 0 pods (interval {args.intervals.split(',')[-1]})",
-                             args.trials, lambda: oom_trial(cluster, args.intervals.split(",")[-1])))
-    argo: Series | None = None
+    ours: dict[str, list[Series]] = {b: [] for b in breaches}
+    others: list[Series] = []
+    if "late" in breaches:
+        for interval in intervals:
+            for router in args.routers.split(","):
+                label = f"ours, {router}, interval {interval}, {BREACHES['late']}: visible → canary " + (
+                    "0 pods" if router == "replicas" else "weight 0")
+                ours["late"].append(run_series(label, args.trials,
+                                               lambda i=interval, r=router: latency_trial(cluster, i, r)))
+    if "start" in breaches:
+        label = f"ours, replicas, interval {intervals[-1]}, {BREACHES['start']}: visible → canary 0 pods"
+        ours["start"].append(run_series(label, args.trials,
+                                        lambda: latency_trial(cluster, intervals[-1], "replicas", at_start=True)))
+    if not args.no_oom:
+        others.append(run_series(f"ours, OOMKilled pod → canary 0 pods (interval {intervals[-1]})",
+                                 args.trials, lambda: oom_trial(cluster, intervals[-1])))
+    argo: dict[str, list[Series]] = {b: [] for b in breaches}
     if not args.no_argo:
-        from bench.argo_rollouts import argo_reaction_trial, ensure_built
+        from bench.argo_rollouts import argo_reaction_detail, ensure_built  # builds nothing until called
 
         print("==> building Argo Rollouts (cached after the first time)", flush=True)
-        ensure_built()
+        argo_dir = ensure_built()
+        for breach in breaches:
+            for argo_interval in args.argo_intervals.split(","):
+                def one_argo(i: str = argo_interval, b: str = breach) -> Trial:
+                    t = argo_reaction_detail(cluster, window=LATENCY_WINDOW, critical_ms=CRITICAL_P95_MS,
+                                             argo_dir=argo_dir, interval=i, at_start=b == "start")
+                    return Trial(t.to_no_pods, "analysisRun", "latency", t.queries_per_second)
+                argo[breach].append(run_series(
+                    f"Argo Rollouts v1.10.1, background analysis {argo_interval}, failureLimit 0, "
+                    f"{BREACHES[breach]}: visible → canary 0 pods", args.trials, one_argo))
 
-        def one_argo() -> Trial:
-            return Trial(argo_reaction_trial(cluster, window=LATENCY_WINDOW, critical_ms=CRITICAL_P95_MS),
-                         "analysisRun", "latency")
-        argo = run_series("Argo Rollouts v1.10.1, background analysis 5 s, failureLimit 0: visible → canary 0 pods",
-                          args.trials, one_argo)
-        series.append(argo)
-
-    lines = ["| measurement | trials | median | min | max | path |", "|---|---|---|---|---|---|"]
-    lines += [s.row() for s in series]
-    if argo is not None and argo.trials:
-        for s in series:
-            if s.trials and s is not argo and "OOM" not in s.label:
-                lines.append(f"| median ratio ours/Argo ({s.label.split(':')[0]}) | | {s.median / argo.median:.2f} | | | |")
+    lines = ["| measurement | trials | failed | median | min | max | queries/s | path |",
+             "|---|---|---|---|---|---|---|---|"]
+    for breach in breaches:
+        lines += [s.row() for s in ours[breach] + argo[breach]]
+    lines += [s.row() for s in others]
+    for breach in breaches:
+        for a in argo[breach]:
+            for s in ours[breach]:
+                if s.trials and a.trials:
+                    lines.append(f"| median ratio ours/Argo ({s.label.split(':')[0]} / "
+                                 f"{a.label.split(',')[1].strip()}) | | | {s.median / a.median:.2f} | | | | |")
     if args.load:
         lines += ["", "| rollouts at 25 % | fastPath queries/s | tick queries/s | fast-path cycles/s | mean cycle "
                   "| fast-path rollbacks (healthy) |", "|---|---|---|---|---|---|"]
         lines += query_load(cluster, [int(c) for c in args.load.split(",") if c], args.load_seconds)
     report = "\n".join(lines)
     print(report)
+    failed = sum(s.failed for group in (*ours.values(), *argo.values(), others) for s in group)
+    print(f"failed trials: {failed}")
     out = ROOT / "bench/results/reaction.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report + "\n")
+    out.write_text(report + f"\n\nFailed trials: {failed}.\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Windows are seconds, not minutes, so the module runs in about half a minute.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import sys
 import time
@@ -209,6 +210,48 @@ def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Servic
     assert all(ok for _, _, ok in calls)
     ghost = out[f"{services.namespace}/svc0"]
     assert isinstance(ghost, Snapshot) and ghost.canary is not None and ghost.canary.rps is None  # absent ≠ error
+
+
+def test_exact_counts_since_an_instant_are_the_counters_differences(cluster: Cluster, services: Services) -> None:
+    """The fast path on a young step: each critical condition read as the counters' exact
+    difference since the step began, for both sides, checked against the raw per-series
+    counters Prometheus holds at both instants (no increase() extrapolation)."""
+    at = now()
+    since = at - 8 * S
+    fast = {"accuracy", "latency", "confidenceDrift", "errorRate", "cache"}
+    request = dataclasses.replace(services.fraud, key=f"{services.namespace}/exact", windows={c: 8 * S for c in fast},
+                                  series_window=None, series_step=None, since=since, exact=frozenset(fast))
+    source, calls = make_source(cluster)
+    try:
+        out = asyncio.run(source.snapshots([request], at))
+    finally:
+        source.close()
+    snap = out[request.key]
+    assert isinstance(snap, Snapshot), snap
+    assert len(calls) == 1, calls  # one bundle, the stable's baseline windows included
+
+    def counted(metric: str, deployment: str) -> float:
+        def values(when: datetime) -> dict[tuple[tuple[str, str], ...], float]:
+            rows = cluster.prom_query(f'{metric}{{namespace="{services.namespace}",deployment="{deployment}"}}'
+                                      f' @ {when.timestamp():.3f}')
+            return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in rows}
+        before, after = values(since), values(at)
+        return sum(v - before[k] if k in before and v >= before[k] else v for k, v in after.items())
+
+    for side, deployment in ((snap.canary, "fraud-canary"), (snap.stable, "fraud")):
+        assert side is not None
+        assert side.requests == pytest.approx(counted("model_requests_total", deployment), abs=1e-6)
+        assert side.requests > 0
+        assert side.predictions_evaluated == pytest.approx(
+            counted("model_predictions_evaluated_total", deployment), abs=1e-6)
+        assert side.latency_ms is not None and side.latency_ms.count == pytest.approx(
+            counted("model_request_duration_seconds_count", deployment), abs=1e-6)
+    c = snap.canary
+    assert c is not None and c.latency_ms is not None and c.latency_ms.p95 is not None
+    assert 3.3 < c.latency_ms.p95 < 4.8, c.latency_ms  # the canary's scripted p95, as over a window
+    assert c.confidence is not None and c.confidence.total == pytest.approx(
+        counted("model_prediction_confidence_count", "fraud-canary"), abs=1e-6)
+    assert snap.windows is not None and snap.windows["latency"] == 8
 
 
 def test_template_override_is_used(cluster: Cluster, services: Services) -> None:

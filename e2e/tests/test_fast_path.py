@@ -9,6 +9,7 @@ every second for its whole life must end Succeeded with no fast-path decision at
 
 from __future__ import annotations
 
+import sys
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -96,6 +97,39 @@ def test_latency_breach_at_30s_interval_is_caught_by_the_fast_path(scenario: Rol
     values = operator_metrics(operator)
     assert metric(values, "modelrollout_rollbacks_total", path="fastPath", trigger="latency") == 1
     assert metric(values, "modelrollout_prometheus_queries_total", path="fastPath") > 0
+
+
+def test_a_canary_bad_from_its_first_request_is_caught_before_any_tick(scenario: RolloutScenario,
+                                                                       operator: OperatorProcess) -> None:
+    """The challenger is slow from its first request. The step is far younger than the
+    latency window (20 s), so the fast path reads the canary's exact counts since the
+    step began (docs/design.md#fast-path) and rolls back within seconds; the interval is
+    5 minutes and the rollout is applied well before the next tick, so no tick can be the
+    one that acts."""
+    s = scenario
+    interval = 300.0
+    until_tick = interval - time.time() % interval
+    if until_tick < 45:  # ticks fall on multiples of the interval
+        time.sleep(until_tick + 1)
+    s.cluster.simulator.set_behaviour(s.namespace, s.canary, latency_ms={"median": 9.0, "p95": 16.0})
+    s.apply(rollout_manifest(s.name, s.namespace, stable=s.stable, canary=s.canary, interval="5m",
+                             steps=[{"weight": 25, "duration": "1h"}, {"weight": 100, "duration": "1h"}]))
+    status = s.wait_phase("RolledBack", timeout=40)
+    assert status["rollback"]["path"] == "fastPath", status["rollback"]
+    assert status["rollback"]["trigger"] == "latency"
+    started = next(h for h in status["history"] if h["kind"] == "rollback")
+    signal = started["evidence"]["signal"]
+    assert signal["condition"] == "latency" and signal["observed"]["p95_ms"] > LATENCY_CRITICAL_MS, signal
+    step_began = next(h for h in status["history"] if h["kind"] == "step")
+    began = datetime.fromisoformat(step_began["at"].replace("Z", "+00:00"))
+    acted = datetime.fromisoformat(started["at"].replace("Z", "+00:00"))
+    # The canary's pod must start and be scraped first; then one fast-path cycle. The
+    # latency window is 20 s: before this change nothing could act for 20 s.
+    took = (acted - began).total_seconds()
+    print(f"\n[fast path] canary bad from its first request: rollback began {took:.1f}s after its step",
+          file=sys.stderr)
+    assert took < 15.0, (began, acted)
+    assert s.replicas(s.canary) == 0
 
 
 @pytest.mark.parametrize("inject", ["oomkilled", "crashloop-oom"])

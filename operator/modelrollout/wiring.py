@@ -36,7 +36,7 @@ from .adapters.rollouts import RolloutStore
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock, SystemClock
 from .controller import Controller, Executor, RolloutRef
-from .core.windows import fast_path_windows, plan_windows
+from .core.windows import fast_path_look, plan_windows
 from .fast_path_loop import FastPathLoop
 from .handlers import make_registry
 from .shard_membership import ShardMembership, default_identity
@@ -107,9 +107,10 @@ def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRollo
 
 def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
                       now: datetime) -> SnapshotRequest:
-    """The fast path's request: the critical conditions' windows, as the core plans them."""
+    """The fast path's request: the critical conditions' windows (or counts since the step
+    began), as the core plans them."""
     return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
-                                         windows=fast_path_windows(spec, status, now))
+                                         look=fast_path_look(spec, status, now))
 
 
 def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook | None = None) -> Operator:

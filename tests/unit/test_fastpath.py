@@ -24,7 +24,7 @@ from modelrollout.core.fastpath import critical_breach, critical_results, pod_he
 from modelrollout.core.machine import evaluation_context, step
 from modelrollout.core.observations import CriticalSignal, MetricsObserved
 from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
-from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_windows
+from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_look
 from modelrollout.fast_path_loop import FastPathLoop, deployment_of_pod
 from modelrollout.telemetry import OperatorMetrics
 
@@ -33,7 +33,7 @@ from .factories import T0, begin, healthy_snapshot, make_spec, snapshot_dict, wi
 
 def at_25(spec: ModelRolloutSpec) -> tuple[ModelRolloutStatus, datetime]:
     """A rollout advanced to 25 % on healthy ticks, and a time when its step is older than
-    every condition's window (the fast path waits for that, see ``fast_path_windows``)."""
+    every condition's window (so the fast path reads the tick's windows, see ``fast_path_look``)."""
     status = begin(spec)
     at = T0
     for s in range(10, 61, 10):
@@ -44,19 +44,27 @@ def at_25(spec: ModelRolloutSpec) -> tuple[ModelRolloutStatus, datetime]:
     return status, status.step_started_at + timedelta(hours=1)
 
 
-def test_a_step_younger_than_a_window_is_left_to_the_tick() -> None:
-    """Young series: increase() extrapolates each one on its own (see fast_path_windows)."""
+def test_a_step_younger_than_a_window_is_read_since_the_step_began() -> None:
+    """Young series: increase() extrapolates each one on its own, so the fast path reads
+    exact counts since the step began instead (see fast_path_look), and judges them."""
     spec = make_spec()
     status, old = at_25(spec)
     assert status.step_started_at is not None
     young = status.step_started_at + timedelta(seconds=5)
+    look = fast_path_look(spec, status, young)
+    assert look.since_step == set(look.windows) == {c.value for c in FAST_PATH_CONDITIONS}
+    assert look.step_started_at == status.step_started_at
+    assert all(w == timedelta(seconds=5) for w in look.windows.values())
     breach = healthy_snapshot(young, 25, latency=(5.0, 8.0, 12.0))
-    assert fast_path_windows(spec, status, young) == {}
-    assert critical_breach(spec, status, breach, young) is None
-    latency_window = fast_path_windows(spec, status, old)["latency"]
-    just_covered = status.step_started_at + latency_window
-    assert "latency" in fast_path_windows(spec, status, just_covered)
-    assert critical_breach(spec, status, breach, just_covered) is not None
+    assert critical_breach(spec, status, breach, young) is not None
+    latency_window = fast_path_look(spec, status, old).windows["latency"]
+    covered = fast_path_look(spec, status, status.step_started_at + latency_window)
+    assert "latency" in covered.windows and "latency" not in covered.since_step
+    assert covered.windows["latency"] == latency_window
+    assert fast_path_look(spec, status, old).since_step == frozenset()
+    assert fast_path_look(spec, status, old).step_started_at is None
+    at_start = fast_path_look(spec, status, status.step_started_at)
+    assert at_start.windows == {} and at_start.since_step == frozenset()
 
 
 # ------------------------------------------------------------------------ the judgement
@@ -129,7 +137,7 @@ def test_fast_path_leaves_alone_what_it_must_not_touch(change: dict[str, Any]) -
 def test_windows_are_the_ticks_for_the_critical_conditions_only() -> None:
     spec = make_spec(conditions={"cache": {"enabled": False}})
     status, at = at_25(spec)
-    windows = fast_path_windows(spec, status, at)
+    windows = fast_path_look(spec, status, at).windows
     assert set(windows) == {c.value for c in FAST_PATH_CONDITIONS} - {"cache"}
     assert "throughput" not in windows and "anomaly" not in windows
 
@@ -156,13 +164,60 @@ def test_fast_path_request_has_no_series_no_custom_and_flat_query_count() -> Non
     spec = make_spec(custom=[{"name": "revenue", "query": "sum(x)", "threshold": 1.0, "critical": 0.5, "direction": "below"}])
     status, at = at_25(make_spec())
     request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
-                                            windows=fast_path_windows(spec, status, at))
+                                            look=fast_path_look(spec, status, at))
     assert request.series_window is None and request.custom == ()
     assert set(request.windows) == {c.value for c in FAST_PATH_CONDITIONS}
     many = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status,
-                                          windows=fast_path_windows(spec, status, at))
+                                          look=fast_path_look(spec, status, at))
             for i in range(100)]
     assert len(plan_queries(many)) == len(plan_queries([request]))
+
+
+def test_a_young_step_is_read_as_exact_counts_since_it_began() -> None:
+    """Both sides of the critical conditions (drift's stable baseline aside) are read as
+    exact counter differences since the step's start; requests whose steps began at the
+    same instant share the queries, and every query goes in one bundle."""
+    spec = make_spec()
+    status, _ = at_25(spec)
+    assert status.step_started_at is not None
+    young = status.step_started_at + timedelta(seconds=3)
+    request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
+                                            look=fast_path_look(spec, status, young))
+    assert request.exact == {c.value for c in FAST_PATH_CONDITIONS} and request.since == status.step_started_at
+    queries = plan_queries([request])
+    exact = [q for q in queries if q.key.since_ms is not None]
+    since = f"@ {status.step_started_at.timestamp():.3f}"
+    assert exact and all(since in q.promql and "increase(" not in q.promql for q in exact)
+    # only the stable's long baseline windows (accuracy, latency, errors, drift) use increase()
+    assert all(q.key.window_s == int(spec.analysis.baseline_window.total_seconds())
+               for q in queries if q.key.since_ms is None)
+    same_start = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status,
+                                                look=fast_path_look(spec, status, young)) for i in range(20)]
+    assert len(plan_queries(same_start)) == len(queries)
+    later = status.model_copy(update={"step_started_at": status.step_started_at + timedelta(seconds=1)})
+    other = SnapshotRequest.for_fast_path(namespace="ns-b", name="rb", spec=spec, status=later,
+                                          look=fast_path_look(spec, later, young))
+    assert len(plan_queries([request, other])) == len(queries) + len(exact)
+
+
+def test_an_overridden_template_waits_for_the_step_to_cover_its_window() -> None:
+    """A user's PromQL cannot be rewritten to count since an instant: that condition is left
+    out of the young step's fast path (the tick still judges it), the others are read exactly."""
+    override = "sum by ({by}) (increase(my_requests_total{{selector}}[{window}]))"
+    spec = make_spec(queries={"requests": override})
+    status, old = at_25(make_spec())
+    assert status.step_started_at is not None
+    young = status.step_started_at + timedelta(seconds=3)
+    request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
+                                            look=fast_path_look(spec, status, young))
+    assert "errorRate" not in request.windows and "errorRate" not in request.exact
+    assert "latency" in request.exact
+    covered = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
+                                            look=fast_path_look(spec, status, old))
+    assert "errorRate" in covered.windows and covered.exact == frozenset() and covered.since is None
+    with pytest.raises(ValueError, match="overridden template"):
+        SnapshotRequest(key="ml/r0", namespace="ml", stable="a", canary="b", windows={"errorRate": timedelta(5)},
+                        queries={"requests": override}, since=status.step_started_at, exact=frozenset({"errorRate"}))
 
 
 # ------------------------------------------------------------------------ the loop
@@ -211,7 +266,7 @@ def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
 def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPathLoop:
     def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Any:
         return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
-                                             windows=fast_path_windows(spec, status, now))
+                                             look=fast_path_look(spec, status, now))
     return FastPathLoop(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
 
 

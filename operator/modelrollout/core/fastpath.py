@@ -28,7 +28,7 @@ from .decision import health_failure
 from .machine import evaluation_context
 from .observations import CriticalSignal
 from .snapshot import CanaryHealth, Snapshot
-from .windows import FAST_PATH_CONDITIONS, fast_path_windows
+from .windows import FAST_PATH_CONDITIONS, fast_path_look
 
 ALPHA_DIVISOR = 10.0
 
@@ -54,7 +54,7 @@ def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapsho
     """The fast-path conditions' results at α/10, critical ones only, in the order of docs/design.md#the-seven-conditions."""
     ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
     resolved = ctx.thresholds
-    covered = fast_path_windows(spec, status, now)
+    covered = fast_path_look(spec, status, now).windows
     out = []
     for name in FAST_PATH_CONDITIONS:
         if thresholds_of(resolved, name).enabled is False or name.value not in covered:

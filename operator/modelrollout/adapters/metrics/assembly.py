@@ -49,20 +49,22 @@ class SnapshotAssembler:
         self.plan = plan
         self.at = at
 
-    def get(self, name: str, window: timedelta, pair: Pair) -> Any:
-        return self.answers[query_key(self.r, name, window)].get(pair)
+    def get(self, name: str, window: timedelta, pair: Pair, exact: bool = False) -> Any:
+        return self.answers[query_key(self.r, name, window, exact=exact)].get(pair)
 
-    def stable_window(self, condition: str, window: timedelta) -> timedelta:
-        """docs/design.md#the-stables-side: same window when it holds the minimum, else baseline."""
+    def stable_window(self, condition: str, window: timedelta) -> tuple[timedelta, bool]:
+        """docs/design.md#the-stables-side: same window (read the same way as the canary's)
+        when it holds the minimum, else baseline. With whether it is read exactly."""
         entry = CATALOGUE[condition]
         if entry.stable == StableSide.BASELINE:
-            return self.r.baseline_window
+            return self.r.baseline_window, False
+        exact = condition in self.r.exact
         if entry.samples is None:
-            return window
-        samples = self.get(entry.samples, window, (self.r.namespace, self.r.stable))
+            return window, exact
+        samples = self.get(entry.samples, window, (self.r.namespace, self.r.stable), exact)
         if samples is not None and samples >= self.r.minimum(condition):
-            return window
-        return self.r.baseline_window
+            return window, exact
+        return self.r.baseline_window, False
 
     def snapshot(self) -> Snapshot:
         r = self.r
@@ -75,8 +77,8 @@ class SnapshotAssembler:
             fill = CATALOGUE[condition].fill
             if fill is None:
                 continue
-            canary.update(fill(self._reader(window, canary_pair)))
-            stable.update(fill(self._reader(self.stable_window(condition, window), stable_pair)))
+            canary.update(fill(self._reader(window, condition in r.exact, canary_pair)))
+            stable.update(fill(self._reader(*self.stable_window(condition, window), stable_pair)))
         if self.plan.series_names(r):
             assert r.series_window is not None
             windows[ConditionName.ANOMALY.value] = float(whole_seconds(r.series_window))
@@ -85,9 +87,9 @@ class SnapshotAssembler:
             "version": 1, "at": self.at, "canary": canary, "stable": stable, "windows": windows,
         }))
 
-    def _reader(self, window: timedelta, pair: Pair) -> Any:
+    def _reader(self, window: timedelta, exact: bool, pair: Pair) -> Any:
         """One side's answers over one window, by template name (a catalogue ``Read``)."""
-        return lambda name: self.get(name, window, pair)
+        return lambda name: self.get(name, window, pair, exact)
 
     def series(self, pair: Pair) -> dict[str, list[float | None]] | None:
         names = self.plan.series_names(self.r)

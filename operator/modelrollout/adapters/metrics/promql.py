@@ -91,6 +91,43 @@ SERIES_QUERIES: dict[str, str] = {
 }
 """Range-query templates -> the key in ``side.series`` they fill."""
 
+_COUNTER_OVER_WINDOW = re.compile(r"\b(increase|rate)\((\w+)\{\{selector\}\}\[\{window\}\]\)")
+
+
+def exact_template(template: str) -> str:
+    """A default template rewritten to read exact counter differences since ``{since}``.
+
+    ``increase(m{sel}[w])`` becomes, per series, ``m - m @ since`` where the series
+    existed then and did not reset since, else ``m`` itself (a series born after
+    ``since``, or reset since, counts from zero); ``rate(m{sel}[w])`` is that divided by
+    the seconds since ``since``. No extrapolation: the answer is what the counters
+    counted (docs/design.md#fast-path). ``* 1`` drops the metric name so that ``or``
+    matches the series of both sides by their labels.
+    """
+    def exact(match: re.Match[str]) -> str:
+        kind, metric = match.group(1), match.group(2)
+        selected = f"{metric}{{{{selector}}}}"
+        counted = f"(({selected} - {selected} @ {{since}}) >= 0 or {selected} * 1)"
+        return counted if kind == "increase" else f"({counted} / (time() - {{since}}))"
+
+    rewritten = _COUNTER_OVER_WINDOW.sub(exact, template)
+    if "{window}" in rewritten or "{since}" not in rewritten:
+        raise ValueError(f"not a counter template that can be read since an instant: {template!r}")
+    return rewritten
+
+
+def exact_queries(names: Iterable[str]) -> dict[str, str]:
+    """``exact_template`` of each named default template."""
+    return {name: exact_template(DEFAULT_QUERIES[name]) for name in names}
+
+
+EXACT_QUERIES: dict[str, str] = exact_queries([
+    "requests", "errors", "latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count",
+    "predictions_evaluated", "predictions_correct", "confidence", "cache_requests", "cache_evictions_per_minute",
+    "cache_lookup_ms",
+])
+"""The fast path's exact form of the critical conditions' templates (``exact_template``)."""
+
 CUSTOM_PLACEHOLDERS = ("{namespace}", "{stable}", "{canary}")
 
 # ------------------------------------------------------------------------- validation
@@ -185,13 +222,15 @@ def build_selector(namespace_label: str, deployment_label: str, pairs: Iterable[
     )
 
 
-def render(template: str, *, selector: str, window: timedelta, by: str) -> str:
-    """Replace the three placeholders literally; every other brace is PromQL's."""
-    return (
+def render(template: str, *, selector: str, window: timedelta, by: str, since: float | None = None) -> str:
+    """Replace the placeholders literally; every other brace is PromQL's. ``since`` (a
+    Unix time) fills the ``{since}`` of ``exact_template``'s templates."""
+    text = (
         template.replace("{selector}", selector)
         .replace("{window}", promql_duration(window))
         .replace("{by}", by)
     )
+    return text.replace("{since}", f"{since:.3f}") if since is not None else text
 
 
 def render_custom(query: str, namespace: str, stable: str, canary: str) -> str:

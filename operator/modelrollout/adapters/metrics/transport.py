@@ -155,7 +155,8 @@ class PrometheusMetricsSource:
             hit = self._cached(q, at)
             if hit is not None:
                 answers[q.key] = hit[1]
-            elif self.bundle and not q.key.is_range and q.key.template == promql.DEFAULT_QUERIES.get(q.key.name):
+            elif self.bundle and not q.key.is_range and q.key.template in (promql.DEFAULT_QUERIES.get(q.key.name),
+                                                                        promql.EXACT_QUERIES.get(q.key.name)):
                 bundled.append(q)
             else:
                 single.append(q)
