@@ -9,8 +9,8 @@ HTTPRoute (gatewayAPI router). Two kinds of breach:
 * **late in a step**: the canary serves healthy until its step is older than the latency
   window, then degrades;
 * **at the step's start**: the canary is slow from its first request (degraded before
-  the rollout is applied); our fast path reads exact counts since the step began
-  (docs/design.md#fast-path).
+  the rollout is applied); our fast path reads exact counter differences while the step
+  is younger than the window (docs/design.md#fast-path).
 
 Rows:
 

@@ -102,8 +102,8 @@ def test_latency_breach_at_30s_interval_is_caught_by_the_fast_path(scenario: Rol
 def test_a_canary_bad_from_its_first_request_is_caught_before_any_tick(scenario: RolloutScenario,
                                                                        operator: OperatorProcess) -> None:
     """The challenger is slow from its first request. The step is far younger than the
-    latency window (20 s), so the fast path reads the canary's exact counts since the
-    step began (docs/design.md#fast-path) and rolls back within seconds; the interval is
+    latency window (20 s), so the fast path reads exact counter differences over the
+    window (docs/design.md#fast-path) and rolls back within seconds; the interval is
     5 minutes and the rollout is applied well before the next tick, so no tick can be the
     one that acts."""
     s = scenario

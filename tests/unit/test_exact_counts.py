@@ -1,15 +1,15 @@
-"""Exact counts since an instant (the fast path on a young step), evaluated by Prometheus'
-own PromQL engine: ``promtool test rules`` (installed with Prometheus by e2e/build.sh)
-runs the queries the plan renders over synthetic series with a steady pod, a pod born
-after the instant and a pod whose counters reset, and compares the answers with the
-counts worked out by hand. No cluster, no scrape timing: the engine and the series are
-exact, so the expected values are too.
+"""Exact counter differences over a window (the fast path on a young step), evaluated by
+Prometheus' own PromQL engine: ``promtool test rules`` (installed with Prometheus by
+e2e/build.sh) runs the queries the plan renders over synthetic series with a steady pod,
+a pod born within the window and a pod whose counters reset, and compares the answers
+with the counts worked out by hand. No cluster, no scrape timing: the engine and the
+series are exact, so the expected values are too.
 """
 
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,19 +23,18 @@ from modelrollout.core.windows import FAST_PATH_CONDITIONS
 
 from .test_dashboard import PROMTOOL
 
-SINCE = datetime.fromtimestamp(5, timezone.utc)  # promtool's series start at Unix time 0
-EVAL_AT = "25s"
+WINDOW = timedelta(seconds=20)
+EVAL_AT = "25s"  # promtool's series start at t=0: the window reaches back to t=5
 
 
 def exact_request() -> SnapshotRequest:
     conditions = {c.value for c in FAST_PATH_CONDITIONS}
     return SnapshotRequest(key="ml/r", namespace="ml", stable="s", canary="c",
-                           windows={c: timedelta(seconds=20) for c in conditions}, since=SINCE,
-                           exact=frozenset(conditions))
+                           windows={c: WINDOW for c in conditions}, exact=frozenset(conditions))
 
 
 def exact_query(name: str) -> str:
-    found = [q.promql for q in plan_queries([exact_request()]) if q.key.name == name and q.key.since_ms is not None]
+    found = [q.promql for q in plan_queries([exact_request()]) if q.key.name == name and q.key.exact]
     assert len(found) == 1, found
     return found[0]
 
@@ -45,8 +44,8 @@ def series(metric: str, pod: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f'{metric}{{namespace="ml",deployment="c",pod="{pod}"{extra}}}', "values": values}
 
 
-# One sample per second from t=0. Pod a: steady. Pod b: born at t=10 (after SINCE).
-# Pod r: its counters reset at t=11 (a restart after SINCE).
+# One sample per second from t=0. Pod a: steady. Pod b: born at t=10 (within the window).
+# Pod r: its counters reset at t=11 (a restart within the window).
 STEADY, BORN_LATE, RESET = "0+10x30", "_x10 0+5x20", "100+10x10 0+10x20"
 # At t=25: a counted 250 - 50 = 200, b all of its 75 (absent at t=5), r its 140 since the reset.
 COUNTED = 200 + 75 + 140
@@ -61,7 +60,7 @@ def run_promtool(tmp_path: Path, input_series: list[dict[str, str]], tests: list
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_counts_since_the_instant_cover_new_and_reset_series_without_extrapolation(tmp_path: Path) -> None:
+def test_counts_over_the_window_cover_new_and_reset_series_without_extrapolation(tmp_path: Path) -> None:
     run_promtool(tmp_path, [
         series("model_requests_total", "a", STEADY),
         series("model_requests_total", "b", BORN_LATE),
@@ -80,9 +79,8 @@ def test_labelled_counts_keep_their_label(tmp_path: Path) -> None:
                          {"labels": '{namespace="ml",deployment="c",category="other"}', "value": 20}]}])
 
 
-def test_rates_are_counts_over_the_seconds_since_the_instant(tmp_path: Path) -> None:
-    """Evictions per minute: 2 per second for the 20 s since the instant is 120 per
-    minute; mean latency: pod a serves 10 requests/s at 1 ms, pod b 5/s at 3 ms from t=10,
+def test_rates_are_counts_over_the_windows_seconds(tmp_path: Path) -> None:
+    """Evictions per minute: 2 per second over the 20 s window is 120 per minute; mean latency: pod a serves 10 requests/s at 1 ms, pod b 5/s at 3 ms from t=10,
     so (200 * 1 + 75 * 3) / 275 ms (compared in µs: sums of 0.01 are not exact in binary)."""
     run_promtool(tmp_path, [
         series("model_cache_evictions_total", "a", "0+2x30"),
@@ -104,7 +102,8 @@ def test_every_critical_condition_can_be_read_exactly() -> None:
         assert reads_exactly(condition.value, {}), condition
         for name in CATALOGUE[condition.value].queries:
             text = promql.EXACT_QUERIES[name]
-            assert "{window}" not in text and "{since}" in text and "increase(" not in text and "rate(" not in text
+            assert "[{window}]" not in text and "offset {window}" in text
+            assert "increase(" not in text and "rate(" not in text
 
 
 def test_only_counter_templates_can_be_rewritten() -> None:

@@ -71,49 +71,36 @@ def plan_windows(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
 @dataclass(frozen=True, slots=True)
 class FastPathLook:
     """What the fast path reads on one look: each critical condition's window, and which
-    of them are read as exact counts since the step began.
+    of them are read as exact counter differences over that window.
 
-    ``since_step`` conditions have a window longer than the step's age: their window is
-    the step's age and the adapter reads them as exact counter differences between now
-    and ``step_started_at`` (docs/design.md#fast-path), never as ``increase()`` over a
-    window reaching before the step.
+    ``exact`` holds the conditions whose window the current step does not cover yet: the
+    adapter reads them as each counter's exact difference between now and one window
+    ago, a series born or reset since counting from zero (docs/design.md#fast-path),
+    never as ``increase()``, which extrapolates young series.
     """
 
     windows: dict[str, timedelta]
-    since_step: frozenset[str] = frozenset()
-    step_started_at: datetime | None = None
+    exact: frozenset[str] = frozenset()
 
 
 def fast_path_look(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> FastPathLook:
-    """The tick's windows (``plan_windows``) for the enabled fast-path conditions; a
-    condition whose window the current step does not cover yet is read since the step
-    began instead.
+    """The tick's windows (``plan_windows``) for the enabled fast-path conditions; those
+    the current step does not cover yet are read exactly.
 
-    Same windows as the tick once the step is old enough, so "visible in Prometheus"
-    means the same thing on both paths. A window longer than the step's age would reach
-    back before the canary's pods (or this step's new pods) existed, and Prometheus'
-    ``increase()`` extrapolates each young series on its own: measured on the local
-    cluster, a healthy canary 5 s old read 0.77 accuracy from counters whose raw ratio
-    was 0.89 (``increase(evaluated)`` extrapolated by 45 %, ``increase(correct)`` by
-    26 %), which the binomial gate then calls significant at any α. Reading the counters'
-    exact difference since the step began has no such artefact, so a canary bad from its
-    first request is judged as soon as its evidence suffices, whatever the step's age.
+    Same windows as the tick, so "visible in Prometheus" means the same thing on both
+    paths. A window longer than the step's age reaches back before the canary's pods (or
+    this step's new pods) existed, and Prometheus' ``increase()`` extrapolates each young
+    series on its own: measured on the local cluster, a healthy canary 5 s old read 0.77
+    accuracy from counters whose raw ratio was 0.89 (``increase(evaluated)`` extrapolated
+    by 45 %, ``increase(correct)`` by 26 %), which the binomial gate then calls
+    significant at any α. Exact differences have no such artefact, so a canary bad from
+    its first request is judged as soon as its evidence suffices, whatever the step's age.
     """
     resolved = spec.analysis.resolved_conditions()
     enabled = {c.value for c in FAST_PATH_CONDITIONS if thresholds_of(resolved, c).enabled is not False}
-    started = status.step_started_at
-    age = now - started if started else timedelta(0)
-    windows: dict[str, timedelta] = {}
-    since_step: set[str] = set()
-    for name, window in plan_windows(spec, status, now).items():
-        if name not in enabled:
-            continue
-        if window <= age:
-            windows[name] = window
-        elif started is not None and age > timedelta(0):
-            windows[name] = age
-            since_step.add(name)
-    return FastPathLook(windows, frozenset(since_step), started if since_step else None)
+    age = now - status.step_started_at if status.step_started_at else timedelta(0)
+    windows = {name: window for name, window in plan_windows(spec, status, now).items() if name in enabled}
+    return FastPathLook(windows, frozenset(name for name, window in windows.items() if window > age))
 
 
 __all__ = ["FAST_PATH_CONDITIONS", "MIN_THROUGHPUT_WINDOW", "FastPathLook", "fast_path_look", "plan_windows"]

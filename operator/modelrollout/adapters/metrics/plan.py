@@ -32,7 +32,7 @@ class QueryKey:
     deployment_label: str
     range_s: int | None = None  # range queries: how far back ...
     step_s: int | None = None   # ... and the resolution
-    since_ms: int | None = None  # exact counts since this Unix time in ms (promql.EXACT_QUERIES; window_s 0)
+    exact: bool = False         # exact counter differences over the window (promql.EXACT_QUERIES)
 
     @property
     def is_range(self) -> bool:
@@ -52,14 +52,11 @@ def whole_seconds(window: timedelta) -> int:
 
 def query_key(request: SnapshotRequest, name: str, window: timedelta, *, range_s: int | None = None,
               step_s: int | None = None, exact: bool = False) -> QueryKey:
-    """The query reading template ``name`` over ``window``, or, ``exact``, the exact counts
-    since ``request.since`` (shared by every request counting from the same instant)."""
-    if exact:
-        assert request.since is not None
-        return QueryKey(name, promql.EXACT_QUERIES[name], 0, request.labels.namespace, request.labels.deployment,
-                        since_ms=round(request.since.timestamp() * 1000))
-    return QueryKey(name, request.templates[name], whole_seconds(window), request.labels.namespace,
-                    request.labels.deployment, range_s, step_s)
+    """The query reading template ``name`` over ``window``; ``exact``: its exact form
+    (``promql.EXACT_QUERIES``), shared by every request with the same window."""
+    template = promql.EXACT_QUERIES[name] if exact else request.templates[name]
+    return QueryKey(name, template, whole_seconds(window), request.labels.namespace, request.labels.deployment,
+                    range_s, step_s, exact)
 
 
 class QueryPlan:
@@ -103,13 +100,12 @@ class QueryPlan:
     def queries(self) -> list[PlannedQuery]:
         out = []
         for key, pairs in sorted(self.pairs.items(), key=lambda kv: (kv[0].name, kv[0].window_s, kv[0].range_s or 0,
-                                                                      kv[0].since_ms or 0, kv[0].template,
+                                                                      kv[0].exact, kv[0].template,
                                                                       kv[0].namespace_label,
                                                                       kv[0].deployment_label)):
             selector = promql.build_selector(key.namespace_label, key.deployment_label, pairs)
             text = promql.render(key.template, selector=selector, window=timedelta(seconds=key.window_s),
-                                 by=f"{key.namespace_label}, {key.deployment_label}",
-                                 since=key.since_ms / 1000 if key.since_ms is not None else None)
+                                 by=f"{key.namespace_label}, {key.deployment_label}")
             out.append(PlannedQuery(key, text))
         return out
 

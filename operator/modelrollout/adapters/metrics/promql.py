@@ -95,24 +95,24 @@ _COUNTER_OVER_WINDOW = re.compile(r"\b(increase|rate)\((\w+)\{\{selector\}\}\[\{
 
 
 def exact_template(template: str) -> str:
-    """A default template rewritten to read exact counter differences since ``{since}``.
+    """A default template rewritten to read exact counter differences over its window.
 
-    ``increase(m{sel}[w])`` becomes, per series, ``m - m @ since`` where the series
-    existed then and did not reset since, else ``m`` itself (a series born after
-    ``since``, or reset since, counts from zero); ``rate(m{sel}[w])`` is that divided by
-    the seconds since ``since``. No extrapolation: the answer is what the counters
-    counted (docs/design.md#fast-path). ``* 1`` drops the metric name so that ``or``
-    matches the series of both sides by their labels.
+    ``increase(m{sel}[w])`` becomes, per series, ``m - m offset w`` where the series
+    existed one window ago and did not reset since, else ``m`` itself (a series born or
+    reset within the window counts from zero); ``rate(m{sel}[w])`` is that over the
+    window's seconds. No extrapolation: the answer is what the counters counted
+    (docs/design.md#fast-path). ``* 1`` drops the metric name so that ``or`` matches the
+    series of both sides by their labels. Requests that share a window share the query.
     """
     def exact(match: re.Match[str]) -> str:
         kind, metric = match.group(1), match.group(2)
         selected = f"{metric}{{{{selector}}}}"
-        counted = f"(({selected} - {selected} @ {{since}}) >= 0 or {selected} * 1)"
-        return counted if kind == "increase" else f"({counted} / (time() - {{since}}))"
+        counted = f"(({selected} - {selected} offset {{window}}) >= 0 or {selected} * 1)"
+        return counted if kind == "increase" else f"({counted} / {{window_seconds}})"
 
     rewritten = _COUNTER_OVER_WINDOW.sub(exact, template)
-    if "{window}" in rewritten or "{since}" not in rewritten:
-        raise ValueError(f"not a counter template that can be read since an instant: {template!r}")
+    if "[{window}]" in rewritten or "offset {window}" not in rewritten:
+        raise ValueError(f"not a counter template that can be read exactly: {template!r}")
     return rewritten
 
 
@@ -126,7 +126,8 @@ EXACT_QUERIES: dict[str, str] = exact_queries([
     "predictions_evaluated", "predictions_correct", "confidence", "cache_requests", "cache_evictions_per_minute",
     "cache_lookup_ms",
 ])
-"""The fast path's exact form of the critical conditions' templates (``exact_template``)."""
+"""The exact form of the critical conditions' templates (``exact_template``), read by the
+fast path while the step is younger than their window."""
 
 CUSTOM_PLACEHOLDERS = ("{namespace}", "{stable}", "{canary}")
 
@@ -222,15 +223,15 @@ def build_selector(namespace_label: str, deployment_label: str, pairs: Iterable[
     )
 
 
-def render(template: str, *, selector: str, window: timedelta, by: str, since: float | None = None) -> str:
-    """Replace the placeholders literally; every other brace is PromQL's. ``since`` (a
-    Unix time) fills the ``{since}`` of ``exact_template``'s templates."""
-    text = (
+def render(template: str, *, selector: str, window: timedelta, by: str) -> str:
+    """Replace the placeholders literally; every other brace is PromQL's
+    (``{window_seconds}``, the window as a number, is used by ``exact_template``'s)."""
+    return (
         template.replace("{selector}", selector)
+        .replace("{window_seconds}", promql_duration(window)[:-1])
         .replace("{window}", promql_duration(window))
         .replace("{by}", by)
     )
-    return text.replace("{since}", f"{since:.3f}") if since is not None else text
 
 
 def render_custom(query: str, namespace: str, stable: str, canary: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from ...api.models import CustomCondition, MetricLabels, ModelRolloutSpec, ModelRolloutStatus
 from ...api.thresholds import PROFILES, ConditionName, Profile
@@ -50,8 +50,7 @@ class SnapshotRequest:
     custom: Sequence[CustomCondition] = ()
     min_samples: Mapping[str, float] = field(default_factory=dict)  # condition -> minimum (default: balanced)
     prometheus_url: str | None = None         # spec.analysis.prometheus.url (None: the operator's default)
-    since: datetime | None = None             # the instant ``exact`` conditions count from ...
-    exact: frozenset[str] = frozenset()       # ... conditions read as exact counts since then (canary window)
+    exact: frozenset[str] = frozenset()       # conditions read as exact counter differences over their window
     templates: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,8 +68,6 @@ class SnapshotRequest:
             raise ValueError("series_step must be at least 1s")
         if not self.exact <= set(self.windows):
             raise ValueError(f"exact: {sorted(self.exact - set(self.windows))} have no window")
-        if bool(self.exact) != (self.since is not None):
-            raise ValueError("since and exact go together")
         object.__setattr__(self, "templates", promql.resolve_queries(self.queries))
         overridden = [c for c in self.exact if not reads_exactly(c, self.queries)]
         if overridden:
@@ -110,17 +107,16 @@ class SnapshotRequest:
         """The fast path's request: the critical conditions' windows as the core planned
         them (``core.windows.fast_path_look``).
 
-        Conditions the current step does not cover yet are read as exact counts since the
-        step began, except those whose templates ``spec.analysis.queries`` overrides
-        (a user's PromQL cannot be rewritten safely): they are left to the tick until the
+        Conditions the current step does not cover yet are read as exact counter
+        differences, except those whose templates ``spec.analysis.queries`` overrides (a
+        user's PromQL cannot be rewritten safely): they are left to the tick until the
         step covers their window. No anomaly series and no custom conditions (per-rollout
         queries would make the fast path's cost grow with rollouts).
         """
-        exact = frozenset(c for c in look.since_step if reads_exactly(c, spec.analysis.queries))
-        windows = {c: w for c, w in look.windows.items() if c not in look.since_step or c in exact}
+        exact = frozenset(c for c in look.exact if reads_exactly(c, spec.analysis.queries))
+        windows = {c: w for c, w in look.windows.items() if c not in look.exact or c in exact}
         tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, windows=windows)
-        return dataclasses.replace(tick, series_window=None, series_step=None, custom=(),
-                                   since=look.step_started_at if exact else None, exact=exact)
+        return dataclasses.replace(tick, series_window=None, series_step=None, custom=(), exact=exact)
 
     def minimum(self, condition: str) -> float:
         value = self.min_samples.get(condition)
@@ -128,7 +124,7 @@ class SnapshotRequest:
 
 
 def reads_exactly(condition: str, overrides: Mapping[str, str]) -> bool:
-    """Whether a condition's canary counts can be read exactly since an instant: all its
+    """Whether a condition's counts can be read as exact counter differences: all its
     templates are the defaults (``promql.EXACT_QUERIES`` has their rewritten form)."""
     entry = CATALOGUE.get(condition)
     return (entry is not None and bool(entry.queries)
