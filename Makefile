@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction crds demo demo-down demo-offline clean chaos
+.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction bench-scale crds demo demo-down demo-offline clean chaos
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -68,6 +68,12 @@ bench-operator: install
 # Rollouts v1.10.1 built from its Go module (first run builds it: minutes). Needs the cluster.
 bench-reaction: install cluster-up
 	$(PY) bench/bench_reaction.py $(BENCH_ARGS)
+
+# Scale: N = 100, 300, 1,000 rollouts on one operator (fast-path cycle, tick lag, reaction,
+# CPU of every process, RSS, queries and API calls per rollout); docs/benchmarks.md.
+# Options: BENCH_SCALE_ARGS='--counts 100,300 --breaches 5 --quiet-seconds 60'.
+bench-scale: install cluster-up
+	$(PY) bench/bench_scale.py $(BENCH_SCALE_ARGS)
 
 # SIGKILL chaos (docs/chaos.md): rollouts of every kind side by side while the operator is
 # killed at random moments (>= 200 times), with the invariants sampled every 250 ms. Ends

@@ -159,6 +159,7 @@ class Controller:
     async def _write(self, ref: RolloutRef, status: dict[str, Any] | None) -> None:
         self._check_owner(ref)
         await self.write_status(ref, status)
+        self.telemetry.status_writes.inc()
 
     def _spec_or_none(self, body: Mapping[str, Any]) -> ModelRolloutSpec | None:
         try:
@@ -211,6 +212,8 @@ class Controller:
 
         if status.phase.is_analysing and status.revision is not None and spec.paused == (status.phase == Phase.PAUSED) \
                 and status.step_started_at is not None:
+            if status.next_evaluation_at is not None:
+                self.telemetry.tick_lag_seconds.observe(max(0.0, (now - status.next_evaluation_at).total_seconds()))
             try:
                 observation = await self._observe(ref, spec, status, now)
             except InvalidSpec as exc:  # e.g. an unusable query override or an unsafe label value

@@ -47,6 +47,16 @@ class OperatorMetrics:
         self.query_seconds = Histogram("modelrollout_prometheus_query_duration_seconds", "PromQL query latency",
                                        ["path"], registry=r)
 
+        self.tick_lag_seconds = Histogram(
+            "modelrollout_tick_lag_seconds", "how late an analysis tick ran after it was due (status.nextEvaluationAt)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.status_writes = Counter("modelrollout_status_writes_total", "status patches of ModelRollouts",
+                                     registry=r)
+        self.kube_requests = Counter(
+            "modelrollout_kube_requests_total",
+            "Kubernetes API calls of the operator's own (kopf's watches and its bookkeeping aside), by verb",
+            ["verb"], registry=r)
+
         self.fast_path_cycle_seconds = Histogram(
             "modelrollout_fast_path_cycle_duration_seconds", "time of one fast-path cycle (queries + decisions)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)

@@ -127,8 +127,12 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
     telemetry = OperatorMetrics()
     if config.metrics_port:
         telemetry.serve(config.metrics_port, config.metrics_addr)
-    store = RolloutStore(api)
-    executor: Executor = KubeExecutor(api, now=clock.now)
+    def count_request(verb: str) -> None:
+        telemetry.kube_requests.labels(verb).inc()
+
+    kube = KubeApi(api, on_request=count_request)
+    store = RolloutStore(api, on_request=count_request)
+    executor: Executor = KubeExecutor(kube, now=clock.now)
     if wrap_executor is not None:
         executor = wrap_executor(executor)
     metrics = PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry.observe_query)
@@ -136,7 +140,7 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
         read_rollout=store.read,
         executor=executor,
         metrics_source=metrics,
-        events=EventRecorder(api, now=clock.now),
+        events=EventRecorder(kube, now=clock.now),
         notifier=WebhookNotifier(list(config.webhooks)),
         write_status=store.write_status,
         clock=clock,
@@ -148,7 +152,8 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
     shards = None
     if config.shards:
         lease_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-leases")  # never behind rollouts' calls
-        leases = KubeLeases(KubeApi(api, request_timeout=LEASE_REQUEST_TIMEOUT_SECONDS, executor=lease_threads),
+        leases = KubeLeases(KubeApi(api, request_timeout=LEASE_REQUEST_TIMEOUT_SECONDS, executor=lease_threads,
+                                    on_request=count_request),
                             config.shard_namespace, config.shard_group)
         shards = ShardMembership(leases, config.identity, clock.now, telemetry=telemetry)
         membership = shards

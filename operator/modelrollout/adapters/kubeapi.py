@@ -111,12 +111,15 @@ class KubeApi:
     """
 
     def __init__(self, api_client: ApiClient, request_timeout: float = 10.0,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None,
+                 on_request: Callable[[str], None] | None = None) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
         self.executor = executor
         """Threads for the calls; None: the loop's default executor (a pool of its own keeps
         the shard group's Lease rounds from queueing behind the rollouts' calls)."""
+        self.on_request = on_request
+        """Called with the HTTP verb of every call (the operator's API-call counter)."""
 
     # ----------------------------------------------------------------- generic verbs
 
@@ -143,6 +146,8 @@ class KubeApi:
         Inside an action, only while this replica may still act for its rollout
         (``acting.ensure_may_act``, --shards)."""
         ensure_may_act(what)
+        if self.on_request is not None:
+            self.on_request(method)
         writes = method != "GET"
 
         def call() -> Json:

@@ -13,6 +13,7 @@ mapping; only a read's 404 is not an error here (the rollout is gone: ``None``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -25,12 +26,15 @@ from .kubeapi import translate
 
 
 class RolloutStore:
-    def __init__(self, api: k8s.ApiClient, request_timeout: float = 10.0) -> None:
+    def __init__(self, api: k8s.ApiClient, request_timeout: float = 10.0,
+                 on_request: Callable[[str], None] | None = None) -> None:
         self._custom = k8s.CustomObjectsApi(api)
         self._timeout = request_timeout
+        self._on_request = on_request or (lambda verb: None)
 
     async def read(self, ref: Any) -> dict[str, Any] | None:
         """The resource as the API server has it now; None when it is gone."""
+        self._on_request("GET")
         try:
             return await asyncio.to_thread(
                 self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name,
@@ -47,6 +51,7 @@ class RolloutStore:
                     API_GROUP, API_VERSION, ref.namespace, PLURAL, ref.name, {"status": status},
                     _request_timeout=self._timeout)
 
+        self._on_request("PATCH")
         try:
             await asyncio.to_thread(patch)
         except (ApiException, HTTPError, OSError) as exc:

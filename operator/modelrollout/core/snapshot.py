@@ -71,7 +71,7 @@ class Histogram(SnapshotModel):
     @classmethod
     def _no_placeholders(cls, value: Any) -> Any:
         if isinstance(value, list):
-            return [float("inf") if v in ("+Inf", "inf", "Inf") else v for v in value]
+            return [float("inf") if isinstance(v, str) and v in ("+Inf", "inf", "Inf") else v for v in value]
         return value
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from ...core.snapshot import Snapshot
 from ...errors import MetricsUnavailable
 from . import promql
 from .catalogue import CATALOGUE, StableSide
-from .plan import QueryKey, QueryPlan, query_key, whole_seconds
+from .plan import QueryKey, QueryPlan, whole_seconds
 from .promql import Pair
 from .request import SnapshotRequest
 
@@ -50,7 +50,7 @@ class SnapshotAssembler:
         self.at = at
 
     def get(self, name: str, window: timedelta, pair: Pair, exact: bool = False) -> Any:
-        return self.answers[query_key(self.r, name, window, exact=exact)].get(pair)
+        return self.answers[self.plan.key(self.r, name, window, exact=exact)].get(pair)
 
     def stable_window(self, condition: str, window: timedelta) -> tuple[timedelta, bool]:
         """docs/design.md#the-stables-side: same window (read the same way as the canary's)

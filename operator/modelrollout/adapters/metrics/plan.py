@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
+from typing import NamedTuple
 
 from ...api.thresholds import ConditionName
 from . import promql
@@ -21,9 +23,13 @@ from .promql import Pair
 from .request import SnapshotRequest
 
 
-@dataclass(frozen=True, slots=True)
-class QueryKey:
-    """One PromQL query of a batch; requests that agree on all of it share the query."""
+class QueryKey(NamedTuple):
+    """One PromQL query of a batch; requests that agree on all of it share the query.
+
+    A named tuple rather than a dataclass: a batch of 1,000 rollouts builds and hashes
+    about 50,000 of these per fast-path cycle, and a tuple's hash and equality run in C
+    (measured: a third of the plan's and the assembly's time with a frozen dataclass).
+    """
 
     name: str                  # template name (promql.DEFAULT_QUERIES)
     template: str
@@ -45,8 +51,10 @@ class PlannedQuery:
     promql: str
 
 
+@lru_cache(maxsize=1024)
 def whole_seconds(window: timedelta) -> int:
-    """A window as PromQL receives it: whole seconds, rounded up, at least 1."""
+    """A window as PromQL receives it: whole seconds, rounded up, at least 1 (cached: a
+    handful of distinct windows, asked for tens of thousands of times per batch)."""
     return max(1, math.ceil(window.total_seconds() - 1e-9))
 
 
@@ -59,31 +67,66 @@ def query_key(request: SnapshotRequest, name: str, window: timedelta, *, range_s
                     range_s, step_s, exact)
 
 
+Shape = tuple[object, ...]
+"""What a request asks for, without its names: requests of one shape need the same queries."""
+
+
 class QueryPlan:
-    """Which queries a batch needs, and which of them each request depends on."""
+    """Which queries a batch needs, and which of them each request depends on.
+
+    Requests of the same shape (windows, exact conditions, label names, templates; in
+    practice, rollouts sharing a profile) need the same queries, so their keys are
+    worked out once per shape and each request only adds its pairs: at 1,000 rollouts
+    planning one key at a time took 100 ms of every fast-path cycle.
+    """
 
     def __init__(self, requests: Sequence[SnapshotRequest], min_rate_window: timedelta) -> None:
         self.pairs: dict[QueryKey, set[Pair]] = {}
-        self.needs: dict[str, set[QueryKey]] = {}
+        self.needs: dict[str, frozenset[QueryKey]] = {}
         self.min_rate_window = min_rate_window
+        self._shapes: dict[str, Shape] = {}
+        self._keys: dict[tuple[object, ...], QueryKey] = {}
+        planned: dict[Shape, tuple[frozenset[QueryKey], list[tuple[QueryKey, str]]]] = {}
         for r in requests:
-            needs = self.needs.setdefault(r.key, set())
+            shape = self._shapes[r.key] = shape_of(r)
+            if shape not in planned:
+                planned[shape] = self._plan_shape(r)
+            needs, sides = planned[shape]
+            self.needs[r.key] = needs
             canary, stable = (r.namespace, r.canary), (r.namespace, r.stable)
-            for condition, window in r.windows.items():
-                entry = CATALOGUE[condition]
-                exact = condition in r.exact
-                for metric in entry.queries:
-                    # The canary's window; the stable is read there too unless drift.
-                    same = [canary] if entry.stable == StableSide.BASELINE else [canary, stable]
-                    self._add(needs, query_key(r, metric, window, exact=exact), same)
-                    if entry.reads_stable_baseline:
-                        self._add(needs, query_key(r, metric, r.baseline_window), [stable])
-            for name in self.series_names(r):
-                self._add(needs, self.series_key(r, name), [canary])
+            for key, side in sides:
+                pairs = self.pairs.setdefault(key, set())
+                if side != "stable":
+                    pairs.add(canary)
+                if side != "canary":
+                    pairs.add(stable)
 
-    def _add(self, needs: set[QueryKey], key: QueryKey, pairs: list[Pair]) -> None:
-        self.pairs.setdefault(key, set()).update(pairs)
-        needs.add(key)
+    def _plan_shape(self, r: SnapshotRequest) -> tuple[frozenset[QueryKey], list[tuple[QueryKey, str]]]:
+        """One shape's keys, each with the side(s) it reads: "both", "canary" or "stable"."""
+        sides: list[tuple[QueryKey, str]] = []
+        for condition, window in r.windows.items():
+            entry = CATALOGUE[condition]
+            exact = condition in r.exact
+            for metric in entry.queries:
+                # The canary's window; the stable is read there too unless drift.
+                sides.append((self.key(r, metric, window, exact=exact),
+                              "canary" if entry.stable == StableSide.BASELINE else "both"))
+                if entry.reads_stable_baseline:
+                    sides.append((self.key(r, metric, r.baseline_window), "stable"))
+        for name in self.series_names(r):
+            sides.append((self.series_key(r, name), "canary"))
+        return frozenset(k for k, _ in sides), sides
+
+    def key(self, r: SnapshotRequest, name: str, window: timedelta, *, exact: bool = False,
+            range_s: int | None = None, step_s: int | None = None) -> QueryKey:
+        """``query_key`` for a request of this plan, remembered per shape (the assembly asks
+        for each key of each rollout again)."""
+        shape = self._shapes.get(r.key) or shape_of(r)
+        memo = (shape, name, window, exact, range_s, step_s)
+        found = self._keys.get(memo)
+        if found is None:
+            found = self._keys[memo] = query_key(r, name, window, exact=exact, range_s=range_s, step_s=step_s)
+        return found
 
     @staticmethod
     def series_names(r: SnapshotRequest) -> list[str]:
@@ -94,20 +137,29 @@ class QueryPlan:
     def series_key(self, r: SnapshotRequest, name: str) -> QueryKey:
         assert r.series_window is not None and r.series_step is not None
         rate_window = max(r.series_step, self.min_rate_window)
-        return query_key(r, name, rate_window, range_s=whole_seconds(r.series_window),
-                         step_s=whole_seconds(r.series_step))
+        return self.key(r, name, rate_window, range_s=whole_seconds(r.series_window),
+                        step_s=whole_seconds(r.series_step))
 
     def queries(self) -> list[PlannedQuery]:
         out = []
+        selectors: dict[tuple[str, str, frozenset[Pair]], str] = {}  # most queries select the same pairs
         for key, pairs in sorted(self.pairs.items(), key=lambda kv: (kv[0].name, kv[0].window_s, kv[0].range_s or 0,
                                                                       kv[0].exact, kv[0].template,
                                                                       kv[0].namespace_label,
                                                                       kv[0].deployment_label)):
-            selector = promql.build_selector(key.namespace_label, key.deployment_label, pairs)
+            which = (key.namespace_label, key.deployment_label, frozenset(pairs))
+            selector = selectors.get(which)
+            if selector is None:
+                selector = selectors[which] = promql.build_selector(*which)
             text = promql.render(key.template, selector=selector, window=timedelta(seconds=key.window_s),
                                  by=f"{key.namespace_label}, {key.deployment_label}")
             out.append(PlannedQuery(key, text))
         return out
+
+
+def shape_of(r: SnapshotRequest) -> Shape:
+    return (tuple(r.windows.items()), r.exact, r.labels.namespace, r.labels.deployment, r.baseline_window,
+            r.series_window, r.series_step, tuple(sorted(r.queries.items())))
 
 
 def plan_queries(requests: Sequence[SnapshotRequest],
@@ -116,4 +168,4 @@ def plan_queries(requests: Sequence[SnapshotRequest],
     return QueryPlan(requests, min_rate_window).queries()
 
 
-__all__ = ["PlannedQuery", "QueryKey", "QueryPlan", "plan_queries", "query_key", "whole_seconds"]
+__all__ = ["PlannedQuery", "QueryKey", "QueryPlan", "Shape", "plan_queries", "query_key", "shape_of", "whole_seconds"]
