@@ -261,9 +261,12 @@ def _clock(epoch: float) -> str:
 
 
 def _pods(cluster: Cluster, ns: str, deployment: str) -> int:
-    """Canary pods that still exist and are not being deleted."""
+    """Canary pods that can still serve: not being deleted and not terminal. A ReplicaSet
+    leaves its Failed pods (an OOMKilled one) in place when scaled to 0; they serve
+    nothing and only the pod garbage collector removes them, so they do not count."""
     pods = cluster.core.list_namespaced_pod(ns, label_selector="modelrollout.io/role=canary").items
-    return sum(1 for p in pods if p.metadata.deletion_timestamp is None)
+    return sum(1 for p in pods if p.metadata.deletion_timestamp is None
+               and (p.status.phase if p.status else None) not in ("Failed", "Succeeded"))
 
 
 def oom_trial(cluster: Cluster, interval: str) -> Trial:

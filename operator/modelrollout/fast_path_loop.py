@@ -45,6 +45,7 @@ from .controller import Controller, RolloutRef, status_of
 from .core.fastpath import critical_breach, pod_health_signal, watches
 from .core.observations import CriticalSignal
 from .core.snapshot import Snapshot
+from .core.windows import FastPathLook, fast_path_look
 from .errors import MetricsUnavailable, ModelRolloutError, UnreadableStatus
 from .telemetry import OperatorMetrics
 
@@ -59,8 +60,9 @@ A healthy pod costs one cheap check; a failed one counts only if its Deployment 
 watched canary."""
 
 
-RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, datetime], SnapshotRequest]
-"""Builds one rollout's fast-path request (``SnapshotRequest.for_fast_path``); may raise on a bad spec."""
+RequestFactory = Callable[[RolloutRef, ModelRolloutSpec, ModelRolloutStatus, FastPathLook], SnapshotRequest]
+"""Builds one rollout's fast-path request (``SnapshotRequest.for_fast_path``) for the look the
+core planned; may raise on a bad spec."""
 
 
 @dataclass
@@ -170,10 +172,12 @@ class FastPathLoop:
             return []
         now = self.clock.now()
         groups: dict[str | None, list[tuple[Watched, SnapshotRequest]]] = {}
+        looks: dict[str, FastPathLook] = {}  # planned once per rollout and cycle: the query and the judgement agree
         for w in due:
             w.checked_at = started
+            look = looks[w.ref.uid] = fast_path_look(w.spec, w.status, now)
             try:
-                request = self.build_request(w.ref, w.spec, w.status, now)
+                request = self.build_request(w.ref, w.spec, w.status, look)
             except (ModelRolloutError, ValueError) as exc:  # the tick reports an unusable spec
                 log.debug("%s/%s: no fast path: %s", w.ref.namespace, w.ref.name, exc)
                 continue
@@ -186,7 +190,7 @@ class FastPathLoop:
                 snapshot = results.get(request.key)
                 if not isinstance(snapshot, Snapshot):
                     continue  # Prometheus trouble is the tick's to count (noData / prometheusErrors)
-                signal = critical_breach(w.spec, w.status, snapshot, now)
+                signal = critical_breach(w.spec, w.status, snapshot, now, looks[w.ref.uid])
                 if signal is not None:
                     breaches.append((w.ref, signal))
         self.cycles += 1

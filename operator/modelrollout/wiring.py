@@ -36,7 +36,7 @@ from .adapters.rollouts import RolloutStore
 from .api.models import ModelRolloutSpec, ModelRolloutStatus
 from .clock import Clock, SystemClock
 from .controller import Controller, Executor, RolloutRef
-from .core.windows import fast_path_look, plan_windows
+from .core.windows import FastPathLook, plan_windows
 from .fast_path_loop import FastPathLoop
 from .handlers import make_registry
 from .shard_membership import ShardMembership, default_identity
@@ -106,11 +106,10 @@ def snapshot_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRollo
 
 
 def fast_path_request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                      now: datetime) -> SnapshotRequest:
-    """The fast path's request: the critical conditions' windows (or counts since the step
-    began), as the core plans them."""
-    return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
-                                         look=fast_path_look(spec, status, now))
+                      look: FastPathLook) -> SnapshotRequest:
+    """The fast path's request: the critical conditions' windows (read exactly while the
+    step is younger than them), as the core planned them (``core.windows.fast_path_look``)."""
+    return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status, look=look)
 
 
 def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook | None = None) -> Operator:

@@ -24,7 +24,7 @@ from modelrollout.core.fastpath import critical_breach, critical_results, pod_he
 from modelrollout.core.machine import evaluation_context, step
 from modelrollout.core.observations import CriticalSignal, MetricsObserved
 from modelrollout.core.snapshot import CanaryHealth, Snapshot, load_snapshot
-from modelrollout.core.windows import FAST_PATH_CONDITIONS, fast_path_look
+from modelrollout.core.windows import FAST_PATH_CONDITIONS, FastPathLook, fast_path_look
 from modelrollout.fast_path_loop import FastPathLoop, deployment_of_pod
 from modelrollout.telemetry import OperatorMetrics
 
@@ -262,9 +262,9 @@ def body(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, Any]:
 
 
 def fast_path(source: FakeSource, controller: FakeController, at: datetime) -> FastPathLoop:
-    def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Any:
+    def request(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, look: FastPathLook) -> Any:
         return SnapshotRequest.for_fast_path(namespace=ref.namespace, name=ref.name, spec=spec, status=status,
-                                             look=fast_path_look(spec, status, now))
+                                             look=look)
     return FastPathLoop(controller, lambda url: source, request, SettableClock(at), OperatorMetrics())  # type: ignore[arg-type]
 
 

@@ -28,7 +28,7 @@ from .decision import health_failure
 from .machine import evaluation_context
 from .observations import CriticalSignal
 from .snapshot import CanaryHealth, Snapshot
-from .windows import FAST_PATH_CONDITIONS, fast_path_look
+from .windows import FAST_PATH_CONDITIONS, FastPathLook, fast_path_look
 
 ALPHA_DIVISOR = 10.0
 
@@ -50,11 +50,13 @@ def fast_path_significance(spec: ModelRolloutSpec) -> float:
 
 
 def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot: Snapshot,
-                     now: datetime) -> list[ConditionResult]:
-    """The fast-path conditions' results at α/10, critical ones only, in the order of docs/design.md#the-seven-conditions."""
+                     now: datetime, look: FastPathLook | None = None) -> list[ConditionResult]:
+    """The fast-path conditions' results at α/10, critical ones only, in the order of
+    docs/design.md#the-seven-conditions. ``look``: the one the snapshot was read with,
+    when the caller has it (``fast_path_look(spec, status, now)`` otherwise)."""
     ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
     resolved = ctx.thresholds
-    covered = fast_path_look(spec, status, now).windows
+    covered = (look or fast_path_look(spec, status, now)).windows
     out = []
     for name in FAST_PATH_CONDITIONS:
         if thresholds_of(resolved, name).enabled is False or name.value not in covered:
@@ -66,7 +68,7 @@ def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapsho
 
 
 def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot: Snapshot,
-                    now: datetime) -> CriticalSignal | None:
+                    now: datetime, look: FastPathLook | None = None) -> CriticalSignal | None:
     """A rollback signal when a fast-path condition is critical at α/10, else None.
 
     The reason reads like the tick's (``critical: latency: …``) so Events and history
@@ -74,7 +76,7 @@ def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot
     """
     if not watches(spec, status):
         return None
-    critical = critical_results(spec, status, snapshot, now)
+    critical = critical_results(spec, status, snapshot, now, look)
     if not critical:
         return None
     first = critical[0]

@@ -9,7 +9,6 @@ field, instead of failing a whole batch at Prometheus.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -76,19 +75,21 @@ class SnapshotRequest:
     @classmethod
     def for_rollout(cls, *, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus | None,
                     windows: Mapping[str, timedelta], series_points: int = 30,
-                    max_series_window: timedelta = timedelta(hours=6)) -> "SnapshotRequest":
+                    max_series_window: timedelta = timedelta(hours=6), fast_path: bool = False,
+                    exact: frozenset[str] = frozenset()) -> "SnapshotRequest":
         """The request the regular tick makes for one rollout, from its spec, its status and
         the windows the core planned (``core.windows.plan_windows``).
 
         The anomaly series (when ``windows`` has anomaly) covers ``max(series_points,
         anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``).
+        ``fast_path`` and ``exact``: see ``for_fast_path``.
         """
         status = status or ModelRolloutStatus()
         analysis = spec.analysis
         resolved = analysis.resolved_conditions()
         minimums = {c.name.value: float(thresholds_of(resolved, c.name).min_samples or 0) for c in CONDITIONS}
         series_window = series_step = None
-        if ConditionName.ANOMALY.value in windows:
+        if ConditionName.ANOMALY.value in windows and not fast_path:
             series_step = analysis.interval
             points = max(series_points, int(minimums[ConditionName.ANOMALY.value]))
             series_window = min(series_step * points, max_series_window)
@@ -97,8 +98,8 @@ class SnapshotRequest:
             canary=spec.canary.deployment, windows=dict(windows), baseline_window=analysis.baseline_window,
             series_window=series_window, series_step=series_step, canary_weight=status.canary_weight,
             labels=analysis.labels, queries=dict(analysis.queries),
-            custom=tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
-            prometheus_url=analysis.prometheus.url if analysis.prometheus else None,
+            custom=() if fast_path else tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
+            prometheus_url=analysis.prometheus.url if analysis.prometheus else None, exact=exact,
         )
 
     @classmethod
@@ -115,8 +116,8 @@ class SnapshotRequest:
         """
         exact = frozenset(c for c in look.exact if reads_exactly(c, spec.analysis.queries))
         windows = {c: w for c, w in look.windows.items() if c not in look.exact or c in exact}
-        tick = cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, windows=windows)
-        return dataclasses.replace(tick, series_window=None, series_step=None, custom=(), exact=exact)
+        return cls.for_rollout(namespace=namespace, name=name, spec=spec, status=status, windows=windows,
+                               fast_path=True, exact=exact)
 
     def minimum(self, condition: str) -> float:
         value = self.min_samples.get(condition)
