@@ -27,13 +27,18 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _non_negative(value: float | None) -> float | None:
-    if value is not None and value < 0:
+def _finite_non_negative(value: float | None) -> float | None:
+    """NaN and infinities (as floats or as pydantic parsed them from strings) are None;
+    a negative number is an error. One call per field: the fast path validates a
+    thousand snapshots a second."""
+    if value is None or value != value or value in (math.inf, -math.inf):
+        return None
+    if value < 0:
         raise ValueError(f"{value} is negative; counts, rates and times are >= 0")
     return value
 
 
-Num = Annotated[float | None, BeforeValidator(_finite_or_none), AfterValidator(_non_negative)]
+Num = Annotated[float | None, AfterValidator(_finite_non_negative)]
 Count = Num
 
 
