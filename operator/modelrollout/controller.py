@@ -212,8 +212,8 @@ class Controller:
 
         if status.phase.is_analysing and status.revision is not None and spec.paused == (status.phase == Phase.PAUSED) \
                 and status.step_started_at is not None:
-            if status.next_evaluation_at is not None:
-                self.telemetry.tick_lag_seconds.observe(max(0.0, (now - status.next_evaluation_at).total_seconds()))
+            if status.next_evaluation_at is not None and now >= status.next_evaluation_at:  # due, not a spec change
+                self.telemetry.tick_lag_seconds.observe((now - status.next_evaluation_at).total_seconds())
             try:
                 observation = await self._observe(ref, spec, status, now)
             except InvalidSpec as exc:  # e.g. an unusable query override or an unsafe label value

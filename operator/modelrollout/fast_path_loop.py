@@ -175,8 +175,8 @@ class FastPathLoop:
         looks: dict[str, FastPathLook] = {}  # planned once per rollout and cycle: the query and the judgement agree
         for w in due:
             w.checked_at = started
-            look = looks[w.ref.uid] = fast_path_look(w.spec, w.status, now)
             try:
+                look = looks[w.ref.uid] = fast_path_look(w.spec, w.status, now)
                 request = self.build_request(w.ref, w.spec, w.status, look)
             except (ModelRolloutError, ValueError) as exc:  # the tick reports an unusable spec
                 log.debug("%s/%s: no fast path: %s", w.ref.namespace, w.ref.name, exc)

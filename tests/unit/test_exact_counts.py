@@ -69,6 +69,20 @@ def test_counts_over_the_window_cover_new_and_reset_series_without_extrapolation
          "exp_samples": [{"labels": '{namespace="ml",deployment="c"}', "value": COUNTED}]}])
 
 
+def test_a_counter_that_restarted_and_grew_back_counts_from_its_restart(tmp_path: Path) -> None:
+    """A reset found by resets(), not by the sign of the difference: this pod's counters
+    restarted at t=12; by t=25 ``correct`` (902) exceeds its value of t=5 (800) while
+    ``evaluated`` (949) does not, so the sign alone would read accuracy 102/949 where it
+    is 902/949, a false critical breach."""
+    run_promtool(tmp_path, [
+        series("model_predictions_evaluated_total", "g", "1000x11 0+73x13"),
+        series("model_predictions_correct_total", "g", "800x11 0+69.4x13"),
+    ], [{"expr": exact_query("predictions_evaluated"), "eval_time": EVAL_AT,
+         "exp_samples": [{"labels": '{namespace="ml",deployment="c"}', "value": 949}]},
+        {"expr": f"round({exact_query('predictions_correct')})", "eval_time": EVAL_AT,
+         "exp_samples": [{"labels": '{namespace="ml",deployment="c"}', "value": 902}]}])
+
+
 def test_labelled_counts_keep_their_label(tmp_path: Path) -> None:
     run_promtool(tmp_path, [
         series("model_request_errors_total", "a", STEADY, category="timeout"),
@@ -102,8 +116,8 @@ def test_every_critical_condition_can_be_read_exactly() -> None:
         assert reads_exactly(condition.value, {}), condition
         for name in CATALOGUE[condition.value].queries:
             text = promql.EXACT_QUERIES[name]
-            assert "[{window}]" not in text and "offset {window}" in text
-            assert "increase(" not in text and "rate(" not in text
+            assert "offset {window}" in text and text.count("[{window}]") == text.count("resets(")
+            assert "increase(" not in text and "rate(" not in text.replace("resets(", "")
 
 
 def test_only_counter_templates_can_be_rewritten() -> None:

@@ -57,9 +57,11 @@ def critical_results(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapsho
     ctx = evaluation_context(spec, status, now, significance=fast_path_significance(spec))
     resolved = ctx.thresholds
     covered = (look or fast_path_look(spec, status, now)).windows
+    read = snapshot.windows  # what the adapter actually read (it leaves out young overridden ones)
     out = []
     for name in FAST_PATH_CONDITIONS:
-        if thresholds_of(resolved, name).enabled is False or name.value not in covered:
+        if thresholds_of(resolved, name).enabled is False or name.value not in covered \
+                or (read is not None and name.value not in read):
             continue
         result = BUILTIN[name](snapshot, ctx)
         if result.critical:

@@ -98,20 +98,29 @@ def exact_template(template: str) -> str:
     """A default template rewritten to read exact counter differences over its window.
 
     ``increase(m{sel}[w])`` becomes, per series, ``m - m offset w`` where the series
-    existed one window ago and did not reset since, else ``m`` itself (a series born or
-    reset within the window counts from zero); ``rate(m{sel}[w])`` is that over the
-    window's seconds. No extrapolation: the answer is what the counters counted
-    (docs/design.md#fast-path). ``* 1`` drops the metric name so that ``or`` matches the
-    series of both sides by their labels. Requests that share a window share the query.
+    existed one window ago and did not reset within the window (``resets()``), else
+    ``m`` itself: a series born or reset within the window counts from zero, i.e. what it
+    counted since. A reset must be found by ``resets()``, not by the sign of the
+    difference: a counter that restarted and grew back past its old value gives a
+    positive difference that is wrong, and the two counters of a ratio would then be
+    read differently. ``rate(m{sel}[w])`` is the count over the window's seconds (for a
+    series younger than the window, an underestimate: only the cache eviction rate is
+    such a rate, and it can then only miss a breach). No extrapolation: the answer is
+    what the counters counted (docs/design.md#fast-path). ``* 1`` drops the metric name
+    so that ``unless`` and ``or`` match the series of both sides by their labels. A series
+    that ended within the window (a pod gone) counts nothing, where ``increase()`` would
+    count its last increments. Requests that share a window share the query.
     """
     def exact(match: re.Match[str]) -> str:
         kind, metric = match.group(1), match.group(2)
         selected = f"{metric}{{{{selector}}}}"
-        counted = f"(({selected} - {selected} offset {{window}}) >= 0 or {selected} * 1)"
+        counted = (f"((({selected} - {selected} offset {{window}}) unless (resets({selected}[{{window}}]) > 0))"
+                   f" or {selected} * 1)")
         return counted if kind == "increase" else f"({counted} / {{window_seconds}})"
 
     rewritten = _COUNTER_OVER_WINDOW.sub(exact, template)
-    if "[{window}]" in rewritten or "offset {window}" not in rewritten:
+    # every range left is a resets() of the rewriting: no increase() or rate() escaped it
+    if "offset {window}" not in rewritten or rewritten.count("[{window}]") != rewritten.count("resets("):
         raise ValueError(f"not a counter template that can be read exactly: {template!r}")
     return rewritten
 
