@@ -36,6 +36,7 @@ crds: install
 
 bench: install
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_fast_path.py
 
 bench-judgement: install
 	$(PY) bench/bench_judgement.py
