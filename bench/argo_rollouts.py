@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -464,6 +465,9 @@ def argo_reaction_detail(cluster: Cluster, namespace_prefix: str = "bench-argo",
                                             degrade_from_start=sim if at_start else None)
             query = first_samples_query(ns) if at_start else latency_query(ns, window)
             if not at_start:
+                # _bring_up_canary returns just after a measurement: degrade at a random moment
+                # of Argo's measurement cycle, not always at its start (that would favour Argo).
+                time.sleep(random.uniform(0.0, _seconds(interval)))
                 sim.set_behaviour(ns, CANARY_LABEL, latency_ms=dict(DEGRADED_LATENCY_MS))
             visible = scaled = gone = None
             up = not at_start  # at the step's start the canary has no replicas yet: 0 means "not up"
@@ -536,6 +540,15 @@ def argo_healthy_check(cluster: Cluster, seconds: float = 60.0, namespace_prefix
     finally:
         controller.stop()
         _delete_namespace(cluster, ns)
+
+
+def _seconds(duration: str) -> float:
+    """An Argo duration such as ``1s``, ``500ms`` or ``2m`` in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * units[unit]
+    raise ValueError(f"not a duration: {duration!r}")
 
 
 def measurement_rate(runs: list[dict[str, Any]]) -> float:
