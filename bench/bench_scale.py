@@ -354,25 +354,22 @@ def main() -> None:
 
     cluster = Cluster.from_state()
     install_crds(cluster)
-    results = []
-    for count in counts:
-        try:
-            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng))
-        except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
-            print(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        print(results[-1].line(), flush=True)
-    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
-    lines += [r.row() for r in results]
-    report = "\n".join(lines)
-    print(report)
-    for r in results:
-        print(r.line())
-    failed = sum(r.failed_breaches for r in results)
-    print(f"failed breaches: {failed}; failed N: {len(counts) - len(results)}")
+    results: list[ScaleResult] = []
     out = ROOT / "bench/results/scale.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report + f"\n\nFailed breaches: {failed}. Failed runs: {len(counts) - len(results)}.\n")
+    for done, count in enumerate(counts, 1):
+        try:
+            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng))
+            print(results[-1].line(), flush=True)
+        except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
+            print(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}", flush=True)
+        # written after every N, so an interrupted run keeps what it measured
+        failed = sum(r.failed_breaches for r in results)
+        lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1), *(r.row() for r in results)]
+        out.write_text("\n".join(lines) + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n")
+    print(out.read_text())
+    for r in results:
+        print(r.line())
 
 
 if __name__ == "__main__":
