@@ -88,10 +88,16 @@ def weight_from_replicas(total: int, stable: int, canary: int, annotated: int | 
 class ReplicasRouter:
     """``TrafficRouter`` by replica counts (``spec.traffic.router: replicas``)."""
 
-    def __init__(self, api: KubeApi, *, poll_interval: float = 0.25, sleep: Sleep = asyncio.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, api: KubeApi, *, poll_interval: float = 0.25, max_poll_interval: float = 2.0,
+                 sleep: Sleep = asyncio.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._api = api
         self._poll = poll_interval
+        self._max_poll = max_poll_interval
+        """The wait for the grown side's pods starts polling every ``poll_interval`` and
+        doubles it up to ``max_poll_interval``: pods that are ready within a second are
+        seen at once, and a long wait (pods scheduled slowly on a busy cluster) costs a
+        GET pair every 2 s, not 8 GETs a second per rollout — measured at 200 rollouts
+        stepping together, the fixed 0.25 s poll kept the apiserver too busy to answer."""
         self._sleep = sleep
         self._monotonic = monotonic
 
@@ -142,13 +148,15 @@ class ReplicasRouter:
         if keep <= shrink_want:
             return
         deadline = self._monotonic() + target.deadline_seconds
+        poll = self._poll
         while keep > shrink_want:
             if self._monotonic() >= deadline:
                 raise CapacityWait(
                     f"Deployment {ns}/{shrink} keeps {keep} pods (wants {shrink_want}): Deployment {ns}/{grow} has "
                     f"too few ready pods to keep {target.min_serving} serving (spec.promotion.maxUnavailable) after "
                     f"{target.deadline_seconds:.0f}s (spec.analysis.progressDeadlineSeconds); retrying")
-            await self._sleep(self._poll)
+            await self._sleep(poll)
+            poll = min(poll * 2, self._max_poll)
             grown, shrunk = await asyncio.gather(self._api.read_deployment(ns, grow),
                                                  self._api.read_deployment(ns, shrink))
             ready = serving_replicas(grown)
