@@ -355,6 +355,7 @@ def main() -> None:
     cluster = Cluster.from_state()
     install_crds(cluster)
     results: list[ScaleResult] = []
+    failures: list[str] = []
     out = ROOT / "bench/results/scale.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     for done, count in enumerate(counts, 1):
@@ -362,11 +363,13 @@ def main() -> None:
             results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng))
             print(results[-1].line(), flush=True)
         except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
-            print(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}", flush=True)
+            failures.append(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}")
+            print(failures[-1], flush=True)
         # written after every N, so an interrupted run keeps what it measured
         failed = sum(r.failed_breaches for r in results)
         lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1), *(r.row() for r in results)]
-        out.write_text("\n".join(lines) + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n")
+        out.write_text("\n".join(lines) + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n"
+                       + "".join(f"\n- {f}" for f in failures) + ("\n" if failures else ""))
     print(out.read_text())
     for r in results:
         print(r.line())
