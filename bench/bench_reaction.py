@@ -42,7 +42,7 @@ import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,8 @@ def bench_rollout(name: str, ns: str, stable: str, canary: str, interval: str, *
     return manifest
 
 
-def poll_until(*probes: tuple[str, Callable[[], bool]], timeout: float = TRIAL_TIMEOUT) -> dict[str, float]:
-    """Monotonic time at which each probe first held (polled every 50 ms)."""
+def poll_probes(probes: Sequence[tuple[str, Callable[[], bool]]], timeout: float) -> dict[str, float]:
+    """Monotonic time at which each probe first held (polled every 50 ms), for those that did."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(seen) < len(probes):
@@ -128,6 +128,12 @@ def poll_until(*probes: tuple[str, Callable[[], bool]], timeout: float = TRIAL_T
             if label not in seen and probe():
                 seen[label] = time.monotonic()
         time.sleep(0.05)
+    return seen
+
+
+def poll_until(*probes: tuple[str, Callable[[], bool]], timeout: float = TRIAL_TIMEOUT) -> dict[str, float]:
+    """Monotonic time at which each probe first held; raises if one never did."""
+    seen = poll_probes(probes, timeout)
     missing = [label for label, _ in probes if label not in seen]
     if missing:
         raise RuntimeError(f"trial timed out waiting for: {', '.join(missing)}")

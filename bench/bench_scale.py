@@ -34,7 +34,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from bench.bench_reaction import (  # noqa: E402
     fresh_namespace,
     operator_counters,
     p95_query,
+    poll_probes,
 )
 from e2e.harness.cluster import Cluster  # noqa: E402
 from e2e.harness.manifests import gpu_deployment  # noqa: E402
@@ -211,17 +212,6 @@ def canary_gone(cluster: Cluster, ns: str, canary: str) -> bool:
     return (deployment.spec.replicas or 0) == 0 and (deployment.status.replicas or 0) == 0
 
 
-def poll(probes: list[tuple[str, Callable[[], bool]]], timeout: float) -> dict[str, float]:
-    seen: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(seen) < len(probes):
-        for label, probe in probes:
-            if label not in seen and probe():
-                seen[label] = time.monotonic()
-        time.sleep(0.05)
-    return seen
-
-
 # ----------------------------------------------------------------------------- one N
 
 
@@ -320,7 +310,8 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
                 value = cluster.prom_scalar(query)
                 return value is not None and value > CRITICAL_P95_MS
 
-            seen = poll([("visible", visible), ("zero", lambda c=canary: canary_gone(cluster, ns, c))], 120.0)
+            seen = poll_probes([("visible", visible), ("zero", lambda c=canary: canary_gone(cluster, ns, c))],
+                               timeout=120.0)
             if "visible" in seen and "zero" in seen:
                 result.reactions.append(seen["zero"] - seen["visible"])
                 print(f"    breach {i + 1} on {name}: visible → canary 0 pods {result.reactions[-1]:.2f} s",
