@@ -223,6 +223,7 @@ class ScaleResult:
     cycle_p50_ms: float = math.nan
     cycle_p99_ms: float = math.nan
     cycles_per_second: float = math.nan
+    tick_lag_p50_s: float = math.nan
     tick_lag_p99_s: float = math.nan
     reactions: list[float] = field(default_factory=list)
     failed_breaches: int = 0
@@ -244,7 +245,7 @@ class ScaleResult:
         load = ", ".join(f"{k} {v:.2f}" for k, v in self.cpu.items() if k != "operator")
         return (f"| {self.count} ({self.reached} at 25 %, up in {self.bring_up_seconds:.0f} s) | "
                 f"{self.cycle_p50_ms:.0f} / {self.cycle_p99_ms:.0f} ms ({self.cycles_per_second:.2f}/s) | "
-                f"{self.tick_lag_p99_s:.2f} s | {reactions} ({len(self.reactions)} ok, {self.failed_breaches} failed) | "
+                f"{self.tick_lag_p50_s:.2f} / {self.tick_lag_p99_s:.2f} s | {reactions} ({len(self.reactions)} ok, {self.failed_breaches} failed) | "
                 f"{self.rss_mib:.0f} MiB | {self.cpu.get('operator', math.nan):.2f} | "
                 f"{self.queries_per_second.get('fastPath', math.nan):.1f} + "
                 f"{self.queries_per_second.get('tick', math.nan):.2f} | "
@@ -285,7 +286,8 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
         result.cycle_p50_ms = 1000 * quantile(0.5, cycles)
         result.cycle_p99_ms = 1000 * quantile(0.99, cycles)
         result.cycles_per_second = (cycles[-1][1] if cycles else 0.0) / quiet_seconds
-        result.tick_lag_p99_s = quantile(0.99, histogram_delta(before, after, "modelrollout_tick_lag_seconds"))
+        lags = histogram_delta(before, after, "modelrollout_tick_lag_seconds")
+        result.tick_lag_p50_s, result.tick_lag_p99_s = quantile(0.5, lags), quantile(0.99, lags)
         result.queries_per_second = {
             path: (counter(after, "modelrollout_prometheus_queries_total", path=path)
                    - counter(before, "modelrollout_prometheus_queries_total", path=path)) / quiet_seconds
@@ -328,7 +330,7 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
         remove_nodes(cluster, nodes)
 
 
-HEADER = ("| rollouts | fast-path cycle p50 / p99 | tick lag p99 | reaction median / max | operator RSS "
+HEADER = ("| rollouts | fast-path cycle p50 / p99 | tick lag p50 / p99 | reaction median / max | operator RSS "
           "| operator cores | Prometheus queries/s (fastPath + tick) | operator API calls/s per rollout "
           "| status writes per rollout per minute (quiet) | the bench's own load (cores) |")
 
