@@ -8,7 +8,9 @@ a cold build takes several minutes and prints its progress); cluster.sh would
 build whatever is still missing.
 
 A failing test's report ends with the last lines of every operator log it started
-(``OperatorProcess`` in e2e/harness/operator_process.py): see pytest_runtest_makereport.
+(``OperatorProcess`` in e2e/harness/operator_process.py) and with what its namespace
+held when it failed (each ModelRollout's phase, step, message and last decision; each
+Deployment's replicas): see pytest_runtest_makereport.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.harness.cluster import CLUSTER_SH, Cluster, state_dir
+from e2e.harness.manifests import GROUP, PLURAL, VERSION
 from e2e.harness.simulator_client import SimulatorError
 
 # A cold start includes the Go builds (~8 min on 2 cores, measured); leave room.
@@ -208,3 +211,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         state = "running" if op.alive() else f"exited {op.proc.returncode}" if op.proc is not None else "not started"
         report.sections.append((f"operator log {op.log_path} ({state}; last {OPERATOR_LOG_LINES} lines)",
                                 op.log_tail(OPERATOR_LOG_LINES)))
+    namespace, cluster = item.funcargs.get("namespace"), item.funcargs.get("cluster") or item.funcargs.get("crds")
+    if isinstance(namespace, str) and isinstance(cluster, Cluster):
+        report.sections.append((f"namespace {namespace} at the failure", _namespace_state(cluster, namespace)))
+
+
+def _namespace_state(cluster: Cluster, namespace: str) -> str:
+    """What a failed wait was waiting on: an operator that logs nothing (a step held,
+    a canary short of its size) still says why in the rollout's status."""
+    lines: list[str] = []
+    try:
+        rollouts = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        for r in rollouts:
+            st = r.get("status") or {}
+            decision = st.get("decision") or {}
+            lines.append(f"ModelRollout {r['metadata']['name']}: phase {st.get('phase')}, step {st.get('currentStep')}, "
+                         f"weight {st.get('canaryWeight')}, stepStartedAt {st.get('stepStartedAt')}, "
+                         f"shortOfSizeSince {st.get('shortOfSizeSince')}")
+            lines.append(f"  message: {st.get('message')}")
+            lines.append(f"  decision: {decision.get('action')} at {decision.get('at')} ({decision.get('path')}): "
+                         f"{decision.get('reason')}")
+            lines.extend(f"  history: {h.get('at')} {h.get('kind')}: {h.get('message')}"
+                         for h in (st.get("history") or [])[-8:])
+        for d in cluster.apps.list_namespaced_deployment(namespace).items:
+            s = d.status
+            lines.append(f"Deployment {d.metadata.name}: spec {d.spec.replicas}, ready {s.ready_replicas}, "
+                         f"available {s.available_replicas}, updated {s.updated_replicas}")
+    except Exception as e:  # noqa: BLE001 - a report must not fail the report
+        lines.append(f"(could not read the namespace: {type(e).__name__}: {e})")
+    return "\n".join(lines) + "\n"

@@ -313,6 +313,10 @@ class Controller:
                              action: Action) -> Observation | None:
         ns = ref.namespace
         if isinstance(action, EmitEvent):
+            # The log carries every transition the Events carry: Events expire after an hour,
+            # and a log that says nothing between start and stop explains no stuck rollout.
+            level = logging.WARNING if action.type == EventType.WARNING else logging.INFO
+            log.log(level, "%s/%s: %s: %s", ns, ref.name, action.reason, action.message)
             await _best_effort(self.events.emit(ref, action), "event")
             return None
         if isinstance(action, Notify):
