@@ -328,6 +328,9 @@ class SyntheticTraffic:
                       "lookup_ms": self.config.canary.lookup_ms},
             "series": {k: list(v) for k, v in self.series.items()},
         }
+        declared = self.spec.canary.template.model_digest if self.spec.canary.template else None
+        if declared is not None:
+            canary["model_digests"] = {declared: 1.0}  # the simulated server loaded the declared model
         stable: dict[str, Any] = {
             "requests": float(s_err[_REQ]),
             "rps": stable_rps,
@@ -374,7 +377,7 @@ def construct_snapshot(data: dict[str, Any], at: datetime) -> Snapshot:
             predictions_evaluated=d.get("predictions_evaluated"), predictions_correct=d.get("predictions_correct"),
             confidence=Histogram.model_construct(le=conf["le"], counts=conf["counts"]) if conf is not None else None,
             cache=Cache.model_construct(**cache) if cache is not None else None,
-            series=d.get("series"),
+            series=d.get("series"), model_digests=d.get("model_digests"),
         )
 
     health = data["health"]["canary"]

@@ -86,7 +86,8 @@ class SimulatorClient:
         optionally only for pods running `image`. Fields: latency_ms,
         error_rates, label_fraction, accuracy, confidence_beta, cache_hit_rate,
         cache_lookups_per_request, evictions_per_minute, cache_lookup_ms,
-        throughput_factor; absent ones take the healthy defaults."""
+        throughput_factor, model_digest (what model_info reports whatever the pod
+        declares); absent ones take the healthy defaults."""
         body = dict(behaviour)
         if image is not None:
             body["image"] = image

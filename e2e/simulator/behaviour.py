@@ -9,6 +9,7 @@ only states what it wants to be different.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,9 @@ class Behaviour:
     # Share of the offered traffic the server actually handles (< 1: a canary
     # that cannot keep up, for the throughput condition).
     throughput_factor: float = 1.0
+    # The model digest the server reports in model_info whatever its pod declares (a
+    # server that loaded another model than its pod template names); None: the pod's own.
+    model_digest: str | None = None
 
     @property
     def latency_mu(self) -> float:
@@ -76,6 +80,7 @@ class Behaviour:
             "evictions_per_minute": d["evictions_per_minute"],
             "cache_lookup_ms": {"median": d["cache_lookup_median_ms"], "sigma": d["cache_lookup_sigma"]},
             "throughput_factor": d["throughput_factor"],
+            "model_digest": d["model_digest"],
         }
 
     @classmethod
@@ -90,7 +95,7 @@ class Behaviour:
         known = {
             "image", "latency_ms", "error_rates", "label_fraction", "accuracy", "confidence_beta",
             "cache_hit_rate", "cache_lookups_per_request", "evictions_per_minute", "cache_lookup_ms",
-            "throughput_factor",
+            "throughput_factor", "model_digest",
         }
         unknown = set(obj) - known
         if unknown:
@@ -136,6 +141,11 @@ class Behaviour:
         for name in ("cache_lookups_per_request", "evictions_per_minute", "throughput_factor"):
             if name in obj:
                 kw[name] = _nonneg(obj[name], name)
+        if obj.get("model_digest") is not None:
+            digest = obj["model_digest"]
+            if not isinstance(digest, str) or not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
+                raise BehaviourError("model_digest must be sha256:<64 lowercase hex>")
+            kw["model_digest"] = digest
         if "cache_lookup_ms" in obj:
             cl = obj["cache_lookup_ms"]
             if isinstance(cl, dict):

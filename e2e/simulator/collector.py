@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from e2e.simulator.behaviour import ERROR_CATEGORIES
@@ -63,4 +63,8 @@ class ContractCollector(Collector):
             cache.add_metric(lv + ["miss"], c.cache_misses)
             evictions.add_metric(lv, c.cache_evictions)
             lookup.add_metric(lv, c.cache_lookup.cumulative(), c.cache_lookup.total)
-        yield from (requests, errors, duration, evaluated, correct, confidence, cache, evictions, lookup)
+        info = GaugeMetricFamily("model_info", "The model each server loaded, by digest (1 per pod).",
+                                 labels=LABELS + ["digest"])
+        for ns, dep, pod, digest in self._sim.model_digests():
+            info.add_metric([ns, dep, pod, digest], 1.0)
+        yield from (requests, errors, duration, evaluated, correct, confidence, cache, evictions, lookup, info)

@@ -275,6 +275,21 @@ class Simulator:
                         out.append((ns, dep, p.name, copy.deepcopy(c)))
             return out
 
+    def model_digests(self) -> list[tuple[str, str, str, str]]:
+        """(namespace, deployment, pod, digest) for every ready pod: what each server
+        reports it loaded (its behaviour's model_digest, else what its pod declares)."""
+        with self._lock:
+            out = []
+            for (ns, dep) in sorted(self._counters):
+                view = self._views.get((ns, dep))
+                if view is None or not view.exists:
+                    continue
+                for p in view.ready_pods:
+                    digest = self.behaviour_for(ns, dep, p.image)[0].model_digest or p.model_digest
+                    if digest is not None:
+                        out.append((ns, dep, p.name, digest))
+            return out
+
     def state(self) -> dict[str, Any]:
         """Everything a test may want to assert on, as JSON."""
         with self._lock:
@@ -296,6 +311,7 @@ class Simulator:
                         {
                             "name": p.name,
                             "image": p.image,
+                            "modelDigest": self.behaviour_for(ns, dep, p.image)[0].model_digest or p.model_digest,
                             "behaviour": self.behaviour_for(ns, dep, p.image)[1],
                             "requests": pods[p.name].requests if p.name in pods else 0,
                         }

@@ -15,6 +15,7 @@ ReplicaSets underneath.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,21 @@ class PodView:
 
     name: str
     image: str | None
+    model_digest: str | None = None
+    """What the pod declares it serves (annotation modelrollout.io/model-digest), else a
+    digest of its image: what a server that hashes the model it loaded would report."""
+
+    def __post_init__(self) -> None:
+        if self.model_digest is None and self.image is not None:
+            object.__setattr__(self, "model_digest", image_digest(self.image))
+
+
+MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
+
+
+def image_digest(image: str) -> str:
+    """The digest a simulated server reports for a pod that declares none."""
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class KubeReader:
         # By owner, not by selector alone: the canary's pods carry the stable's labels (so one
         # Service reaches both), and counting them for the stable too skews the split.
         ready = tuple(
-            PodView(p.metadata.name, _pod_image(p))
+            PodView(p.metadata.name, _pod_image(p), _pod_digest(p))
             for p in pods
             if selector and _matches(p, selector) and _pod_ready(p) and _owned_by(p, d.metadata.name)
         )
@@ -164,7 +180,7 @@ def argo_rollout_views(rollout: dict[str, Any] | None, pods: list[Any]) -> tuple
         if pod_hash is None:
             return DeploymentView(exists=True, template_image=template_image)
         selector = {**base, ARGO_HASH_LABEL: pod_hash}
-        ready = tuple(PodView(p.metadata.name, _pod_image(p)) for p in pods
+        ready = tuple(PodView(p.metadata.name, _pod_image(p), _pod_digest(p)) for p in pods
                       if _matches(p, selector) and _pod_ready(p))
         image = template_image if template_image is not None else (ready[0].image if ready else None)
         return DeploymentView(exists=True, ready_replicas=len(ready), template_image=image,
@@ -186,6 +202,10 @@ def _pod_ready(pod: Any) -> bool:
     if pod.status.phase != "Running":
         return False
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _pod_digest(pod: Any) -> str | None:
+    return (pod.metadata.annotations or {}).get(MODEL_DIGEST_ANNOTATION)
 
 
 def _pod_image(pod: Any) -> str | None:

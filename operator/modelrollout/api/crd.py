@@ -256,6 +256,15 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
             ".canary.deployment",
         ),
     ],
+    ("spec", "canary"): [
+        _rule(
+            "!has(self.requireImageDigest) || !self.requireImageDigest || "
+            "(has(self.template) && has(self.template.image) && self.template.image.matches('@sha256:[a-f0-9]{64}$'))",
+            "spec.canary.template.image must be pinned by digest (name@sha256:<64 hex>) when "
+            "spec.canary.requireImageDigest is true; pin the image or set requireImageDigest: false",
+            ".template.image",
+        ),
+    ],
     ("spec", "steps"): [
         _rule(
             # The Kubernetes lists library's isSorted() plus uniqueness = strictly increasing.

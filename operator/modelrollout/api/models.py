@@ -35,6 +35,8 @@ SHORT_NAMES = ["mro"]
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DIGEST = r"^sha256:[a-f0-9]{64}$"
+PINNED_IMAGE = re.compile(r"@sha256:[a-f0-9]{64}$")
+"""An image reference pinned by digest (``spec.canary.requireImageDigest``)."""
 MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
 
 HISTORY_LIMIT = 50
@@ -173,6 +175,22 @@ class CanaryTemplate(ApiModel):
 class CanarySpec(ApiModel):
     deployment: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="challenger Deployment (created if absent)")
     template: CanaryTemplate | None = None
+    require_image_digest: bool = Field(
+        default=False,
+        description="refuse a challenger image that is not pinned by digest (template.image must hold @sha256:)")
+
+    @model_validator(mode="after")
+    def _pinned_image(self) -> Self:
+        # A tag can be moved under a running rollout; a digest names one image for good
+        # (docs/integrity.md). Mirrored by a CEL rule in api/crd.py.
+        if self.require_image_digest:
+            image = self.template.image if self.template else None
+            if not image or not PINNED_IMAGE.search(image):
+                raise ValueError(
+                    f"spec.canary.template.image must be pinned by digest (name@sha256:<64 hex>) when "
+                    f"spec.canary.requireImageDigest is true; got {image!r}; pin the image or set "
+                    "requireImageDigest: false")
+        return self
 
 
 class HTTPRouteRef(ApiModel):

@@ -96,8 +96,13 @@ def decide(
     health: CanaryHealth | None,
     position: Position,
     now: datetime,
+    *,
+    unverified: str | None = None,
 ) -> Decision:
-    """Apply rules 1–7 to one tick's condition results."""
+    """Apply rules 1–7 to one tick's condition results.
+
+    ``unverified``: why the declared model is not confirmed on the canary yet
+    (``core.integrity``); the step waits for it before it completes."""
     analysis = spec.analysis
     score = score_conditions(results)
     level = level_of(score)
@@ -181,6 +186,10 @@ def decide(
     if now - position.step_started_at < step.duration:
         remaining = step.duration - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
+    if unverified is not None:
+        # An unconfirmed model never gets more traffic than it has (docs/integrity.md).
+        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
+                                            f"for the declared model: {unverified}", "modelIntegrity")
     if short is not None and short_since is not None:
         # A step completes only on a canary that served its share at full size. The wait is
         # bounded: progressDeadlineSeconds of being short, counted from when it was first seen

@@ -52,6 +52,7 @@ from .observations import (
     RollbackApplied,
     SpecChanged,
 )
+from .integrity import MODEL_INTEGRITY, judge_integrity
 from .records import capped_history, evidence_of, risk_of, updated_conditions, with_signal
 
 
@@ -228,7 +229,12 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         consecutive_no_data=status.consecutive_no_data,
     )
     health = snapshot.health.canary if snapshot.health else None
-    decision = decide(spec, results, health, position, now)
+    integrity = judge_integrity(spec, snapshot, health)
+    if integrity.breach is not None:
+        return _begin_rollback(spec, status, now, reason=f"critical: {MODEL_INTEGRITY}: {integrity.breach}",
+                               trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
+                               extra=integrity.evidence)
+    decision = decide(spec, results, health, position, now, unverified=integrity.unverified)
     return apply_decision(spec, status, decision, now)
 
 

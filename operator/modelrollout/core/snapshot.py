@@ -117,6 +117,8 @@ class SideMetrics(SnapshotModel):
     confidence: Histogram | None = None
     cache: Cache | None = None
     series: dict[str, list[Annotated[float | None, BeforeValidator(_finite_or_none)]]] | None = None
+    model_digests: dict[str, Count] | None = Field(
+        default=None, description="model digest -> pods reporting it in model_info (docs/integrity.md)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SideMetrics":

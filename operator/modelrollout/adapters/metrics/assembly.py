@@ -83,6 +83,8 @@ class SnapshotAssembler:
             assert r.series_window is not None
             windows[ConditionName.ANOMALY.value] = float(whole_seconds(r.series_window))
             canary["series"] = self.series(canary_pair)
+        if r.model_digest is not None:
+            canary["model_digests"] = self.answers[self.plan.digests_key(r)].get(canary_pair)
         return Snapshot.model_validate(without_none({
             "version": 1, "at": self.at, "canary": canary, "stable": stable, "windows": windows,
         }))

@@ -67,6 +67,9 @@ def query_key(request: SnapshotRequest, name: str, window: timedelta, *, range_s
                     range_s, step_s, exact)
 
 
+MODEL_DIGESTS_KEY_WINDOW = timedelta(seconds=1)
+"""The key window of the instant ``model_digests`` query (its template has no ``{window}``)."""
+
 Shape = tuple[object, ...]
 """What a request asks for, without its names: requests of one shape need the same queries."""
 
@@ -115,7 +118,13 @@ class QueryPlan:
                     sides.append((self.key(r, metric, r.baseline_window), "stable"))
         for name in self.series_names(r):
             sides.append((self.series_key(r, name), "canary"))
+        if r.model_digest is not None:
+            sides.append((self.digests_key(r), "canary"))
         return frozenset(k for k, _ in sides), sides
+
+    def digests_key(self, r: SnapshotRequest) -> QueryKey:
+        """The query of the digests the canary's pods report (docs/integrity.md)."""
+        return self.key(r, "model_digests", MODEL_DIGESTS_KEY_WINDOW)
 
     def key(self, r: SnapshotRequest, name: str, window: timedelta, *, exact: bool = False,
             range_s: int | None = None, step_s: int | None = None) -> QueryKey:
@@ -159,7 +168,7 @@ class QueryPlan:
 
 def shape_of(r: SnapshotRequest) -> Shape:
     return (tuple(r.windows.items()), r.exact, r.labels.namespace, r.labels.deployment, r.baseline_window,
-            r.series_window, r.series_step, tuple(sorted(r.queries.items())))
+            r.series_window, r.series_step, tuple(sorted(r.queries.items())), r.model_digest is not None)
 
 
 def plan_queries(requests: Sequence[SnapshotRequest],

@@ -78,10 +78,16 @@ DEFAULT_QUERIES: dict[str, str] = {
         " / sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))"
     ),
     "series_rps": "sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))",
+    # model integrity: pods reporting each digest now (a fact, not a count over a window)
+    "model_digests": "count by ({by}, digest) (model_info{{selector}} > 0)",
 }
 """Every default PromQL template, by the name ``spec.analysis.queries`` overrides."""
 
-EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result"}
+UNWINDOWED: frozenset[str] = frozenset({"model_digests"})
+"""Templates read at an instant: they need no ``{window}``, and an override need not have one."""
+
+EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result",
+                               "model_digests": "digest"}
 """Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
 
 SERIES_QUERIES: dict[str, str] = {
@@ -186,7 +192,7 @@ def resolve_queries(overrides: Mapping[str, str] | None, field: str = "spec.anal
             raise InvalidSpec(f"{where}: unknown query name; known names: {', '.join(sorted(DEFAULT_QUERIES))}")
         if not isinstance(template, str) or not template.strip():
             raise InvalidSpec(f"{where}: must be a non-empty PromQL template")
-        missing = [p for p in PLACEHOLDERS if p not in template]
+        missing = [p for p in PLACEHOLDERS if p not in template and not (p == "{window}" and name in UNWINDOWED)]
         if missing:
             raise InvalidSpec(
                 f"{where}: the template lacks {', '.join(missing)}; every template must match "

@@ -50,6 +50,7 @@ class SnapshotRequest:
     min_samples: Mapping[str, float] = field(default_factory=dict)  # condition -> minimum (default: balanced)
     prometheus_url: str | None = None         # spec.analysis.prometheus.url (None: the operator's default)
     exact: frozenset[str] = frozenset()       # conditions read as exact counter differences over their window
+    model_digest: str | None = None           # spec.canary.template.modelDigest: read the canary's model_info
     templates: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class SnapshotRequest:
             labels=analysis.labels, queries=dict(analysis.queries),
             custom=() if fast_path else tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
             prometheus_url=analysis.prometheus.url if analysis.prometheus else None, exact=exact,
+            model_digest=spec.canary.template.model_digest if spec.canary.template else None,
         )
 
     @classmethod
