@@ -54,7 +54,7 @@ class FakeReader:
 def fake_pod(name: str, labels: dict[str, str], image: str, ready: bool = True) -> SimpleNamespace:
     """The few fields of a V1Pod the simulator reads."""
     return SimpleNamespace(
-        metadata=SimpleNamespace(name=name, labels=labels, deletion_timestamp=None),
+        metadata=SimpleNamespace(name=name, labels=labels, deletion_timestamp=None, annotations=None),
         spec=SimpleNamespace(containers=[SimpleNamespace(image=image)]),
         status=SimpleNamespace(phase="Running",
                                conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]),
@@ -309,3 +309,31 @@ def test_duration_buckets_are_sorted_and_fine_around_thresholds() -> None:
     # At most 0.5 ms between bounds up to 5 ms, where the default latency thresholds sit.
     small = b[b <= 0.005]
     assert math.isclose(small.max(), 0.005) and np.all(np.diff(small) <= 0.0005 + 1e-12)
+
+
+def test_model_info_reports_each_pods_declared_digest_unless_a_behaviour_overrides_it() -> None:
+    """model_info: the pod's annotation, else a digest of its image; a behaviour's
+    model_digest is a server that loaded another model than its pod declares."""
+    from e2e.simulator.kube import KubeReader, image_digest
+
+    declared, loaded = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    pod = fake_pod("c-0", {"app": "c"}, "m:v2")
+    pod.metadata.annotations = {"modelrollout.io/model-digest": declared}
+    pod.metadata.owner_references = None
+    assert KubeReader.deployment_view(SimpleNamespace(
+        metadata=SimpleNamespace(name="c"), spec=SimpleNamespace(
+            selector=SimpleNamespace(match_labels={"app": "c"}),
+            template=SimpleNamespace(spec=SimpleNamespace(containers=[SimpleNamespace(image="m:v2")]))),
+        status=SimpleNamespace(ready_replicas=1)), [pod]).ready_pods[0].model_digest == declared
+
+    sim = Simulator(FakeReader({"s": 2, "c": 1}), seed=1)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "canary": "c",
+                                            "router": "replicas", "rps": 100}))
+    sim.refresh()
+    info = {s.labels["pod"]: s.labels["digest"] for s in families(sim)["model_info"].samples}
+    assert info == {"s-0": image_digest("s:v1"), "s-1": image_digest("s:v1"), "c-0": image_digest("c:v1")}
+    sim.set_behaviour("ns", "c", Behaviour.from_json({"model_digest": loaded}), None)
+    info = {s.labels["pod"]: s.labels["digest"] for s in families(sim)["model_info"].samples}
+    assert info["c-0"] == loaded and info["s-0"] == image_digest("s:v1")
+    with pytest.raises(BehaviourError, match="model_digest"):
+        Behaviour.from_json({"model_digest": "md5:abc"})
