@@ -330,7 +330,7 @@ class SyntheticTraffic:
         }
         declared = self.spec.canary.template.model_digest if self.spec.canary.template else None
         if declared is not None:
-            canary["model_digests"] = {declared: 1.0}  # the simulated server loaded the declared model
+            canary["model_digests"] = {"canary-0": declared}  # the simulated server loaded the declared model
         stable: dict[str, Any] = {
             "requests": float(s_err[_REQ]),
             "rps": stable_rps,

@@ -62,7 +62,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.adapters.metrics.promql import DEFAULT_QUERIES, EXTRA_LABEL
+from modelrollout.adapters.metrics.promql import DEFAULT_QUERIES, EXTRA_LABEL, UNWINDOWED
 from modelrollout.adapters.metrics.request import SnapshotRequest
 from modelrollout.api.crd import openapi_schema
 from modelrollout.api.durations import parse_duration
@@ -838,7 +838,9 @@ def m_queries(draw: st.DrawFn, spec: Json) -> list[tuple[str, str]]:
         name = draw(st.sampled_from(["latency", "accuracy", "request_total", "p99", "errors_total"]))
         template = DEFAULT_QUERIES["requests"]
     elif kind == "missing-placeholder":
-        template = DEFAULT_QUERIES[name].replace(draw(st.sampled_from(["{selector}", "{window}", "{by}"])), "x")
+        # An instant template has no {window} to lose (removing it would change nothing).
+        placeholders = ["{selector}", "{by}"] if name in UNWINDOWED else ["{selector}", "{window}", "{by}"]
+        template = DEFAULT_QUERIES[name].replace(draw(st.sampled_from(placeholders)), "x")
     elif kind == "lost-label":
         name = draw(st.sampled_from(sorted(EXTRA_LABEL)))
         template = "sum by ({by}) (increase(model_requests_total{{selector}}[{window}]))"

@@ -48,7 +48,7 @@ def conditions_beyond(evidence: dict[str, Any]) -> set[str]:
     if evidence.get("conditions"):
         return {c["name"] for c in evidence["conditions"] if c["severity"] > 0}
     signal = evidence["signal"]
-    return {signal["condition"], *signal.get("alsoCritical", [])}
+    return {name for name in (signal.get("condition"), *signal.get("alsoCritical", [])) if name}
 
 
 def assert_stable_restored(s: RolloutScenario) -> None:

@@ -29,7 +29,17 @@ from .adapters.notifiers.base import Notifier
 from .api.manifests import ManifestError, parse_spec
 from .api.models import DecisionAction, DecisionPath, KubeCondition, ModelRolloutSpec, ModelRolloutStatus, Phase
 from .clock import Clock
-from .core.actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
+from .core.actions import (
+    Action,
+    EmitEvent,
+    EventType,
+    Notify,
+    PrepareCanary,
+    Promote,
+    RollbackPhase,
+    SetWeight,
+    StartRollout,
+)
 from .core.machine import Transition, pending_actions, step
 from .core.observations import (
     Command,
@@ -79,6 +89,7 @@ class Executor(Protocol):
     async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
                             rollout: str | None = None) -> Observation: ...
     async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None: ...
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None: ...
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation: ...
     async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, phase: int) -> Observation: ...
     async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth: ...
@@ -325,6 +336,9 @@ class Controller:
             return None
         if isinstance(action, SetWeight):
             await self.executor.set_weight(ns, spec, status, action.percent)
+            return None
+        if isinstance(action, PrepareCanary):
+            await self.executor.prepare_canary(ns, spec, status, action.percent)
             return None
         if isinstance(action, StartRollout):
             return await self.executor.start_rollout(ns, spec, status, rollout=ref.name)

@@ -211,7 +211,9 @@ class FakeClient:
             return [{"metric": {}, "value": [AT.timestamp(), "7"]}]  # a custom query
         out = []
         for (ns, dep), value in self.table.get((key.name, key.window_s), {}).items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and key.name == "model_digests":  # {pod: digest}
+                out += [vec(ns, dep, 1, pod=pod, digest=digest) for pod, digest in value.items()]
+            elif isinstance(value, dict):
                 label = promql.EXTRA_LABEL[key.name]
                 out += [vec(ns, dep, v, **{label: k}) for k, v in value.items()]
             elif isinstance(value, list):

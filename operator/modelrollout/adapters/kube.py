@@ -143,6 +143,15 @@ class KubeExecutor:
         total = status.stable_record.replicas if status.stable_record else 0
         await self.apply_weight(rollout_target(ns, spec, total), spec.traffic.router, percent)
 
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
+        """The machine's ``PrepareCanary``: the canary scaled for ``percent`` % with no
+        traffic routed to it (docs/integrity.md); only the Gateway API router can."""
+        total = status.stable_record.replicas if status.stable_record else 0
+        router = self.router(spec.traffic.router)
+        if not isinstance(router, GatewayAPIRouter):  # the machine asks only with gatewayAPI: a bug, never the user's
+            raise TypeError(f"the {spec.traffic.router.value} router cannot keep traffic from a scaled canary")
+        await router.prepare_dark(rollout_target(ns, spec, total), percent)
+
     async def apply_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
         """Route ``percent`` % to the canary of ``target`` (idempotent; does not wait for pods)."""
         await self.router(router).set_canary_weight(target, percent)
@@ -450,7 +459,7 @@ class KubeExecutor:
         current = current_pod_template_hash(dep, replicasets)
         if current is not None:
             pods = [p for p in pods if (p.get("metadata", {}).get("labels") or {}).get("pod-template-hash") == current]
-        return canary_health_of(dep, pods, self.now(), progress_deadline_seconds)
+        return canary_health_of(dep, pods, self.now(), progress_deadline_seconds, at_current_template=current is not None)
 
 
 __all__ = ["KubeExecutor", "PodFailure", "pod_failure", "rollout_target"]

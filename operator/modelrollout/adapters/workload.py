@@ -472,9 +472,14 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def canary_health_of(deployment: Json, pods: Iterable[Json], now: datetime,
-                     progress_deadline_seconds: int) -> CanaryHealth:
-    """The snapshot's ``health.canary`` from the canary Deployment and its current pods."""
+                     progress_deadline_seconds: int, *, at_current_template: bool = True) -> CanaryHealth:
+    """The snapshot's ``health.canary`` from the canary Deployment and its current pods.
+
+    ``at_current_template``: whether ``pods`` are known to be the current template's
+    only (its ReplicaSet was found); if not, ``current_pods`` is unknown (None)."""
     pods = list(pods)
+    ready = sorted(p["metadata"]["name"] for p in pods
+                   if _pod_ready(p) and not p.get("metadata", {}).get("deletionTimestamp"))
     oom = sum(1 for p in pods if pod_failure(p) == PodFailure.OOM_KILLED)
     crash = sum(1 for p in pods if is_crash_looping(p))
     unavailable = 0.0
@@ -487,4 +492,5 @@ def canary_health_of(deployment: Json, pods: Iterable[Json], now: datetime,
     exceeded = scaled_up and (progress_deadline_exceeded(deployment) or unavailable >= progress_deadline_seconds)
     return CanaryHealth(oom_killed=oom, crash_looping=crash, unavailable_for_seconds=round(unavailable, 3),
                         progress_deadline_exceeded=exceeded, replicas=replicas_of(deployment),
-                        available_replicas=available_at_template(deployment))
+                        available_replicas=available_at_template(deployment),
+                        current_pods=ready if at_current_template else None)

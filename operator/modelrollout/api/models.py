@@ -35,7 +35,7 @@ SHORT_NAMES = ["mro"]
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DIGEST = r"^sha256:[a-f0-9]{64}$"
-PINNED_IMAGE = re.compile(r"@sha256:[a-f0-9]{64}$")
+PINNED_IMAGE = re.compile(r"@sha256:[a-f0-9]{64}\Z")
 """An image reference pinned by digest (``spec.canary.requireImageDigest``)."""
 MODEL_DIGEST_ANNOTATION = "modelrollout.io/model-digest"
 
@@ -554,7 +554,7 @@ class ModelRolloutStatus(ApiModel):
     decision: DecisionStatus | None = None
     high_risk_since: datetime | None = None
     short_of_size_since: datetime | None = Field(
-        default=None, description="since when the canary has been short of its step's size (docs/design.md#kubernetes-health)")
+        default=None, description="since when the canary has been short of its step's size or its declared model unconfirmed (docs/design.md#kubernetes-health, docs/integrity.md)")
     consecutive_no_data: int = Field(default=0, ge=0)
     consecutive_prometheus_errors: int = Field(default=0, ge=0)
     next_evaluation_at: datetime | None = None

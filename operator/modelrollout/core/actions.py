@@ -32,6 +32,15 @@ class SetWeight:
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareCanary:
+    """Scale the canary for ``percent`` while no traffic is routed to it (Gateway API:
+    the route's canary weight stays 0), so its servers can prove which model they loaded
+    before any user reaches them (docs/integrity.md)."""
+
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
 class Promote:
     """Stable takes the challenger's template, becomes available, gets 100%; canary to 0."""
 
@@ -64,7 +73,7 @@ class Notify:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-Action = StartRollout | SetWeight | Promote | RollbackPhase | EmitEvent | Notify
+Action = StartRollout | SetWeight | PrepareCanary | Promote | RollbackPhase | EmitEvent | Notify
 
 
 def describe(action: Action) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from ..api.models import DecisionAction, ModelRolloutSpec, NoDataPolicy, RiskLevel
 from .conditions.base import ConditionResult
+from .integrity import MODEL_INTEGRITY, IntegrityVerdict
 from .scoring import HIGH_AT, MEDIUM_AT, CRITICAL_AT, level_of, score_conditions
 from .snapshot import CanaryHealth
 
@@ -97,12 +98,13 @@ def decide(
     position: Position,
     now: datetime,
     *,
-    unverified: str | None = None,
+    integrity: IntegrityVerdict | None = None,
 ) -> Decision:
     """Apply rules 1–7 to one tick's condition results.
 
-    ``unverified``: why the declared model is not confirmed on the canary yet
-    (``core.integrity``); the step waits for it before it completes."""
+    ``integrity``: what the canary's servers report against the declared model
+    (``core.integrity``): a breach is rule 1; an unconfirmed model holds the step's end
+    like a canary short of its size, on the same clock and deadline."""
     analysis = spec.analysis
     score = score_conditions(results)
     level = level_of(score)
@@ -113,7 +115,9 @@ def decide(
     no_data_count = position.consecutive_no_data + 1 if no_data else 0
     conds = tuple(results)
     short = short_of_size(health)
-    short_since = (position.short_of_size_since or now) if short is not None else None
+    unverified = integrity.unverified if integrity is not None else None
+    not_ready = short if short is not None else unverified
+    short_since = (position.short_of_size_since or now) if not_ready is not None else None
 
     def verdict(action: DecisionAction, reason: str, trigger: str | None = None, *,
                 next_interval: timedelta = interval, new_weight: int | None = None) -> Decision:
@@ -124,6 +128,8 @@ def decide(
     failure = health_failure(health, analysis.progress_deadline_seconds)
     if failure:
         return verdict(DecisionAction.ROLLBACK, f"critical: {failure}", "kubernetesHealth")
+    if integrity is not None and integrity.breach is not None:
+        return verdict(DecisionAction.ROLLBACK, f"critical: {MODEL_INTEGRITY}: {integrity.breach}", MODEL_INTEGRITY)
     critical = [r for r in results if r.critical]
     if critical:
         first = critical[0]
@@ -186,23 +192,27 @@ def decide(
     if now - position.step_started_at < step.duration:
         remaining = step.duration - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
-    if unverified is not None:
-        # An unconfirmed model never gets more traffic than it has (docs/integrity.md).
-        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
-                                            f"for the declared model: {unverified}", "modelIntegrity")
-    if short is not None and short_since is not None:
-        # A step completes only on a canary that served its share at full size. The wait is
-        # bounded: progressDeadlineSeconds of being short, counted from when it was first seen
-        # short (status.shortOfSizeSince) or from the step's end if later — a step held long
+    if not_ready is not None and short_since is not None:
+        # A step completes only on a canary that served its share at full size, with the
+        # declared model confirmed on every ready pod (docs/integrity.md). The wait is
+        # bounded: progressDeadlineSeconds of not being ready, counted from when it was first
+        # seen so (status.shortOfSizeSince) or from the step's end if later — a step held long
         # for other reasons is not condemned by one short tick afterwards.
         waited = now - max(short_since, position.step_started_at + step.duration)
+        deadline = f"spec.analysis.progressDeadlineSeconds {analysis.progress_deadline_seconds}"
         if waited >= timedelta(seconds=analysis.progress_deadline_seconds):
+            if short is not None:
+                return verdict(DecisionAction.ROLLBACK,
+                               f"canary not available at its size for {_secs(waited)} after step "
+                               f"{position.current_step}'s time was up ({short}; {deadline})", "kubernetesHealth")
             return verdict(DecisionAction.ROLLBACK,
-                           f"canary not available at its size for {_secs(waited)} after step "
-                           f"{position.current_step}'s time was up ({short}; spec.analysis.progressDeadlineSeconds "
-                           f"{analysis.progress_deadline_seconds})", "kubernetesHealth")
+                           f"{MODEL_INTEGRITY}: the declared model not confirmed for {_secs(waited)} after step "
+                           f"{position.current_step}'s time was up ({unverified}; {deadline})", MODEL_INTEGRITY)
+        if short is not None:
+            return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; "
+                                                f"waiting for the canary to be available at its size ({short})")
         return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
-                                            f"for the canary to be available at its size ({short})")
+                                            f"for the declared model: {unverified}", MODEL_INTEGRITY)
     if position.current_step + 1 < len(spec.steps):
         nxt = spec.steps[position.current_step + 1]
         return verdict(DecisionAction.ADVANCE, f"step {position.current_step} healthy for {_secs(step.duration)}: advancing to {nxt.weight}%",

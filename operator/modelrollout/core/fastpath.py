@@ -25,7 +25,6 @@ from ..api.models import DecisionPath, ModelRolloutSpec, ModelRolloutStatus, Pha
 from .conditions import BUILTIN, thresholds_of
 from .conditions.base import ConditionResult
 from .decision import health_failure
-from .integrity import MODEL_INTEGRITY, judge_integrity
 from .machine import evaluation_context
 from .observations import CriticalSignal
 from .snapshot import CanaryHealth, Snapshot
@@ -79,10 +78,6 @@ def critical_breach(spec: ModelRolloutSpec, status: ModelRolloutStatus, snapshot
     """
     if not watches(spec, status):
         return None
-    integrity = judge_integrity(spec, snapshot)
-    if integrity.breach is not None:
-        return CriticalSignal(path=DecisionPath.FAST_PATH, trigger=MODEL_INTEGRITY,
-                              reason=f"critical: {MODEL_INTEGRITY}: {integrity.breach}", evidence=integrity.evidence)
     critical = critical_results(spec, status, snapshot, now, look)
     if not critical:
         return None

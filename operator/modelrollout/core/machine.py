@@ -33,10 +33,20 @@ from ..api.models import (
     RiskLevel,
     RollbackStatus,
 )
-from .actions import Action, EmitEvent, EventType, Notify, Promote, RollbackPhase, SetWeight, StartRollout
+from .actions import (
+    Action,
+    EmitEvent,
+    EventType,
+    Notify,
+    PrepareCanary,
+    Promote,
+    RollbackPhase,
+    SetWeight,
+    StartRollout,
+)
 from .conditions import evaluate_all
 from .conditions.base import EvaluationContext
-from .decision import Decision, Position, decide
+from .decision import Decision, Position, decide, health_failure
 from .observations import (
     Command,
     CommandKind,
@@ -52,8 +62,17 @@ from .observations import (
     RollbackApplied,
     SpecChanged,
 )
-from .integrity import MODEL_INTEGRITY, judge_integrity
+from .integrity import (
+    MODEL_INTEGRITY,
+    IntegrityVerdict,
+    awaiting_model,
+    dark_start,
+    declared_digest,
+    judge_integrity,
+    unconfirmed_for_too_long,
+)
 from .records import capped_history, evidence_of, risk_of, updated_conditions, with_signal
+from .snapshot import CanaryHealth
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +87,9 @@ class Transition:
 
 def revision_of(spec: ModelRolloutSpec) -> str:
     """Hash of what the challenger runs; progress is keyed to it (flagger#1152)."""
-    canary = spec.canary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # requireImageDigest is an admission policy, not what runs: switching it restarts nothing
+    # (and rollouts written before it existed keep their revision).
+    canary = spec.canary.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"require_image_digest"})
     digest = hashlib.sha256(json.dumps(canary, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
@@ -173,16 +194,20 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
     if isinstance(obs, Initialized):
         record = status.stable_record or obs.stable
         first = spec.steps[0].weight
-        message = f"step 0: canary at {first}%"
+        dark = dark_start(spec)
+        message = (f"step 0: canary scaled for {first}% with no traffic until its servers report the declared model "
+                   f"{declared_digest(spec)} (docs/integrity.md)" if dark else f"step 0: canary at {first}%")
         new = status.model_copy(update={
-            "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": first,
+            "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": 0 if dark else first,
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
             "high_risk_since": None, "short_of_size_since": None, "consecutive_no_data": 0,
             "consecutive_prometheus_errors": 0, "risk": None,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
-                                                           weight=first)),
+                                                           weight=0 if dark else first)),
         })
+        if dark:
+            return Transition(new, (PrepareCanary(first), EmitEvent(EventType.NORMAL, "AwaitingModel", message)))
         return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "StepStarted", message)))
     if isinstance(obs, InitFailed):
         message = f"cannot start: {obs.reason}"
@@ -230,17 +255,59 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     )
     health = snapshot.health.canary if snapshot.health else None
     integrity = judge_integrity(spec, snapshot, health)
+    if awaiting_model(spec, status):
+        return _awaiting_model(spec, status, integrity, health, now)
+    decision = decide(spec, results, health, position, now, integrity=integrity)
+    return apply_decision(spec, status, decision, now,
+                          extra=integrity.evidence if decision.trigger == MODEL_INTEGRITY else None)
+
+
+def _awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus, integrity: IntegrityVerdict,
+                    health: CanaryHealth | None, now: datetime) -> Transition:
+    """The dark start (docs/integrity.md): the canary is up with no traffic; it gets the
+    first step's weight once every available pod reports the declared model. Conditions
+    are not judged (they have no traffic to judge); Kubernetes health still is, and an
+    unconfirmed model is bounded by ``progressDeadlineSeconds``."""
+    assert status.step_started_at is not None
+    failure = health_failure(health, spec.analysis.progress_deadline_seconds)
+    if failure:
+        return _begin_rollback(spec, status, now, reason=f"critical: {failure}", trigger="kubernetesHealth",
+                               path=DecisionPath.TICK, decision=None)
     if integrity.breach is not None:
         return _begin_rollback(spec, status, now, reason=f"critical: {MODEL_INTEGRITY}: {integrity.breach}",
                                trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
                                extra=integrity.evidence)
-    decision = decide(spec, results, health, position, now, unverified=integrity.unverified)
-    return apply_decision(spec, status, decision, now)
+    first = spec.steps[0].weight
+    interval = spec.analysis.interval
+    if integrity.unverified is None and not spec.paused:
+        message = f"step 0: canary at {first}% (the declared model {declared_digest(spec)} confirmed on every canary pod)"
+        new = status.model_copy(update={
+            "canary_weight": first, "step_started_at": now, "message": message,
+            "decision": DecisionStatus(action=DecisionAction.CONTINUE, reason=message, at=now),
+            "next_evaluation_at": next_tick(now, interval),
+            "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
+                                                           weight=first)),
+        })
+        return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "ModelVerified", message)))
+    if integrity.unverified is not None:
+        too_long = unconfirmed_for_too_long(spec, status.step_started_at, now)
+        if too_long:
+            return _begin_rollback(spec, status, now, reason=f"{MODEL_INTEGRITY}: {too_long} ({integrity.unverified})",
+                                   trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
+                                   extra=integrity.evidence)
+    reason = ("paused before any traffic" if integrity.unverified is None
+              else f"no traffic yet: waiting for the declared model: {integrity.unverified}")
+    return Transition(status.model_copy(update={
+        "message": reason, "decision": DecisionStatus(action=DecisionAction.HOLD, reason=reason, at=now),
+        "next_evaluation_at": next_tick(now, interval),
+    }))
 
 
 def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision: Decision, now: datetime,
-                   path: DecisionPath = DecisionPath.TICK) -> Transition:
-    """Record a decision in status and turn it into actions (none in dryRun)."""
+                   path: DecisionPath = DecisionPath.TICK, extra: dict[str, Any] | None = None) -> Transition:
+    """Record a decision in status and turn it into actions (none in dryRun); ``extra``:
+    evidence of a rollback beyond the conditions' (a model's digests)."""
     base = status.model_copy(update={
         "risk": risk_of(decision, now),
         "decision": DecisionStatus(action=decision.action, reason=decision.reason, at=now, path=path),
@@ -266,7 +333,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
 
     if action == DecisionAction.ROLLBACK:
         return _begin_rollback(spec, base, now, reason=decision.reason, trigger=decision.trigger or "score",
-                               path=path, decision=decision)
+                               path=path, decision=decision, extra=extra)
     if action == DecisionAction.PROMOTE:
         message = f"promoting revision {status.revision}: {decision.reason}"
         new = base.model_copy(update={
@@ -468,6 +535,8 @@ def pending_actions(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple
     if phase == Phase.INITIALIZING and status.revision:
         return (StartRollout(status.revision),)
     if phase in (Phase.PROGRESSING, Phase.PAUSED):
+        if awaiting_model(spec, status):
+            return (PrepareCanary(spec.steps[0].weight),)
         return (SetWeight(status.canary_weight),)
     if phase == Phase.PROMOTING:
         return (Promote(status.revision or ""),)

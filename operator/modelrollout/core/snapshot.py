@@ -117,8 +117,8 @@ class SideMetrics(SnapshotModel):
     confidence: Histogram | None = None
     cache: Cache | None = None
     series: dict[str, list[Annotated[float | None, BeforeValidator(_finite_or_none)]]] | None = None
-    model_digests: dict[str, Count] | None = Field(
-        default=None, description="model digest -> pods reporting it in model_info (docs/integrity.md)")
+    model_digests: dict[str, str] | None = Field(
+        default=None, description="pod -> the model digest it reports in model_info (docs/integrity.md)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SideMetrics":
@@ -144,6 +144,10 @@ class CanaryHealth(SnapshotModel):
         default=None, ge=0,
         description="its pods available at the current template (0 while the controller has not seen the latest "
                     "spec); a step never completes while fewer than replicas are (docs/design.md#decision-rules)")
+    current_pods: list[str] | None = Field(
+        default=None,
+        description="names of its ready pods at the current template: the pods whose model is judged "
+                    "(docs/integrity.md); None when unknown")
 
 
 class Health(SnapshotModel):

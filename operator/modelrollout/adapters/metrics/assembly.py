@@ -33,6 +33,8 @@ def parse_answer(key: QueryKey, result: Any) -> Answer:
         raise MetricsUnavailable(f"query {key.name}: unexpected answer {type(result).__name__} (not a vector)")
     if key.is_range:
         return promql.parse_matrix(result, key.namespace_label, key.deployment_label)
+    if key.name == "model_digests":
+        return promql.parse_pod_digests(result, key.namespace_label, key.deployment_label)
     extra = promql.EXTRA_LABEL.get(key.name)
     if extra:
         return promql.parse_labelled(result, key.namespace_label, key.deployment_label, extra)

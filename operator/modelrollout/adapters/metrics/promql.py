@@ -78,16 +78,16 @@ DEFAULT_QUERIES: dict[str, str] = {
         " / sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))"
     ),
     "series_rps": "sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))",
-    # model integrity: pods reporting each digest now (a fact, not a count over a window)
-    "model_digests": "count by ({by}, digest) (model_info{{selector}} > 0)",
+    # model integrity: the digest each pod reports now (a fact, not a count over a window);
+    # grouped by pod, so a pod scraped twice counts once
+    "model_digests": "max by ({by}, pod, digest) (model_info{{selector}} > 0)",
 }
 """Every default PromQL template, by the name ``spec.analysis.queries`` overrides."""
 
 UNWINDOWED: frozenset[str] = frozenset({"model_digests"})
-"""Templates read at an instant: they need no ``{window}``, and an override need not have one."""
+"""Templates read at an instant: they have no ``{window}``, and an override may not use one."""
 
-EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result",
-                               "model_digests": "digest"}
+EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result"}
 """Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
 
 SERIES_QUERIES: dict[str, str] = {
@@ -192,6 +192,8 @@ def resolve_queries(overrides: Mapping[str, str] | None, field: str = "spec.anal
             raise InvalidSpec(f"{where}: unknown query name; known names: {', '.join(sorted(DEFAULT_QUERIES))}")
         if not isinstance(template, str) or not template.strip():
             raise InvalidSpec(f"{where}: must be a non-empty PromQL template")
+        if name in UNWINDOWED and "{window}" in template:
+            raise InvalidSpec(f"{where}: this template is read at an instant and has no {{window}}; remove it")
         missing = [p for p in PLACEHOLDERS if p not in template and not (p == "{window}" and name in UNWINDOWED)]
         if missing:
             raise InvalidSpec(
@@ -201,6 +203,9 @@ def resolve_queries(overrides: Mapping[str, str] | None, field: str = "spec.anal
         extra = EXTRA_LABEL.get(name)
         if extra and not re.search(rf"\b{extra}\b", template):
             raise InvalidSpec(f"{where}: the answer must keep the {extra!r} label, e.g. sum by ({{by}}, {extra}) (…)")
+        if name == "model_digests" and not (re.search(r"\bpod\b", template) and re.search(r"\bdigest\b", template)):
+            raise InvalidSpec(f"{where}: the answer must keep the 'pod' and 'digest' labels, "
+                              "e.g. max by ({by}, pod, digest) (…)")
         resolved[name] = template
     return resolved
 
@@ -298,6 +303,22 @@ def parse_labelled(result: list[dict[str, Any]], namespace_label: str, deploymen
         value = item.get("value") or [None, None]
         out.setdefault(pair, {})[key] = sample_value(value[1])
     return out
+
+
+def parse_pod_digests(result: list[dict[str, Any]], namespace_label: str,
+                      deployment_label: str) -> dict[Pair, dict[str, str]]:
+    """``model_digests``' answer -> {(namespace, deployment): {pod: digest}}. A pod that
+    reports several digests at once gets them comma-joined (sorted): it serves something
+    besides the declared model, and the judgement must see it."""
+    found: dict[Pair, dict[str, set[str]]] = {}
+    for item in result:
+        metric = item.get("metric", {})
+        pair = _pair(metric, namespace_label, deployment_label)
+        pod, digest = metric.get("pod"), metric.get("digest")
+        if pair is None or pod is None or digest is None:
+            continue
+        found.setdefault(pair, {}).setdefault(pod, set()).add(digest)
+    return {pair: {pod: ",".join(sorted(digests)) for pod, digests in pods.items()} for pair, pods in found.items()}
 
 
 def parse_matrix(result: list[dict[str, Any]], namespace_label: str, deployment_label: str) -> dict[Pair, dict[float, float | None]]:

@@ -101,7 +101,8 @@ class SnapshotRequest:
             labels=analysis.labels, queries=dict(analysis.queries),
             custom=() if fast_path else tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
             prometheus_url=analysis.prometheus.url if analysis.prometheus else None, exact=exact,
-            model_digest=spec.canary.template.model_digest if spec.canary.template else None,
+            # The digests are judged by the tick, which knows the canary's current pods.
+            model_digest=spec.canary.template.model_digest if spec.canary.template and not fast_path else None,
         )
 
     @classmethod

@@ -137,6 +137,16 @@ class GatewayAPIRouter:
         if current is not None and not grow and want != current:
             await self._api.scale_deployment(target.namespace, target.canary, want)
 
+    async def prepare_dark(self, target: RolloutTarget, percent: int) -> None:
+        """The canary scaled for ``percent`` % while the route gives it 0 %: its servers
+        come up and report the model they loaded before any user reaches them (a model
+        awaiting its digest, docs/integrity.md). Idempotent."""
+        ns, name = self._route(target)
+        await self._set_route(ns, name, target, 0)
+        want = canary_replicas(target.total_replicas, percent)
+        if replicas_of(await self._api.read_deployment(target.namespace, target.canary)) != want:
+            await self._api.scale_deployment(target.namespace, target.canary, want)
+
     async def set_route_weight(self, target: RolloutTarget, percent: int) -> None:
         """Only the route's weights (the promotion handover scales the Deployments itself)."""
         ns, name = self._route(target)
