@@ -40,6 +40,9 @@ class SlowExecutor:
     async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
         await self.inner.set_weight(ns, spec, status, percent)
 
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
+        await self.inner.prepare_canary(ns, spec, status, percent)
+
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation:
         await asyncio.sleep(self.delay)
         return await self.inner.promote(ns, spec, status)

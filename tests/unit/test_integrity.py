@@ -22,10 +22,17 @@ from modelrollout.api.crd import CEL_RULES
 from modelrollout.api.models import DecisionAction, ModelRolloutSpec, ModelRolloutStatus, Phase
 from modelrollout.errors import InvalidSpec
 from modelrollout.core.actions import PrepareCanary, SetWeight
-from modelrollout.core.fastpath import critical_breach
+from modelrollout.core.fastpath import critical_breach, watches
 from modelrollout.core.integrity import MODEL_INTEGRITY, awaiting_model, dark_start, judge_integrity
 from modelrollout.core.machine import pending_actions, revision_of, step
-from modelrollout.core.observations import Initialized, MetricsObserved, SpecChanged
+from modelrollout.core.observations import (
+    Command,
+    CommandKind,
+    Initialized,
+    MetricsFailed,
+    MetricsObserved,
+    SpecChanged,
+)
 from modelrollout.core.snapshot import Snapshot, load_snapshot
 from modelrollout.core.windows import fast_path_look
 
@@ -97,14 +104,16 @@ def test_pods_of_an_earlier_template_do_not_condemn_the_current_one() -> None:
     assert judged(reporting({"old-0": OTHER, "new-0": OTHER}, current=["new-0"])).breach is not None
 
 
-def test_without_the_current_pods_every_reporting_pod_is_judged() -> None:
+def test_without_the_current_pods_no_pod_is_condemned() -> None:
+    """A failed health read (or a replay) cannot tell an old pod from a current one."""
     data = snapshot_dict(T0, 5)
     data["canary"]["model_digests"] = {"old-0": OTHER, "new-0": DECLARED}
     snap = load_snapshot(data)
     assert snap.health is not None and snap.health.canary is not None and snap.health.canary.current_pods is None
-    assert judged(snap).breach is not None
+    verdict = judged(snap)
+    assert verdict.breach is None and verdict.unverified is not None and "current pods are unknown" in verdict.unverified
     data["canary"]["model_digests"] = {"new-0": DECLARED}
-    assert judged(load_snapshot(data)) .unverified is None
+    assert judged(load_snapshot(data)).unverified is None
 
 
 @pytest.mark.parametrize("digests,current,why", [
@@ -323,7 +332,7 @@ def test_a_declared_model_behind_a_gateway_starts_dark_scaled_with_no_traffic() 
     assert "no traffic until its servers report the declared model" in t.status.message
     assert awaiting_model(spec, t.status)
     assert pending_actions(spec, t.status) == (PrepareCanary(5),)  # a restart scales it again, never routes
-    assert critical_breach(spec, t.status, reporting({"c-0": OTHER}, T0), T0) is None  # no traffic: the tick's
+    assert not watches(spec, t.status)  # nothing to watch on the fast path: no traffic
     # without a digest, or with the replicas router, the first step routes at once
     assert dark_begin(gateway_spec(None)).actions[0] == SetWeight(5)
     assert not dark_start(spec_with_digest())
@@ -410,3 +419,92 @@ def test_the_gateway_router_scales_a_dark_canary_and_keeps_its_route_weight_at_z
     assert api.writes == ["scale 2"]  # the route already gave the canary 0: untouched
     asyncio.run(router.prepare_dark(target, 25))
     assert api.writes == ["scale 2"]  # idempotent: a restart re-applies it for nothing
+
+
+def dark_tick(spec: ModelRolloutSpec, status: ModelRolloutStatus, seconds: int, digests: dict[str, str] | None,
+              current: list[str] | None = None, replicas: int | None = None, health: bool = True):
+    at = T0 + timedelta(seconds=seconds)
+    data = snapshot_dict(at, 0)
+    if digests is not None:
+        data["canary"]["model_digests"] = digests
+    if health:
+        pods = sorted(digests or {}) if current is None else current
+        data["health"]["canary"].update(replicas=len(pods) if replicas is None else replicas,
+                                        available_replicas=len(pods), current_pods=pods)
+    else:
+        del data["health"]
+    return step(spec, status, MetricsObserved(load_snapshot(data)), at)
+
+
+def test_the_dark_start_ends_only_once_every_pod_that_will_serve_was_checked() -> None:
+    spec = gateway_spec()
+    status = dark_begin(spec).status
+    confirmed = {"c-0": DECLARED}
+    for why, kwargs in [
+        ("current pods are unknown", {"health": False}),                       # the health read failed
+        ("not at its size yet (1/2 pods available)", {"replicas": 2}),        # the second pod not up yet
+    ]:
+        t = dark_tick(spec, status, 10, confirmed, **kwargs)
+        assert t.actions == () and t.status.canary_weight == 0, why
+        assert why in t.status.message
+    assert dark_tick(spec, status, 10, confirmed).actions[0] == SetWeight(5)
+
+
+def test_a_failed_health_read_never_condemns_a_dark_canary() -> None:
+    spec = gateway_spec()
+    status = dark_begin(spec).status
+    t = dark_tick(spec, status, 10, {"old-0": OTHER, "c-0": DECLARED}, health=False)
+    assert t.status.phase == Phase.PROGRESSING and t.status.canary_weight == 0
+
+
+def test_pausing_the_dark_start_holds_it_and_restarts_its_deadline() -> None:
+    spec = gateway_spec()
+    paused = ModelRolloutSpec.model_validate({**spec.model_dump(by_alias=True, exclude_none=True), "paused": True})
+    status = dark_begin(spec).status
+    t = dark_tick(paused, status, 500, {"c-0": DECLARED})  # long past the 120 s deadline
+    assert t.status.phase == Phase.PAUSED and t.status.canary_weight == 0 and t.actions[:1] != (SetWeight(5),)
+    status = t.status
+    t = dark_tick(paused, status, 600, {"c-0": DECLARED})
+    assert t.status.canary_weight == 0 and t.status.step_started_at == T0 + timedelta(seconds=600)
+    resumed = dark_tick(spec, t.status, 610, {"c-0": DECLARED}, current=["c-0", "c-1"])
+    assert resumed.status.phase == Phase.PROGRESSING and resumed.status.canary_weight == 0  # held, not condemned
+
+
+def test_a_dark_start_neither_routes_nor_rolls_back_in_a_dry_run() -> None:
+    spec = gateway_spec()
+    status = dark_begin(spec).status
+    dry = gateway_spec(dryRun=True)
+    for digests in ({"c-0": DECLARED}, {"c-0": OTHER}):
+        t = dark_tick(dry, status, 10, digests)
+        assert t.actions == () and t.status.phase == Phase.PROGRESSING and t.status.canary_weight == 0
+        assert t.status.message.startswith("dryRun: no traffic yet")
+
+
+def test_prometheus_errors_in_the_dark_start_count_only_in_a_row() -> None:
+    spec = gateway_spec(prometheusErrors={"maxConsecutive": 3, "then": "rollback"})
+    status = dark_begin(spec).status
+    for s in range(10, 70, 20):
+        status = step(spec, status, MetricsFailed("Prometheus unreachable"), T0 + timedelta(seconds=s)).status
+        status = dark_tick(spec, status, s + 10, {"c-0": DECLARED}, current=["c-0", "c-1"]).status
+        assert status.consecutive_prometheus_errors == 0
+    assert status.phase == Phase.PROGRESSING
+
+
+def test_a_manual_promote_from_the_dark_start_routes_the_first_step_only() -> None:
+    spec = gateway_spec()
+    status = dark_begin(spec).status
+    t = step(spec, status, Command(CommandKind.PROMOTE), T0 + timedelta(seconds=5))
+    assert t.actions[0] == SetWeight(5) and t.status.current_step == 0 and t.status.canary_weight == 5
+    assert "before its model was confirmed" in t.status.message
+
+
+def test_a_model_unconfirmed_right_after_a_canary_short_of_size_is_not_condemned_at_once() -> None:
+    """Two waits, two clocks: a canary short of its size for most of the deadline, then at
+    size with its new pod not scraped yet, has not been unconfirmed for that long."""
+    spec = spec_with_digest()
+    status, _ = progressed(spec, {"c-0": DECLARED}, seconds=60)
+    status = status.model_copy(update={"short_of_size_since": T0 + timedelta(seconds=60)})
+    at = T0 + timedelta(seconds=60 + spec.analysis.progress_deadline_seconds - 10)
+    t = step(spec, status, MetricsObserved(reporting({"c-0": DECLARED}, at, status.canary_weight, ["c-0", "c-1"])), at)
+    assert t.status.phase == Phase.PROGRESSING and t.status.model_unconfirmed_since == at
+    assert "waiting for the declared model" in t.status.message

@@ -442,3 +442,25 @@ def test_canary_health_reports_its_size_and_the_pods_available_at_its_template()
     assert canary_health_of(dep, [], now, 600).available_replicas == 4
     dep["metadata"]["generation"] = 4  # scaled, not observed yet: its status is about the old size
     assert canary_health_of(dep, [], now, 600).available_replicas == 0
+
+
+def test_canary_health_names_the_ready_pods_of_the_current_template_whose_model_is_judged() -> None:
+    from datetime import datetime, timezone
+
+    from modelrollout.adapters.workload import canary_health_of
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    ready = {"type": "Ready", "status": "True"}
+    dep = {"metadata": {"generation": 1}, "spec": {"replicas": 3},
+           "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}}
+    pods = [
+        {"metadata": {"name": "c-b"}, "status": {"phase": "Running", "conditions": [ready]}},
+        {"metadata": {"name": "c-a"}, "status": {"phase": "Running", "conditions": [ready]}},
+        {"metadata": {"name": "c-starting"}, "status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "False"}]}},
+        {"metadata": {"name": "c-leaving", "deletionTimestamp": "2026-11-30T00:00:00Z"},
+         "status": {"phase": "Running", "conditions": [ready]}},
+    ]
+    assert canary_health_of(dep, pods, now, 600).current_pods == ["c-a", "c-b"]
+    # the current template's pods could not be told apart: unknown, not all of them
+    assert canary_health_of(dep, pods, now, 600, at_current_template=False).current_pods is None

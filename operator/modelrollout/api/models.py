@@ -554,7 +554,10 @@ class ModelRolloutStatus(ApiModel):
     decision: DecisionStatus | None = None
     high_risk_since: datetime | None = None
     short_of_size_since: datetime | None = Field(
-        default=None, description="since when the canary has been short of its step's size or its declared model unconfirmed (docs/design.md#kubernetes-health, docs/integrity.md)")
+        default=None, description="since when the canary has been short of its step's size (docs/design.md#kubernetes-health)")
+    model_unconfirmed_since: datetime | None = Field(
+        default=None, description="since when the declared model has been unconfirmed on the canary's ready pods "
+                                  "(docs/integrity.md)")
     consecutive_no_data: int = Field(default=0, ge=0)
     consecutive_prometheus_errors: int = Field(default=0, ge=0)
     next_evaluation_at: datetime | None = None

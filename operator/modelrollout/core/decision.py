@@ -32,6 +32,7 @@ class Position:
     high_risk_since: datetime | None = None
     consecutive_no_data: int = 0
     short_of_size_since: datetime | None = None
+    model_unconfirmed_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Decision:
     next_interval: timedelta = timedelta(seconds=30)
     new_weight: int | None = None
     short_of_size_since: datetime | None = None
+    model_unconfirmed_since: datetime | None = None
 
 
 def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) -> str | None:
@@ -115,14 +117,14 @@ def decide(
     no_data_count = position.consecutive_no_data + 1 if no_data else 0
     conds = tuple(results)
     short = short_of_size(health)
+    short_since = (position.short_of_size_since or now) if short is not None else None
     unverified = integrity.unverified if integrity is not None else None
-    not_ready = short if short is not None else unverified
-    short_since = (position.short_of_size_since or now) if not_ready is not None else None
+    unconfirmed_since = (position.model_unconfirmed_since or now) if unverified is not None else None
 
     def verdict(action: DecisionAction, reason: str, trigger: str | None = None, *,
                 next_interval: timedelta = interval, new_weight: int | None = None) -> Decision:
         return Decision(action, reason, score, level, conds, trigger, since, high_since, no_data_count,
-                        next_interval, new_weight, short_since)
+                        next_interval, new_weight, short_since, unconfirmed_since)
 
     # Rule 1: anything critical, or Kubernetes says the canary is unhealthy.
     failure = health_failure(health, analysis.progress_deadline_seconds)
@@ -192,25 +194,28 @@ def decide(
     if now - position.step_started_at < step.duration:
         remaining = step.duration - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
-    if not_ready is not None and short_since is not None:
-        # A step completes only on a canary that served its share at full size, with the
-        # declared model confirmed on every ready pod (docs/integrity.md). The wait is
-        # bounded: progressDeadlineSeconds of not being ready, counted from when it was first
-        # seen so (status.shortOfSizeSince) or from the step's end if later — a step held long
-        # for other reasons is not condemned by one short tick afterwards.
-        waited = now - max(short_since, position.step_started_at + step.duration)
-        deadline = f"spec.analysis.progressDeadlineSeconds {analysis.progress_deadline_seconds}"
-        if waited >= timedelta(seconds=analysis.progress_deadline_seconds):
-            if short is not None:
-                return verdict(DecisionAction.ROLLBACK,
-                               f"canary not available at its size for {_secs(waited)} after step "
-                               f"{position.current_step}'s time was up ({short}; {deadline})", "kubernetesHealth")
+    # A step completes only on a canary that served its share at full size, with the
+    # declared model confirmed on every ready pod (docs/integrity.md). Each wait is bounded:
+    # progressDeadlineSeconds of it, counted from when it was first seen (its own clock in
+    # status: shortOfSizeSince, modelUnconfirmedSince) or from the step's end if later — a
+    # step held long for other reasons is not condemned by one such tick afterwards.
+    step_end = position.step_started_at + step.duration
+    deadline = timedelta(seconds=analysis.progress_deadline_seconds)
+    setting = f"spec.analysis.progressDeadlineSeconds {analysis.progress_deadline_seconds}"
+    if short is not None and short_since is not None:
+        waited = now - max(short_since, step_end)
+        if waited >= deadline:
+            return verdict(DecisionAction.ROLLBACK,
+                           f"canary not available at its size for {_secs(waited)} after step "
+                           f"{position.current_step}'s time was up ({short}; {setting})", "kubernetesHealth")
+        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
+                                            f"for the canary to be available at its size ({short})")
+    if unverified is not None and unconfirmed_since is not None:
+        waited = now - max(unconfirmed_since, step_end)
+        if waited >= deadline:
             return verdict(DecisionAction.ROLLBACK,
                            f"{MODEL_INTEGRITY}: the declared model not confirmed for {_secs(waited)} after step "
-                           f"{position.current_step}'s time was up ({unverified}; {deadline})", MODEL_INTEGRITY)
-        if short is not None:
-            return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; "
-                                                f"waiting for the canary to be available at its size ({short})")
+                           f"{position.current_step}'s time was up ({unverified}; {setting})", MODEL_INTEGRITY)
         return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
                                             f"for the declared model: {unverified}", MODEL_INTEGRITY)
     if position.current_step + 1 < len(spec.steps):

@@ -91,8 +91,9 @@ def judge_integrity(spec: ModelRolloutSpec, snapshot: Snapshot, health: CanaryHe
     The pods judged are the canary's ready pods at its current template
     (``health.current_pods``): a pod of an earlier template, still terminating or not
     yet replaced, reports the model it was given, and must not condemn the new one.
-    Without that list (a replay, a failed health read) every reporting pod is judged,
-    and one on the declared model is enough to confirm it.
+    Without that list (a failed health read, a replay, a snapshot file) no pod can be
+    condemned: another digest leaves the model unverified, and every reporting pod on the
+    declared one (at least one) confirms it.
     """
     declared = declared_digest(spec)
     if declared is None:
@@ -102,6 +103,9 @@ def judge_integrity(spec: ModelRolloutSpec, snapshot: Snapshot, health: CanaryHe
     judged = {pod: digest for pod, digest in reported.items() if current is None or pod in current}
     evidence: dict[str, Any] = {"declared": declared, "served": dict(sorted(judged.items()))}
     wrong = {pod: digest for pod, digest in judged.items() if digest != declared}
+    if wrong and current is None:
+        return IntegrityVerdict(unverified=f"{len(wrong)} pod(s) report another model, but the canary's current pods "
+                                           "are unknown (its health could not be read)", evidence=evidence)
     if wrong:
         listed = ", ".join(f"{pod} reports {digest}" for pod, digest in sorted(wrong.items()))
         return IntegrityVerdict(breach=f"canary serves another model: {listed}; declared {declared} "

@@ -46,7 +46,7 @@ from .actions import (
 )
 from .conditions import evaluate_all
 from .conditions.base import EvaluationContext
-from .decision import Decision, Position, decide, health_failure
+from .decision import Decision, Position, decide, health_failure, short_of_size
 from .observations import (
     Command,
     CommandKind,
@@ -200,7 +200,8 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
         new = status.model_copy(update={
             "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": 0 if dark else first,
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
-            "high_risk_since": None, "short_of_size_since": None, "consecutive_no_data": 0,
+            "high_risk_since": None, "short_of_size_since": None, "model_unconfirmed_since": None,
+            "consecutive_no_data": 0,
             "consecutive_prometheus_errors": 0, "risk": None,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
@@ -251,6 +252,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         current_step=status.current_step, canary_weight=status.canary_weight, step_started_at=status.step_started_at,
         paused=status.phase == Phase.PAUSED, triggered_since=previous_since, high_risk_since=status.high_risk_since,
         short_of_size_since=status.short_of_size_since,
+        model_unconfirmed_since=status.model_unconfirmed_since,
         consecutive_no_data=status.consecutive_no_data,
     )
     health = snapshot.health.canary if snapshot.health else None
@@ -265,10 +267,21 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
 def _awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus, integrity: IntegrityVerdict,
                     health: CanaryHealth | None, now: datetime) -> Transition:
     """The dark start (docs/integrity.md): the canary is up with no traffic; it gets the
-    first step's weight once every available pod reports the declared model. Conditions
-    are not judged (they have no traffic to judge); Kubernetes health still is, and an
-    unconfirmed model is bounded by ``progressDeadlineSeconds``."""
+    first step's weight once it is at its size and every ready pod of its current template
+    reports the declared model. Conditions are not judged (there is no traffic to judge);
+    Kubernetes health still is, and an unconfirmed model is bounded by
+    ``progressDeadlineSeconds`` from the dark start (restarted while paused)."""
     assert status.step_started_at is not None
+    interval = spec.analysis.interval
+
+    def hold(reason: str, **changes: Any) -> Transition:
+        return Transition(status.model_copy(update={
+            "message": reason, "decision": DecisionStatus(action=DecisionAction.HOLD, reason=reason, at=now),
+            "next_evaluation_at": next_tick(now, interval), "consecutive_prometheus_errors": 0, **changes,
+        }))
+
+    if spec.analysis.dry_run:  # switched on mid-way: nothing is routed, nothing rolled back
+        return hold(f"dryRun: no traffic yet; the declared model: {integrity.breach or integrity.unverified or 'confirmed'}")
     failure = health_failure(health, spec.analysis.progress_deadline_seconds)
     if failure:
         return _begin_rollback(spec, status, now, reason=f"critical: {failure}", trigger="kubernetesHealth",
@@ -277,31 +290,40 @@ def _awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus, integrit
         return _begin_rollback(spec, status, now, reason=f"critical: {MODEL_INTEGRITY}: {integrity.breach}",
                                trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
                                extra=integrity.evidence)
-    first = spec.steps[0].weight
-    interval = spec.analysis.interval
-    if integrity.unverified is None and not spec.paused:
+    if spec.paused:
+        return hold("paused before any traffic: the declared model is checked on resume", step_started_at=now)
+    why = integrity.unverified or _not_all_checked(health)
+    if why is None:
+        first = spec.steps[0].weight
         message = f"step 0: canary at {first}% (the declared model {declared_digest(spec)} confirmed on every canary pod)"
         new = status.model_copy(update={
             "canary_weight": first, "step_started_at": now, "message": message,
             "decision": DecisionStatus(action=DecisionAction.CONTINUE, reason=message, at=now),
-            "next_evaluation_at": next_tick(now, interval),
+            "next_evaluation_at": next_tick(now, interval), "consecutive_prometheus_errors": 0,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
                                                            weight=first)),
         })
         return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "ModelVerified", message)))
-    if integrity.unverified is not None:
-        too_long = unconfirmed_for_too_long(spec, status.step_started_at, now)
-        if too_long:
-            return _begin_rollback(spec, status, now, reason=f"{MODEL_INTEGRITY}: {too_long} ({integrity.unverified})",
-                                   trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
-                                   extra=integrity.evidence)
-    reason = ("paused before any traffic" if integrity.unverified is None
-              else f"no traffic yet: waiting for the declared model: {integrity.unverified}")
-    return Transition(status.model_copy(update={
-        "message": reason, "decision": DecisionStatus(action=DecisionAction.HOLD, reason=reason, at=now),
-        "next_evaluation_at": next_tick(now, interval),
-    }))
+    too_long = unconfirmed_for_too_long(spec, status.step_started_at, now)
+    if too_long:
+        return _begin_rollback(spec, status, now, reason=f"{MODEL_INTEGRITY}: {too_long} ({why})",
+                               trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
+                               extra=integrity.evidence)
+    return hold(f"no traffic yet: waiting for the declared model: {why}")
+
+
+def _not_all_checked(health: CanaryHealth | None) -> str | None:
+    """Why a confirmed model may still not leave the dark start: every pod that will serve
+    must have been checked, so the canary must be at its size and its pods known."""
+    if health is None or health.current_pods is None:
+        return "the canary's current pods are unknown (its health could not be read)"
+    short = short_of_size(health)
+    if short is not None:
+        return f"the canary is not at its size yet ({short})"
+    if health.replicas is not None and len(health.current_pods) < health.replicas:
+        return f"{len(health.current_pods)}/{health.replicas} canary pods ready"
+    return None
 
 
 def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision: Decision, now: datetime,
@@ -313,6 +335,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         "decision": DecisionStatus(action=decision.action, reason=decision.reason, at=now, path=path),
         "high_risk_since": decision.high_risk_since,
         "short_of_size_since": decision.short_of_size_since,
+        "model_unconfirmed_since": decision.model_unconfirmed_since,
         "consecutive_no_data": decision.consecutive_no_data,
         "consecutive_prometheus_errors": 0,
         "next_evaluation_at": next_tick(now, decision.next_interval),
@@ -503,6 +526,19 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
     if phase not in (Phase.PROGRESSING, Phase.PAUSED):
         return Transition(status)
     last = len(spec.steps) - 1
+    if kind == CommandKind.PROMOTE and awaiting_model(spec, status):
+        # One step forward from the dark start is the first step's traffic, model unconfirmed:
+        # the user's call, recorded as such (docs/integrity.md).
+        weight = spec.steps[0].weight
+        message = f"manual promote: step 0, canary at {weight}% before its model was confirmed"
+        new = status.model_copy(update={
+            "canary_weight": weight, "step_started_at": now, "message": message,
+            "decision": DecisionStatus(action=DecisionAction.CONTINUE, reason="manual promote", at=now,
+                                       path=DecisionPath.MANUAL),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message, step=0,
+                                                           weight=weight)),
+        })
+        return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
     if kind == CommandKind.PROMOTE and status.current_step < last:
         nxt = status.current_step + 1
         weight = spec.steps[nxt].weight
