@@ -30,6 +30,30 @@ EXIT_INVALID = 2
 LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
+HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*:\s*(.*)$")
+
+
+def _http_headers(headers: tuple[str, ...], bearer_token_file: Path | None) -> dict[str, str]:
+    """``--header 'Name: value'`` (repeatable) and ``--bearer-token-file``, as one mapping."""
+    out: dict[str, str] = {}
+    for text in headers:
+        match = HEADER.match(text)
+        if match is None or not match.group(2).strip():
+            _fail(f"--header {text!r}: expected 'Name: value', e.g. 'X-Scope-OrgID: ml'")
+        out[match.group(1)] = match.group(2).strip()
+    if bearer_token_file is not None:
+        if any(name.lower() == "authorization" for name in out):
+            _fail("--bearer-token-file and --header 'Authorization: …' both set the Authorization header; keep one")
+        try:
+            token = bearer_token_file.read_text().strip()
+        except OSError as exc:
+            _fail(f"--bearer-token-file {bearer_token_file}: {exc.strerror or exc}")
+        if not token:
+            _fail(f"--bearer-token-file {bearer_token_file}: the file is empty")
+        out["Authorization"] = f"Bearer {token}"
+    return out
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_INVALID)
@@ -226,13 +250,20 @@ def _parse_time(option: str, value: str, now: datetime) -> datetime:
 @click.option("--step", "step_text", help="with --prometheus: time between ticks (default: spec.analysis.interval)")
 @click.option("-n", "--namespace", help="with --prometheus: the rollout's namespace (default: the manifest's, "
                                          "else 'default'); it selects the Deployments' series")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="with --prometheus: an HTTP header sent with every query (repeatable), e.g. 'X-Scope-OrgID: ml'")
+@click.option("--bearer-token-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="with --prometheus: send 'Authorization: Bearer <the file's content>' (kept off the command line)")
+@click.option("--insecure-skip-tls-verify", is_flag=True,
+              help="with --prometheus: accept any TLS certificate (a self-signed proxy); the token is still sent")
 @click.option("--status", "status_path", type=click.Path(path_type=Path),
               help="status to start from (default: a fresh rollout starting at the first tick)")
 @click.option("--with-status", is_flag=True, help="include the carried status in every output line")
 @click.option("--summary/--no-summary", default=True, help="print a summary to stderr at the end")
 def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str | None, from_text: str | None,
-           to_text: str, step_text: str | None, namespace: str | None, status_path: Path | None, with_status: bool,
-           summary: bool) -> None:
+           to_text: str, step_text: str | None, namespace: str | None, headers: tuple[str, ...],
+           bearer_token_file: Path | None, insecure_skip_tls_verify: bool, status_path: Path | None,
+           with_status: bool, summary: bool) -> None:
     """Replay recorded snapshots, or a past window of Prometheus, through the state machine:
     one decision per line out (JSON Lines)."""
     from .core.replay import ReplaySummary, tick_record
@@ -245,7 +276,9 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
               "(a past window of Prometheus)")
     if prometheus_url is None:
         for option, value in (("--from", from_text), ("--step", step_text), ("--namespace", namespace),
-                              ("--to", None if to_text == "now" else to_text)):
+                              ("--to", None if to_text == "now" else to_text), ("--header", headers or None),
+                              ("--bearer-token-file", bearer_token_file),
+                              ("--insecure-skip-tls-verify", insecure_skip_tls_verify or None)):
             if value is not None:
                 _fail(f"{option} goes with --prometheus, not with --snapshots")
         ticks = run_replay(rollout.spec, _snapshots_from(snapshots_path), status)  # type: ignore[arg-type]
@@ -268,7 +301,16 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
             _fail(str(exc) if str(exc).startswith("--") else f"--step: {exc}")
         ns = namespace or rollout.metadata.get("namespace") or "default"
         name = rollout.metadata.get("name") or rollout_path.stem
-        source = PrometheusReplay(prometheus_url, ns, name, rollout.spec)
+        if insecure_skip_tls_verify:
+            import urllib3
+
+            # Said once here, not once per query by urllib3.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            click.echo(f"replay: the TLS certificate of {prometheus_url} is not verified (--insecure-skip-tls-verify)",
+                       err=True)
+        source = PrometheusReplay(prometheus_url, ns, name, rollout.spec,
+                                  headers=_http_headers(headers, bearer_token_file),
+                                  verify_tls=not insecure_skip_tls_verify)
         problem = source.unreachable()
         if problem is not None:
             source.close()

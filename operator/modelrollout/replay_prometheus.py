@@ -13,7 +13,7 @@ in Prometheus, and actions complete at once as in every replay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
 from .adapters.metrics.transport import PrometheusMetricsSource
@@ -44,10 +44,13 @@ class PrometheusReplay:
     """Observations as the rollout's tick would have read them from Prometheus at past moments."""
 
     def __init__(self, url: str, namespace: str, name: str, spec: ModelRolloutSpec, *,
-                 source: PrometheusMetricsSource | None = None) -> None:
+                 source: PrometheusMetricsSource | None = None, headers: Mapping[str, str] | None = None,
+                 verify_tls: bool = True) -> None:
+        """``headers`` (e.g. ``Authorization``) go with every query; ``verify_tls=False``
+        accepts any certificate (a Prometheus behind a self-signed proxy)."""
         self.ref = RolloutRef(namespace=namespace, name=name, uid="replay")
         self.spec = spec
-        self.source = source or PrometheusMetricsSource(url)
+        self.source = source or PrometheusMetricsSource(url, headers=headers, verify_tls=verify_tls)
         self._loop = asyncio.new_event_loop()
 
     def unreachable(self) -> str | None:

@@ -4,7 +4,15 @@ refused naming the option. The real Prometheus is in e2e/tests/test_replay_prome
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +91,103 @@ def test_a_rollback_without_a_decision_is_in_the_summary_and_no_tick_hides_its_r
     text = summarize(ticks)
     assert "1 acting decision(s)" in text and "rollback [prometheusErrors]" in text, text
     assert "final phase RolledBack" in text
+
+
+# ------------------------------------------------------------------------ authentication and TLS
+
+
+class _Prometheus(http.server.BaseHTTPRequestHandler):
+    """A Prometheus behind an authenticating proxy: every query needs the token and the tenant."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's name
+        self._answer()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer()
+
+    def _answer(self) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        type(self).seen.append(headers)
+        if headers.get("authorization") != "Bearer s3cret" or headers.get("x-scope-orgid") != "ml":
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b"unauthorized")
+            return
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serving(tls_dir: Path | None = None) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    scheme = "http"
+    if tls_dir is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _replay_cli(url: str, *extra: str) -> Any:
+    from click.testing import CliRunner
+
+    from modelrollout.cli import main
+
+    rollout = Path(__file__).resolve().parents[2] / "examples/rollouts/replay-2k.yaml"
+    return CliRunner().invoke(main, ["replay", "-f", str(rollout), "--prometheus", url, "--from", "now-2s",
+                                     "--step", "1s", "--no-summary", *extra])
+
+
+def test_replay_sends_the_headers_and_the_token_from_a_file_with_every_query(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    _Prometheus.seen = []
+    with _serving() as url:
+        refused = _replay_cli(url)
+        assert refused.exit_code == 2 and "401" in refused.output
+        done = _replay_cli(url, "--header", "X-Scope-OrgID: ml", "--bearer-token-file", str(token))
+    assert done.exit_code == 0, done.output
+    asked = [h for h in _Prometheus.seen if h.get("authorization")]
+    assert len(asked) > 1 and all(h["authorization"] == "Bearer s3cret" and h["x-scope-orgid"] == "ml" for h in asked)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (("--header", "no colon"), "expected 'Name: value'"),
+    (("--header", "Authorization: Bearer x", "--bearer-token-file", "{token}"), "keep one"),
+    (("--bearer-token-file", "{missing}"), "--bearer-token-file"),
+])
+def test_bad_authentication_options_are_refused_naming_the_option(tmp_path: Path, extra: tuple[str, ...],
+                                                                  needle: str) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    args = [a.format(token=token, missing=tmp_path / "missing") for a in extra]
+    result = _replay_cli("http://127.0.0.1:9", *args)
+    assert result.exit_code == 2 and needle in result.output
+
+
+def test_a_self_signed_prometheus_needs_insecure_skip_tls_verify(tmp_path: Path) -> None:
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    with _serving(tmp_path) as url:
+        refused = _replay_cli(url, "--header", "X-Scope-OrgID: ml", "--header", "Authorization: Bearer s3cret")
+        assert refused.exit_code == 2 and "SSL" in refused.output
+        done = _replay_cli(url, "--header", "X-Scope-OrgID: ml", "--header", "Authorization: Bearer s3cret",
+                           "--insecure-skip-tls-verify")
+    assert done.exit_code == 0, done.output
