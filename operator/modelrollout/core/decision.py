@@ -106,7 +106,7 @@ def decide(
 
     ``integrity``: what the canary's servers report against the declared model
     (``core.integrity``): a breach is rule 1; an unconfirmed model holds the step's end
-    like a canary short of its size, on the same clock and deadline."""
+    like a canary short of its size, with the same deadline on its own clock."""
     analysis = spec.analysis
     score = score_conditions(results)
     level = level_of(score)

@@ -31,9 +31,8 @@ Pure; see docs/integrity.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, RouterKind
 from .snapshot import CanaryHealth, Snapshot

@@ -243,6 +243,10 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         return Transition(status)
 
     snapshot = obs.snapshot
+    health = snapshot.health.canary if snapshot.health else None
+    integrity = judge_integrity(spec, snapshot, health)
+    if awaiting_model(spec, status):
+        return _awaiting_model(spec, status, integrity, health, now)  # no traffic: no condition to judge
     ctx = evaluation_context(spec, status, now)
     results = evaluate_all(snapshot, ctx, spec.analysis.custom)
     previous_since = {c.name: c.triggered_since for c in (status.risk.conditions if status.risk else [])
@@ -255,10 +259,6 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         model_unconfirmed_since=status.model_unconfirmed_since,
         consecutive_no_data=status.consecutive_no_data,
     )
-    health = snapshot.health.canary if snapshot.health else None
-    integrity = judge_integrity(spec, snapshot, health)
-    if awaiting_model(spec, status):
-        return _awaiting_model(spec, status, integrity, health, now)
     decision = decide(spec, results, health, position, now, integrity=integrity)
     return apply_decision(spec, status, decision, now,
                           extra=integrity.evidence if decision.trigger == MODEL_INTEGRITY else None)
