@@ -88,6 +88,11 @@ def test_every_dashboard_query_returns_data_from_a_running_operator(
         bad.apply(rollout_manifest(bad.name, namespace, stable=bad.stable, canary=bad.canary))
         good.apply(rollout_manifest(good.name, namespace, stable=good.stable, canary=good.canary))
         bad.wait_status(lambda st: st.get("canaryWeight") == 50, timeout=90, message="fraud at its second step")
+        # Scraped before the breach: the fast path rolls a canary slow from its step's first
+        # second back within about half a second, before the next scrape of the operator.
+        crds.wait_for(lambda: crds.prom_query(f'modelrollout_canary_weight_percent{{namespace="{namespace}", '
+                                              f'name="fraud", instance="{instance}"}} == 50'),
+                      timeout=30, interval=0.2, message="fraud's weight of 50 scraped from the operator")
         crds.simulator.set_behaviour(namespace, bad.canary, latency_ms={"median": 8.0, "p95": 14.0})
         bad.wait_phase("RolledBack", timeout=90)
         good.wait_phase("Succeeded", timeout=150)
