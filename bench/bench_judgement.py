@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks.sort(key=lambda t: (-(cost[t[3]] * (3 if t[1].startswith("healthy") or "serial" in t[1] else 1))))
     total = sum(t[8] for t in tasks)
 
-    steps_text = ", ".join(f"{s.weight} % {_duration(s.duration)}" for s in spec.steps)
+    steps_text = ", ".join(f"{s.traffic_weight} % {_duration(s.hold_for)}" for s in spec.steps)
     overrides = [level for level in traffic if load_spec(TRAFFIC[level])[1]]
     config_lines = [
         f"- rollout: `{ROLLOUT.relative_to(ROOT) if ROLLOUT.is_relative_to(ROOT) else ROLLOUT}` (steps {steps_text}; interval {interval:.0f} s; "

@@ -324,6 +324,17 @@ def valid_steps(draw: st.DrawFn, max_steps: int = 20) -> list[Json]:
     return [{"weight": w, "duration": draw(durations(1, 7200))} for w in sorted(weights)]
 
 
+@st.composite
+def shadow_settings(draw: st.DrawFn) -> Json:
+    """A shadow step's settings (docs/shadow.md)."""
+    shadow: Json = {"duration": draw(durations(1, 7200))}
+    if maybe(draw):
+        shadow["percent"] = draw(st.integers(1, 100))
+    if maybe(draw, 3):
+        shadow["replicas"] = draw(st.integers(1, 50))
+    return shadow
+
+
 def maybe(draw: st.DrawFn, chance: int = 2) -> bool:
     """True one time in ``chance``."""
     return draw(st.integers(1, chance)) == 1
@@ -368,6 +379,8 @@ def valid_specs(draw: st.DrawFn) -> Json:
         spec["traffic"] = traffic
     if maybe(draw):
         spec["steps"] = draw(valid_steps())
+        if spec.get("traffic", {}).get("router") == "gatewayAPI" and len(spec["steps"]) < 20 and maybe(draw, 3):
+            spec["steps"].insert(0, {"shadow": draw(shadow_settings())})
     if maybe(draw, 3) is False:
         spec["analysis"] = draw(valid_analysis())
     if maybe(draw, 3):
@@ -642,7 +655,8 @@ def m_missing_required(draw: st.DrawFn, spec: Json) -> list[tuple[str, str]]:
 def m_steps(draw: st.DrawFn, spec: Json) -> list[tuple[str, str]]:
     steps = draw(valid_steps(max_steps=8))
     kind = draw(st.sampled_from(["not-increasing", "duplicate", "not-ending-100", "empty", "too-many",
-                                 "weight-0", "weight-over-100", "unsorted", "whole-float-weights"]))
+                                 "weight-0", "weight-over-100", "unsorted", "whole-float-weights",
+                                 "shadow-not-first", "shadow-with-weight", "shadow-last", "shadow-replicas-router"]))
     target = path_text(("steps",))
     if kind in ("not-increasing", "duplicate", "unsorted"):
         if len(steps) < 2:
@@ -665,6 +679,22 @@ def m_steps(draw: st.DrawFn, spec: Json) -> list[tuple[str, str]]:
         # 25.0, 100.0: what JSON encoders of floats send (kubectl turns YAML 100.0 into 100).
         for step in steps:
             step["weight"] = float(step["weight"])
+    elif kind.startswith("shadow-"):
+        shadow: Json = {"shadow": draw(shadow_settings())}
+        spec["traffic"] = {"router": "gatewayAPI", "httpRoute": {"name": "r"}}
+        if kind == "shadow-not-first":
+            steps.insert(draw(st.integers(1, len(steps))), shadow)
+        elif kind == "shadow-with-weight":
+            key = draw(st.sampled_from(["weight", "duration"]))
+            shadow[key] = 1 if key == "weight" else "1m"
+            steps.insert(0, shadow)
+            target = path_text(("steps", 0))
+        elif kind == "shadow-last":
+            steps = [shadow]
+        else:
+            steps.insert(0, shadow)
+            spec["traffic"] = draw(st.sampled_from([{"router": "replicas"}, {}]))
+            target = path_text(("steps", 0, "shadow"))
     elif kind == "too-many":
         n = draw(st.integers(21, 30))
         steps = [{"weight": w, "duration": "1s"} for w in sorted(draw(

@@ -40,8 +40,13 @@ class SlowExecutor:
     async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
         await self.inner.set_weight(ns, spec, status, percent)
 
-    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
-        await self.inner.prepare_canary(ns, spec, status, percent)
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             replicas: int | None = None) -> None:
+        await self.inner.prepare_canary(ns, spec, status, percent, replicas)
+
+    async def mirror_traffic(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             size_percent: int, replicas: int | None = None) -> None:
+        await self.inner.mirror_traffic(ns, spec, status, percent, size_percent, replicas)
 
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation:
         await asyncio.sleep(self.delay)

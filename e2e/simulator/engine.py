@@ -323,7 +323,7 @@ class Simulator:
             return {
                 "services": [s.to_json() for s in self._services.values()],
                 "deployments": deployments,
-                "routes": {f"{ns}/{n}": {"exists": r.exists, "weights": r.weights}
+                "routes": {f"{ns}/{n}": {"exists": r.exists, "weights": r.weights, "mirrors": r.mirrors}
                            for (ns, n), r in self._routes.items()},
                 "behaviours": {
                     f"{ns}/{dep}": {img: b.to_json() for img, b in by_img.items()}
@@ -369,6 +369,14 @@ class Simulator:
                     weights[d] = float(rw.get(backend, 0))
                 # Backends that are neither stable nor canary still take their share.
                 total = float(sum(rw.values()))
+                # A RequestMirror filter copies its share of the route's requests to a backend
+                # (docs/shadow.md): served by it, answered to no one, dropped silently when it
+                # has no ready pod (a gateway never fails a request for its mirror).
+                for d, backend in backends.items():
+                    copied = (route.mirrors.get(backend, 0.0) if route and route.exists else 0.0) / 100.0
+                    v = self._views.get((ns, d))
+                    if copied > 0 and v and v.exists and v.ready_pods:
+                        offered[(ns, d)] = offered.get((ns, d), 0.0) + copied * s.rps
             for d, w in weights.items():
                 share = w / total if total > 0 else 0.0
                 key = (ns, d)

@@ -71,10 +71,13 @@ class DeploymentView:
 
 @dataclass(frozen=True)
 class RouteView:
-    """An HTTPRoute's backend weights summed over its rules; None weights = route absent."""
+    """An HTTPRoute's backend weights summed over its rules; None weights = route absent.
+    ``mirrors``: backend name -> percent of the route's requests its RequestMirror filters
+    copy to it (the largest over the rules; ``fraction`` in percent; no share = 100)."""
 
     exists: bool
     weights: dict[str, int] = field(default_factory=dict)
+    mirrors: dict[str, float] = field(default_factory=dict)
 
 
 class KubeReader:
@@ -135,11 +138,17 @@ class KubeReader:
                 return RouteView(exists=False)
             raise
         weights: dict[str, int] = {}
+        mirrors: dict[str, float] = {}
         for rule in (r.get("spec") or {}).get("rules") or []:
             for ref in rule.get("backendRefs") or []:
                 w = ref.get("weight", 1)
                 weights[ref["name"]] = weights.get(ref["name"], 0) + int(w if w is not None else 1)
-        return RouteView(exists=True, weights=weights)
+            for flt in rule.get("filters") or []:
+                if flt.get("type") == "RequestMirror":
+                    name, percent = mirror_share(flt.get("requestMirror") or {})
+                    if name:
+                        mirrors[name] = max(mirrors.get(name, 0.0), percent)
+        return RouteView(exists=True, weights=weights, mirrors=mirrors)
 
     def argo_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An Argo Rollout as a plain dict, or None when absent (or its CRD is not installed)."""
@@ -189,6 +198,17 @@ def argo_rollout_views(rollout: dict[str, Any] | None, pods: list[Any]) -> tuple
     # The stable's template is the spec's only when no update is in progress.
     stable = view(stable_hash, spec_image if canary_hash is None else None)
     return stable, view(canary_hash, spec_image)
+
+
+def mirror_share(mirror: dict[str, Any]) -> tuple[str | None, float]:
+    """(backend name, percent of requests copied) of one ``requestMirror``."""
+    name = (mirror.get("backendRef") or {}).get("name")
+    if "percent" in mirror:
+        return name, float(mirror["percent"])
+    if "fraction" in mirror:
+        fraction = mirror["fraction"]
+        return name, 100.0 * float(fraction["numerator"]) / float(fraction.get("denominator", 100))
+    return name, 100.0
 
 
 def _matches(pod: Any, selector: dict[str, str]) -> bool:

@@ -29,10 +29,11 @@ class FakeReader:
     """Deployments with a fixed number of ready pods and one HTTPRoute."""
 
     def __init__(self, replicas: dict[str, int], images: dict[str, str] | None = None,
-                 route: dict[str, int] | None = None) -> None:
+                 route: dict[str, int] | None = None, mirrors: dict[str, float] | None = None) -> None:
         self.replicas = replicas
         self.images = images or {}
         self.route = route
+        self.mirrors = mirrors or {}
 
     def namespace_pods(self, namespace: str) -> list:
         return []
@@ -48,7 +49,7 @@ class FakeReader:
         return DeploymentView(True, n, img, tuple(PodView(f"{d}-{i}", img) for i in range(n)), {"app": d})
 
     def http_route(self, namespace: str, name: str) -> RouteView:
-        return RouteView(self.route is not None, dict(self.route or {}))
+        return RouteView(self.route is not None, dict(self.route or {}), dict(self.mirrors))
 
 
 def fake_pod(name: str, labels: dict[str, str], image: str, ready: bool = True) -> SimpleNamespace:
@@ -125,6 +126,34 @@ def test_gateway_router_uses_route_weights_and_backend_names() -> None:
     st = sim.state()["deployments"]
     assert st["ns/s"]["share"] == pytest.approx(0.95)
     assert st["ns/c"]["share"] == pytest.approx(0.05)
+
+
+def test_a_route_mirror_copies_requests_to_the_canary_without_taking_any_from_the_stable() -> None:
+    """A shadow step (docs/shadow.md): weights 100/0 and a RequestMirror of 50 % to the
+    canary's Service. The stable serves every request; the canary answers copies of half."""
+    sim = Simulator(FakeReader({"s": 2, "c": 1}, route={"s": 100, "c": 0}, mirrors={"c": 50.0}), seed=4)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "canary": "c",
+                                            "router": "gatewayAPI", "httpRoute": "r", "rps": 200}))
+    sim.refresh()
+    st = sim.state()
+    assert st["deployments"]["ns/s"]["offeredRps"] == pytest.approx(200)
+    assert st["deployments"]["ns/c"]["offeredRps"] == pytest.approx(100)
+    assert st["deployments"]["ns/c"]["share"] == pytest.approx(0.0)  # no user's request is the canary's
+    assert st["routes"]["ns/r"]["mirrors"] == {"c": 50.0}
+    run(sim, 10.0)
+    fams = families(sim)
+    canary = total(fams, "model_requests", "model_requests_total", deployment="c")
+    stable = total(fams, "model_requests", "model_requests_total", deployment="s")
+    assert 0.35 < canary / stable < 0.65
+
+
+def test_the_reader_turns_request_mirror_filters_into_shares() -> None:
+    from e2e.simulator.kube import mirror_share
+
+    assert mirror_share({"backendRef": {"name": "c", "port": 80}, "percent": 30}) == ("c", 30.0)
+    assert mirror_share({"backendRef": {"name": "c"}, "fraction": {"numerator": 1, "denominator": 8}}) == ("c", 12.5)
+    assert mirror_share({"backendRef": {"name": "c"}, "fraction": {"numerator": 3}}) == ("c", 3.0)
+    assert mirror_share({"backendRef": {"name": "c"}}) == ("c", 100.0)
 
 
 def test_argo_rollout_replicasets_are_exported_as_stable_and_canary() -> None:

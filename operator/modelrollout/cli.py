@@ -128,6 +128,7 @@ def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, 
              pretty: bool) -> None:
     """Print the decision the operator would take on one snapshot (JSON)."""
     from .core.integrity import dark_start
+    from .core.shadow import shadow_of
     from .core.machine import initial_status, revision_of, step
     from .core.observations import MetricsObserved
     from .core.replay import decision_record
@@ -148,8 +149,12 @@ def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, 
             updates["step_started_at"] = now
         if status.current_step >= len(spec.steps):
             _fail(f"status.currentStep: {status.current_step} is beyond the spec's {len(spec.steps)} steps")
-        if status.canary_weight == 0 and not (dark_start(spec) and status.current_step == 0):
-            updates["canary_weight"] = spec.steps[status.current_step].weight  # a dark start stays dark
+        dark = dark_start(spec) and status.current_step == 0 and status.mirror_percent is None
+        shadow = shadow_of(spec, status.current_step)
+        if shadow is not None and not dark:
+            updates.update(canary_weight=0, mirror_percent=status.mirror_percent or shadow.percent)
+        elif status.canary_weight == 0 and not dark:
+            updates["canary_weight"] = spec.steps[status.current_step].traffic_weight  # a dark start stays dark
         status = status.model_copy(update=updates)
     transition = step(spec, status, MetricsObserved(snapshot), now)
     click.echo(_dump(decision_record(transition.decision, transition.status), pretty))

@@ -33,6 +33,7 @@ from .core.actions import (
     Action,
     EmitEvent,
     EventType,
+    MirrorTraffic,
     Notify,
     PrepareCanary,
     Promote,
@@ -89,7 +90,10 @@ class Executor(Protocol):
     async def start_rollout(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
                             rollout: str | None = None) -> Observation: ...
     async def set_weight(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None: ...
-    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None: ...
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             replicas: int | None = None) -> None: ...
+    async def mirror_traffic(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             size_percent: int, replicas: int | None = None) -> None: ...
     async def promote(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Observation: ...
     async def rollback_phase(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, phase: int) -> Observation: ...
     async def canary_health(self, ns: str, canary: str, progress_deadline_seconds: int) -> CanaryHealth: ...
@@ -338,7 +342,10 @@ class Controller:
             await self.executor.set_weight(ns, spec, status, action.percent)
             return None
         if isinstance(action, PrepareCanary):
-            await self.executor.prepare_canary(ns, spec, status, action.percent)
+            await self.executor.prepare_canary(ns, spec, status, action.percent, action.replicas)
+            return None
+        if isinstance(action, MirrorTraffic):
+            await self.executor.mirror_traffic(ns, spec, status, action.percent, action.size_percent, action.replicas)
             return None
         if isinstance(action, StartRollout):
             return await self.executor.start_rollout(ns, spec, status, rollout=ref.name)

@@ -196,6 +196,7 @@ def test_types_follow_the_models(schema: Schema) -> None:
         "type": "integer",
         "minimum": 1,
         "maximum": 100,
+        "nullable": True,  # a shadow step has none (docs/shadow.md)
     }
     assert spec["steps"]["maxItems"] == 20
     assert spec["analysis"]["properties"]["custom"]["maxItems"] == 32
@@ -291,7 +292,10 @@ def test_cel_rules_sit_on_the_right_nodes(schema: Schema) -> None:
 
     assert "self.stable.deployment != self.canary.deployment" in rule_texts("spec")
     assert "isSorted()" in rule_texts("spec.steps") and "exists_one" in rule_texts("spec.steps")
-    assert "size(self) == 0 || self[size(self) - 1].weight == 100" in rule_texts("spec.steps")
+    assert "self[size(self) - 1].weight == 100" in rule_texts("spec.steps")
+    assert "has(self[0].shadow)" in rule_texts("spec.steps")
+    assert "has(self.shadow)" in rule_texts("spec.steps[]")
+    assert "gatewayAPI" in rule_texts("spec") and "s.shadow" in rule_texts("spec")
     assert "'gatewayAPI'" in rule_texts("spec.traffic") and "has(self.httpRoute)" in rule_texts("spec.traffic")
     assert "duration(self)" in rule_texts("spec.analysis.interval")
     assert "self.critical < self.threshold" in rule_texts("spec.analysis.custom[]")

@@ -51,12 +51,12 @@ from ..core.observations import (
     RollbackApplied,
 )
 from ..core.snapshot import CanaryHealth
-from ..errors import ClusterConflict
+from ..errors import ClusterConflict, InvalidSpec
 from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
 from .routers import ROUTERS, RouterFactory, router_factory
 from .routers.base import RolloutTarget, TrafficRouter
 from .routers.gateway_api import GatewayAPIRouter, verify_route
-from .routers.replicas import WEIGHT_ANNOTATION
+from .routers.replicas import WEIGHT_ANNOTATION, canary_replicas
 from .workload import (
     ROLLOUT_LABEL,
     PodFailure,
@@ -143,14 +143,28 @@ class KubeExecutor:
         total = status.stable_record.replicas if status.stable_record else 0
         await self.apply_weight(rollout_target(ns, spec, total), spec.traffic.router, percent)
 
-    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int) -> None:
-        """The machine's ``PrepareCanary``: the canary scaled for ``percent`` % with no
-        traffic routed to it (docs/integrity.md); only the Gateway API router can."""
+    async def prepare_canary(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             replicas: int | None = None) -> None:
+        """The machine's ``PrepareCanary``: the canary scaled for ``percent`` % (or to
+        ``replicas``) with no traffic routed to it (docs/integrity.md)."""
         total = status.stable_record.replicas if status.stable_record else 0
+        await self._gateway(spec, "keep traffic from a scaled canary").prepare_dark(
+            rollout_target(ns, spec, total), percent, replicas)
+
+    async def mirror_traffic(self, ns: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, percent: int,
+                             size_percent: int, replicas: int | None = None) -> None:
+        """The machine's ``MirrorTraffic`` (docs/shadow.md): ``percent`` % of requests copied
+        to the canary, sized to ``replicas`` or for ``size_percent`` % of the recorded stable."""
+        total = status.stable_record.replicas if status.stable_record else 0
+        size = replicas if replicas is not None else canary_replicas(total, size_percent)
+        await self._gateway(spec, "mirror requests").mirror(rollout_target(ns, spec, total), percent, size)
+
+    def _gateway(self, spec: ModelRolloutSpec, what: str) -> GatewayAPIRouter:
         router = self.router(spec.traffic.router)
-        if not isinstance(router, GatewayAPIRouter):  # the machine asks only with gatewayAPI: a bug, never the user's
-            raise TypeError(f"the {spec.traffic.router.value} router cannot keep traffic from a scaled canary")
-        await router.prepare_dark(rollout_target(ns, spec, total), percent)
+        if not isinstance(router, GatewayAPIRouter):  # admission refuses it; the machine asks only with gatewayAPI
+            raise InvalidSpec(f"spec.traffic.router: the {spec.traffic.router.value} router cannot {what}; "
+                              "use router: gatewayAPI with an httpRoute")
+        return router
 
     async def apply_weight(self, target: RolloutTarget, router: RouterKind, percent: int) -> None:
         """Route ``percent`` % to the canary of ``target`` (idempotent; does not wait for pods)."""

@@ -255,6 +255,14 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
             "spec.canary.deployment must differ from spec.stable.deployment: name a separate challenger Deployment",
             ".canary.deployment",
         ),
+        _rule(
+            "!has(self.steps) || !self.steps.exists(s, has(s.shadow)) || "
+            "(has(self.traffic) && has(self.traffic.router) && self.traffic.router == 'gatewayAPI')",
+            "spec.steps[0].shadow needs spec.traffic.router gatewayAPI: only an HTTPRoute can copy requests to the "
+            "canary (RequestMirror) while users stay on the stable; the replicas router sends users to every canary "
+            "pod it scales up. Use gatewayAPI or remove the shadow step",
+            ".steps",
+        ),
     ],
     ("spec", "canary"): [
         _rule(
@@ -267,15 +275,30 @@ CEL_RULES: dict[tuple[str, ...], list[Rule]] = {
     ],
     ("spec", "steps"): [
         _rule(
-            # The Kubernetes lists library's isSorted() plus uniqueness = strictly increasing.
-            "self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))",
+            # The Kubernetes lists library's isSorted() plus uniqueness = strictly increasing;
+            # a shadow step has no weight and is left out.
+            "self.filter(s, has(s.weight)).map(s, s.weight).isSorted() && "
+            "self.filter(s, has(s.weight)).all(s, self.filter(t, has(t.weight)).exists_one(t, t.weight == s.weight))",
             "spec.steps: weights must increase strictly from step to step (e.g. 5, 25, 100); "
             "reorder the steps or remove the duplicate weight",
         ),
         _rule(
             # Guarded: an empty list is minItems' to report, not an index error's.
-            "size(self) == 0 || self[size(self) - 1].weight == 100",
+            "size(self) == 0 || (has(self[size(self) - 1].weight) && self[size(self) - 1].weight == 100)",
             "spec.steps: the last step's weight must be 100 (full promotion); add a final {weight: 100} step",
+        ),
+        _rule(
+            "size(self) == 0 || !self.exists(s, has(s.shadow)) || "
+            "(has(self[0].shadow) && self.exists_one(s, has(s.shadow)))",
+            "spec.steps: only the first step may be a shadow step (mirroring after users were served judges "
+            "nothing new); move it first or remove it",
+        ),
+    ],
+    ("spec", "steps", "[]"): [
+        _rule(
+            "has(self.shadow) ? !has(self.weight) && !has(self.duration) : has(self.weight) && has(self.duration)",
+            "spec.steps[]: a step is {weight: 5, duration: 15m} or {shadow: {percent: 100, duration: 10m}}; "
+            "a shadow step has no weight or duration of its own",
         ),
     ],
     ("spec", "traffic"): [

@@ -209,9 +209,52 @@ class TrafficSpec(ApiModel):
         return self
 
 
+class ShadowStep(ApiModel):
+    """Live requests copied to the canary while every user is served by the stable
+    (docs/shadow.md): the canary is judged before anyone sees its answers."""
+
+    percent: int = Field(default=100, ge=1, le=100,
+                         description="share of the route's requests copied to the canary (RequestMirror percent)")
+    duration: Duration = Field(description="how long the canary must stay healthy on mirrored requests before it "
+                                           "gets real traffic")
+    replicas: int | None = Field(
+        default=None, ge=1, le=10_000,
+        description="canary replicas while shadowing; default: the first weighted step's share of the stable's")
+
+
 class Step(ApiModel):
-    weight: int = Field(ge=1, le=100, description="canary traffic percent in (0, 100]")
-    duration: Duration = Field(description="how long the step must stay healthy before advancing")
+    """Either a weighted step (``weight`` and ``duration``) or a shadow step (``shadow``),
+    which only the first step may be."""
+
+    weight: int | None = Field(default=None, ge=1, le=100, description="canary traffic percent in (0, 100]")
+    duration: Duration | None = Field(default=None, description="how long the step must stay healthy before advancing")
+    shadow: ShadowStep | None = Field(
+        default=None, description="mirror requests to the canary, no user traffic (gatewayAPI router only; "
+                                  "first step only); excludes weight and duration")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if self.shadow is not None:
+            if self.weight is not None or self.duration is not None:
+                raise ValueError("a shadow step has no weight or duration of its own (it routes no user traffic); "
+                                 "write {shadow: {percent: 100, duration: 10m}}")
+        elif self.weight is None or self.duration is None:
+            missing = " and ".join(f for f, v in (("weight", self.weight), ("duration", self.duration)) if v is None)
+            raise ValueError(f"{missing} required: a step is {{weight: 5, duration: 15m}} or "
+                             "{shadow: {percent: 100, duration: 10m}}")
+        return self
+
+    @property
+    def traffic_weight(self) -> int:
+        """The users' share routed to the canary during this step: 0 for a shadow step."""
+        return 0 if self.shadow is not None else int(self.weight or 0)
+
+    @property
+    def hold_for(self) -> timedelta:
+        """How long the step must stay healthy before the rollout moves on."""
+        held = self.shadow.duration if self.shadow is not None else self.duration
+        assert held is not None  # _one_form
+        return held
 
 
 DEFAULT_STEPS: tuple[Step, ...] = (
@@ -434,15 +477,35 @@ class ModelRolloutSpec(ApiModel):
     @field_validator("steps")
     @classmethod
     def _steps_increase_to_100(cls, steps: list[Step]) -> list[Step]:
-        for i in range(1, len(steps)):
-            if steps[i].weight <= steps[i - 1].weight:
+        for i, shadowed in enumerate(steps):
+            if i > 0 and shadowed.shadow is not None:
+                raise ValueError(f"steps[{i}].shadow: only the first step may be a shadow step (mirroring after users "
+                                 "were served judges nothing new); move it first or remove it")
+        weighted = [(i, s) for i, s in enumerate(steps) if s.shadow is None]
+        for (_, before), (i, after) in zip(weighted, weighted[1:]):
+            if after.traffic_weight <= before.traffic_weight:
                 raise ValueError(
-                    f"steps[{i}].weight: {steps[i].weight} must exceed the previous step ({steps[i - 1].weight}); "
+                    f"steps[{i}].weight: {after.traffic_weight} must exceed the previous step ({before.traffic_weight}); "
                     "weights increase strictly and end at 100"
                 )
-        if steps[-1].weight != 100:
-            raise ValueError(f"steps[{len(steps) - 1}].weight: the last step must be 100, not {steps[-1].weight}")
+        if steps[-1].shadow is not None or steps[-1].traffic_weight != 100:
+            last = "a shadow step" if steps[-1].shadow is not None else str(steps[-1].traffic_weight)
+            raise ValueError(f"steps[{len(steps) - 1}].weight: the last step must be 100, not {last}")
         return steps
+
+    @model_validator(mode="after")
+    def _shadow_needs_a_mirroring_router(self) -> Self:
+        if self.steps[0].shadow is not None and self.traffic.router != RouterKind.GATEWAY_API:
+            raise ValueError(
+                f"steps[0].shadow: a shadow step needs traffic.router gatewayAPI, not {self.traffic.router.value}: "
+                "only an HTTPRoute can copy requests to the canary (RequestMirror) while users stay on the stable; "
+                "the replicas router sends users to every canary pod it scales up. Use gatewayAPI or remove the step")
+        return self
+
+    @property
+    def first_weight(self) -> int:
+        """The first step that routes users to the canary: its weight (the floor of a reduce)."""
+        return next(s.traffic_weight for s in self.steps if s.shadow is None)
 
     @model_validator(mode="after")
     def _distinct_deployments(self) -> Self:
@@ -549,6 +612,9 @@ class ModelRolloutStatus(ApiModel):
     step_progress: str | None = Field(
         default=None, description="the current step as 'N/M', counted from 1 (kubectl's STEP column)")
     canary_weight: int = Field(default=0, ge=0, le=100)
+    mirror_percent: int | None = Field(
+        default=None, ge=1, le=100,
+        description="share of the route's requests copied to the canary during a shadow step (docs/shadow.md)")
     step_started_at: datetime | None = None
     risk: RiskStatus | None = None
     decision: DecisionStatus | None = None

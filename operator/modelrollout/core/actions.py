@@ -38,6 +38,20 @@ class PrepareCanary:
     before any user reaches them (docs/integrity.md)."""
 
     percent: int
+    replicas: int | None = None
+    """An explicit size (a shadow step's ``shadow.replicas``) instead of ``percent``'s share."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorTraffic:
+    """A shadow step (docs/shadow.md): every user on the stable (route weights 100/0),
+    ``percent`` % of the route's requests copied to the canary (a RequestMirror filter),
+    the canary scaled to ``replicas``, or for ``size_percent`` % of traffic when None.
+    Any later ``SetWeight`` or rollback removes the mirror."""
+
+    percent: int
+    size_percent: int
+    replicas: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +87,7 @@ class Notify:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-Action = StartRollout | SetWeight | PrepareCanary | Promote | RollbackPhase | EmitEvent | Notify
+Action = StartRollout | SetWeight | PrepareCanary | MirrorTraffic | Promote | RollbackPhase | EmitEvent | Notify
 
 
 def describe(action: Action) -> dict[str, Any]:

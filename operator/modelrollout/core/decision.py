@@ -154,9 +154,14 @@ def decide(
     if position.paused:
         return verdict(DecisionAction.HOLD, "paused", next_interval=interval / 2 if score >= MEDIUM_AT else interval)
 
-    # Rule 4: high risk reduces the canary's share (never below the first step's).
+    # Rule 4: high risk reduces the canary's share (never below the first weighted step's);
+    # a shadow step serves no user, so there is nothing to reduce: it holds, and rule 3
+    # rolls back if the risk lasts.
+    if score >= HIGH_AT and spec.steps[position.current_step].shadow is not None:
+        return verdict(DecisionAction.HOLD, f"high risk {score:.2f} on mirrored traffic", _top(results),
+                       next_interval=interval / 2)
     if score >= HIGH_AT:
-        floor = spec.steps[0].weight
+        floor = spec.first_weight
         reduced = max(floor, position.canary_weight // 2)
         return verdict(DecisionAction.REDUCE, f"high risk {score:.2f}: canary weight {position.canary_weight}% -> {reduced}%",
                        _top(results), next_interval=interval / 2, new_weight=reduced)
@@ -189,17 +194,19 @@ def decide(
 
     # Rule 7: healthy. Advance when the step's time is up; missing data never promotes.
     step = spec.steps[position.current_step]
-    if position.canary_weight != step.weight:
-        return verdict(DecisionAction.CONTINUE, f"healthy: restoring step weight {step.weight}%", new_weight=step.weight)
-    if now - position.step_started_at < step.duration:
-        remaining = step.duration - (now - position.step_started_at)
+    held = step.hold_for
+    if position.canary_weight != step.traffic_weight:
+        return verdict(DecisionAction.CONTINUE, f"healthy: restoring step weight {step.traffic_weight}%",
+                       new_weight=step.traffic_weight)
+    if now - position.step_started_at < held:
+        remaining = held - (now - position.step_started_at)
         return verdict(DecisionAction.CONTINUE, f"healthy (score {score:.2f}); step {position.current_step} ends in {_secs(remaining)}")
     # A step completes only on a canary that served its share at full size, with the
     # declared model confirmed on every ready pod (docs/integrity.md). Each wait is bounded:
     # progressDeadlineSeconds of it, counted from when it was first seen (its own clock in
     # status: shortOfSizeSince, modelUnconfirmedSince) or from the step's end if later — a
     # step held long for other reasons is not condemned by one such tick afterwards.
-    step_end = position.step_started_at + step.duration
+    step_end = position.step_started_at + held
     deadline = timedelta(seconds=analysis.progress_deadline_seconds)
     setting = f"spec.analysis.progressDeadlineSeconds {analysis.progress_deadline_seconds}"
     if short is not None and short_since is not None:
@@ -208,7 +215,7 @@ def decide(
             return verdict(DecisionAction.ROLLBACK,
                            f"canary not available at its size for {_secs(waited)} after step "
                            f"{position.current_step}'s time was up ({short}; {setting})", "kubernetesHealth")
-        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
+        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(held)}; waiting "
                                             f"for the canary to be available at its size ({short})")
     if unverified is not None and unconfirmed_since is not None:
         waited = now - max(unconfirmed_since, step_end)
@@ -216,16 +223,17 @@ def decide(
             return verdict(DecisionAction.ROLLBACK,
                            f"{MODEL_INTEGRITY}: the declared model not confirmed for {_secs(waited)} after step "
                            f"{position.current_step}'s time was up ({unverified}; {setting})", MODEL_INTEGRITY)
-        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(step.duration)}; waiting "
+        return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(held)}; waiting "
                                             f"for the declared model: {unverified}", MODEL_INTEGRITY)
     if position.current_step + 1 < len(spec.steps):
         nxt = spec.steps[position.current_step + 1]
-        return verdict(DecisionAction.ADVANCE, f"step {position.current_step} healthy for {_secs(step.duration)}: advancing to {nxt.weight}%",
-                       new_weight=nxt.weight)
+        return verdict(DecisionAction.ADVANCE,
+                       f"step {position.current_step} healthy for {_secs(held)}: advancing to {nxt.traffic_weight}%",
+                       new_weight=nxt.traffic_weight)
     if no_data:
         return verdict(DecisionAction.HOLD, f"Inconclusive: no data from {_names(no_data)}; missing data never promotes",
                        no_data[0].name)
-    return verdict(DecisionAction.PROMOTE, f"last step healthy for {_secs(step.duration)}: promoting")
+    return verdict(DecisionAction.PROMOTE, f"last step healthy for {_secs(held)}: promoting")
 
 
 def _top(results: Sequence[ConditionResult]) -> str | None:

@@ -36,11 +36,12 @@ ALPHA_DIVISOR = 10.0
 def watches(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     """Whether the fast path looks at this rollout at all.
 
-    Only while the canary serves traffic (Progressing or Paused with weight > 0) and the
-    rollout may act: a dry run is left to the tick, which records its decisions once per
-    interval instead of once per second.
+    Only while the canary serves traffic (Progressing or Paused with weight > 0, or
+    mirrored requests in a shadow step) and the rollout may act: a dry run is left to the
+    tick, which records its decisions once per interval instead of once per second.
     """
-    return (status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.canary_weight > 0
+    return (status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+            and (status.canary_weight > 0 or status.mirror_percent is not None)
             and status.step_started_at is not None and status.revision is not None
             and not spec.analysis.dry_run)
 

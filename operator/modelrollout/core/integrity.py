@@ -69,9 +69,10 @@ def awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     """Whether the rollout is at its dark start: progressing, no traffic routed yet.
 
     Derived, not stored: in Progressing or Paused the canary's weight is never 0 otherwise
-    (a reduce stops at the first step's weight), so a restart finds the same answer."""
+    (a reduce stops at the first weighted step's weight) but in a shadow step, which
+    status marks (``mirrorPercent``), so a restart finds the same answer."""
     return (dark_start(spec) and status.phase in (Phase.PROGRESSING, Phase.PAUSED)
-            and status.canary_weight == 0 and status.current_step == 0)
+            and status.canary_weight == 0 and status.current_step == 0 and status.mirror_percent is None)
 
 
 def unconfirmed_for_too_long(spec: ModelRolloutSpec, since: datetime, now: datetime) -> str | None:

@@ -38,7 +38,6 @@ from .actions import (
     EmitEvent,
     EventType,
     Notify,
-    PrepareCanary,
     Promote,
     RollbackPhase,
     SetWeight,
@@ -72,6 +71,7 @@ from .integrity import (
     unconfirmed_for_too_long,
 )
 from .records import capped_history, evidence_of, risk_of, updated_conditions, with_signal
+from .shadow import mirror_action, mirroring, prepare_action, shadow_of, step_description
 from .snapshot import CanaryHealth
 
 
@@ -113,6 +113,7 @@ def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: 
         thresholds=spec.analysis.resolved_conditions(),
         significance=spec.analysis.significance if significance is None else significance,
         canary_weight=status.canary_weight,
+        mirror_percent=status.mirror_percent,
         step_age=age,
         interval=spec.analysis.interval,
     )
@@ -184,7 +185,7 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
     if spec.analysis.dry_run:
         # Dry run never acts: no canary is created, analysis runs on what exists.
         new = new.model_copy(update={"phase": Phase.PROGRESSING, "step_started_at": now,
-                                     "canary_weight": spec.steps[0].weight,
+                                     "canary_weight": spec.steps[0].traffic_weight,
                                      "message": message + " (dryRun: analysis only)"})
         return Transition(new, (EmitEvent(EventType.NORMAL, "DryRun", new.message),))
     return Transition(new, (StartRollout(revision), EmitEvent(EventType.NORMAL, "RolloutStarted", message)))
@@ -193,12 +194,19 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
 def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observation, now: datetime) -> Transition:
     if isinstance(obs, Initialized):
         record = status.stable_record or obs.stable
-        first = spec.steps[0].weight
+        first = spec.steps[0].traffic_weight
         dark = dark_start(spec)
-        message = (f"step 0: canary scaled for {first}% with no traffic until its servers report the declared model "
-                   f"{declared_digest(spec)} (docs/integrity.md)" if dark else f"step 0: canary at {first}%")
+        shadow = shadow_of(spec, 0)
+        if dark:
+            message = (f"step 0: canary scaled for {step_description(spec, 0)} with no traffic until its servers report "
+                       f"the declared model {declared_digest(spec)} (docs/integrity.md)")
+        elif shadow is not None:
+            message = f"step 0: {_shadow_text(shadow.percent)}"
+        else:
+            message = f"step 0: canary at {first}%"
         new = status.model_copy(update={
             "phase": Phase.PROGRESSING, "stable_record": record, "current_step": 0, "canary_weight": 0 if dark else first,
+            "mirror_percent": shadow.percent if shadow is not None and not dark else None,
             "step_started_at": now, "next_evaluation_at": next_tick(now, spec.analysis.interval), "message": message,
             "high_risk_since": None, "short_of_size_since": None, "model_unconfirmed_since": None,
             "consecutive_no_data": 0,
@@ -208,7 +216,9 @@ def _initializing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Obser
                                                            weight=0 if dark else first)),
         })
         if dark:
-            return Transition(new, (PrepareCanary(first), EmitEvent(EventType.NORMAL, "AwaitingModel", message)))
+            return Transition(new, (prepare_action(spec), EmitEvent(EventType.NORMAL, "AwaitingModel", message)))
+        if shadow is not None:
+            return Transition(new, (mirror_action(spec), EmitEvent(EventType.NORMAL, "ShadowStarted", message)))
         return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "StepStarted", message)))
     if isinstance(obs, InitFailed):
         message = f"cannot start: {obs.reason}"
@@ -294,23 +304,31 @@ def _awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus, integrit
         return hold("paused before any traffic: the declared model is checked on resume", step_started_at=now)
     why = integrity.unverified or _not_all_checked(health)
     if why is None:
-        first = spec.steps[0].weight
-        message = f"step 0: canary at {first}% (the declared model {declared_digest(spec)} confirmed on every canary pod)"
+        first = spec.steps[0].traffic_weight
+        shadow = shadow_of(spec, 0)
+        routed = _shadow_text(shadow.percent) if shadow is not None else f"canary at {first}%"
+        message = f"step 0: {routed} (the declared model {declared_digest(spec)} confirmed on every canary pod)"
         new = status.model_copy(update={
-            "canary_weight": first, "step_started_at": now, "message": message,
+            "canary_weight": first, "mirror_percent": shadow.percent if shadow is not None else None,
+            "step_started_at": now, "message": message,
             "decision": DecisionStatus(action=DecisionAction.CONTINUE, reason=message, at=now),
             "next_evaluation_at": next_tick(now, interval), "consecutive_prometheus_errors": 0,
             "conditions": updated_conditions(status, now, Progressing=(True, "StepStarted", message)),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=0,
                                                            weight=first)),
         })
-        return Transition(new, (SetWeight(first), EmitEvent(EventType.NORMAL, "ModelVerified", message)))
+        route: Action = mirror_action(spec) if shadow is not None else SetWeight(first)
+        return Transition(new, (route, EmitEvent(EventType.NORMAL, "ModelVerified", message)))
     too_long = unconfirmed_for_too_long(spec, status.step_started_at, now)
     if too_long:
         return _begin_rollback(spec, status, now, reason=f"{MODEL_INTEGRITY}: {too_long} ({why})",
                                trigger=MODEL_INTEGRITY, path=DecisionPath.TICK, decision=None,
                                extra=integrity.evidence)
     return hold(f"no traffic yet: waiting for the declared model: {why}")
+
+
+def _shadow_text(percent: int) -> str:
+    return f"shadow: {percent}% of requests mirrored to the canary, every user served by the stable"
 
 
 def _not_all_checked(health: CanaryHealth | None) -> str | None:
@@ -369,10 +387,11 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         return Transition(new, (Promote(status.revision or ""), EmitEvent(EventType.NORMAL, "Promoting", message)), decision)
     if action == DecisionAction.ADVANCE:
         nxt = status.current_step + 1
-        weight = spec.steps[nxt].weight
+        weight = spec.steps[nxt].traffic_weight
         message = f"step {nxt}: canary at {weight}% ({decision.reason})"
         new = base.model_copy(update={
-            "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
+            "current_step": nxt, "canary_weight": weight, "mirror_percent": None, "step_started_at": now,
+            "message": message,
             "conditions": updated_conditions(base, now, Progressing=(True, "StepAdvanced", message)),
             "history": capped_history(base, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message, step=nxt,
                                                          weight=weight, score=round(decision.score, 6))),
@@ -384,7 +403,8 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         kind = HistoryKind.DECISION if action == DecisionAction.REDUCE else HistoryKind.STEP
         message = f"canary weight {status.canary_weight}% -> {weight}%: {decision.reason}"
         new = base.model_copy(update={
-            "canary_weight": weight, "step_started_at": now, "message": message,
+            # a weight set by a weighted step ends any mirror (a spec edited mid-shadow)
+            "canary_weight": weight, "mirror_percent": None, "step_started_at": now, "message": message,
             "history": capped_history(base, HistoryEntry(at=now, kind=kind, message=message, step=status.current_step,
                                                    weight=weight, score=round(decision.score, 6))),
         })
@@ -426,6 +446,7 @@ def _begin_rollback(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dat
     message = f"rolling back ({path}): {reason}"
     new = status.model_copy(update={
         "phase": Phase.ROLLING_BACK,
+        "mirror_percent": None,  # rollback phase 1 sets the route to 0 %, which removes the mirror
         "rollback": RollbackStatus(reason=reason, trigger=trigger, path=path, started_at=now, completed_phase=0),
         "decision": DecisionStatus(action=DecisionAction.ROLLBACK, reason=reason, at=now, path=path),
         "message": message,
@@ -527,24 +548,28 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
         return Transition(status)
     last = len(spec.steps) - 1
     if kind == CommandKind.PROMOTE and awaiting_model(spec, status):
-        # One step forward from the dark start is the first step's traffic, model unconfirmed:
-        # the user's call, recorded as such (docs/integrity.md).
-        weight = spec.steps[0].weight
-        message = f"manual promote: step 0, canary at {weight}% before its model was confirmed"
+        # One step forward from the dark start is the first step's traffic (or mirror), model
+        # unconfirmed: the user's call, recorded as such (docs/integrity.md).
+        weight = spec.steps[0].traffic_weight
+        shadow = shadow_of(spec, 0)
+        message = f"manual promote: step 0, {step_description(spec, 0)} before its model was confirmed"
         new = status.model_copy(update={
-            "canary_weight": weight, "step_started_at": now, "message": message,
+            "canary_weight": weight, "mirror_percent": shadow.percent if shadow is not None else None,
+            "step_started_at": now, "message": message,
             "decision": DecisionStatus(action=DecisionAction.CONTINUE, reason="manual promote", at=now,
                                        path=DecisionPath.MANUAL),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message, step=0,
                                                            weight=weight)),
         })
-        return Transition(new, (SetWeight(weight), EmitEvent(EventType.NORMAL, "ManualPromote", message)))
+        route: Action = mirror_action(spec) if shadow is not None else SetWeight(weight)
+        return Transition(new, (route, EmitEvent(EventType.NORMAL, "ManualPromote", message)))
     if kind == CommandKind.PROMOTE and status.current_step < last:
         nxt = status.current_step + 1
-        weight = spec.steps[nxt].weight
+        weight = spec.steps[nxt].traffic_weight
         message = f"manual promote: step {nxt}, canary at {weight}%"
         new = status.model_copy(update={
-            "current_step": nxt, "canary_weight": weight, "step_started_at": now, "message": message,
+            "current_step": nxt, "canary_weight": weight, "mirror_percent": None, "step_started_at": now,
+            "message": message,
             "decision": DecisionStatus(action=DecisionAction.ADVANCE, reason="manual promote", at=now,
                                        path=DecisionPath.MANUAL),
             "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message, step=nxt,
@@ -572,7 +597,9 @@ def pending_actions(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple
         return (StartRollout(status.revision),)
     if phase in (Phase.PROGRESSING, Phase.PAUSED):
         if awaiting_model(spec, status):
-            return (PrepareCanary(spec.steps[0].weight),)
+            return (prepare_action(spec),)
+        if mirroring(status) and shadow_of(spec, 0) is not None and status.current_step == 0:
+            return (mirror_action(spec),)
         return (SetWeight(status.canary_weight),)
     if phase == Phase.PROMOTING:
         return (Promote(status.revision or ""),)
@@ -583,9 +610,11 @@ def pending_actions(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple
 
 def initial_status(spec: ModelRolloutSpec, now: datetime, step_index: int = 0) -> ModelRolloutStatus:
     """A rollout freshly at ``step_index``: what ``evaluate`` assumes without ``--status``."""
+    shadow = shadow_of(spec, step_index)
     return ModelRolloutStatus(
         phase=Phase.PROGRESSING, revision=revision_of(spec), current_step=step_index,
-        canary_weight=spec.steps[step_index].weight, step_started_at=now,
+        canary_weight=spec.steps[step_index].traffic_weight, step_started_at=now,
+        mirror_percent=shadow.percent if shadow is not None else None,
     )
 
 

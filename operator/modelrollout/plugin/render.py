@@ -108,7 +108,7 @@ def steps_of(body: Body) -> list[dict[str, Any]]:
         return [dict(s) for s in steps]
     from ..api.durations import format_duration
 
-    return [{"weight": s.weight, "duration": format_duration(s.duration)} for s in DEFAULT_STEPS]
+    return [{"weight": s.traffic_weight, "duration": format_duration(s.hold_for)} for s in DEFAULT_STEPS]
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -153,7 +153,9 @@ def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL, w
     steps = steps_of(body)
     current = int(status.get("currentStep") or 0)
     succeeded = phase == Phase.SUCCEEDED.value
-    lines.append(f"  Step:     {_step_cell(body)}   canary weight {status.get('canaryWeight', 0)}%")
+    mirror = status.get("mirrorPercent")
+    lines.append(f"  Step:     {_step_cell(body)}   canary weight {status.get('canaryWeight', 0)}%"
+                 + (f", {mirror}% of requests mirrored to it" if mirror else ""))
     for i, s in enumerate(steps):
         if succeeded or i < current:
             mark = "done"
@@ -164,7 +166,12 @@ def render_status(body: Body, now: datetime, history_tail: int = HISTORY_TAIL, w
             mark = "stopped here"
         else:
             mark = ""
-        lines.append(f"    {i + 1}. {str(s.get('weight')) + '%':>4}  for {s.get('duration', '-'):<8} {mark}".rstrip())
+        shadow = s.get("shadow")
+        if isinstance(shadow, dict):  # docs/shadow.md: mirrored requests, no user traffic
+            what, held = f"shadow {shadow.get('percent', 100)}% mirrored", shadow.get("duration", "-")
+        else:
+            what, held = f"{str(s.get('weight')) + '%':>4}", s.get("duration", "-")
+        lines.append(f"    {i + 1}. {what}  for {held:<8} {mark}".rstrip())
 
     risk = status.get("risk")
     if risk:

@@ -52,7 +52,8 @@ class ConditionResult(NamedTuple):
 class EvaluationContext:
     """What conditions need besides the snapshot: resolved thresholds and rollout position.
 
-    ``canary_weight`` normalises throughput by traffic share; ``step_age`` feeds the
+    ``canary_weight`` normalises throughput by traffic share (``mirror_percent`` instead
+    during a shadow step, when the stable serves every user); ``step_age`` feeds the
     "minimum reached in about N minutes" estimates; ``significance`` is α for the
     one-sided binomial gates (the fast path passes α/10).
     """
@@ -60,6 +61,7 @@ class EvaluationContext:
     thresholds: ConditionOverrides
     significance: float = 0.05
     canary_weight: int = 5
+    mirror_percent: int | None = None
     step_age: timedelta | None = None
     interval: timedelta | None = None  # analysis interval: anomaly series gain one point per interval
 

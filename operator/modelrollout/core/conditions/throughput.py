@@ -8,6 +8,10 @@
   ``criticalShareDrop``). A canary that sheds load or times out serves less than its
   share even when the router sends it its share.
 
+During a shadow step (``ctx.mirror_percent`` = p) the canary answers copies that no user
+receives: the service is the stable alone, and the share compares the canary's RPS per
+mirrored percent with the stable's per percent of all traffic, ``(canary / p) / (stable / 100)``.
+
 The share check is also skipped while the step is younger than the throughput window:
 the rate would reach back to before the step's weight took effect (``plan_windows``
 caps this condition's window at the step's age, so the check resumes quickly).
@@ -38,6 +42,10 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     weight = t.weight or 0.0
     window = window_seconds(snapshot, NAME)
     w = ctx.canary_weight
+    mirror = ctx.mirror_percent
+    # (canary's share, stable's share) of the route's requests, in percent
+    canary_share, stable_share = (mirror, 100) if mirror else (w, 100 - w)
+    shared = bool(mirror) or 0 < w < 100
     threshold: dict[str, float | int | str | bool | None] = {
         "min_service_rps": t.min_service_rps, "critical_service_rps": t.critical_service_rps,
         "max_share_drop": t.max_share_drop, "critical_share_drop": t.critical_share_drop,
@@ -53,6 +61,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "service_rps": None, "canary_rps": canary_rps, "stable_rps": stable_rps,
         "share_drop": None, "canary_weight": w,
     }
+    if mirror:
+        observed["mirror_percent"] = mirror
     checks: list[Check | None] = []
     notes: list[str] = []
     inconclusive = False
@@ -61,29 +71,29 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
             inconclusive = True
             notes.append("no RPS reading for the stable: service-wide check inconclusive")
         else:
-            service = canary_rps + (stable_rps or 0.0)
+            service = (stable_rps or 0.0) + (0.0 if mirror else canary_rps)
             observed["service_rps"] = service
             checks.append(bound_check("service RPS", service, t.min_service_rps, t.critical_service_rps, "below",
                                       digits=0))
     stable_per_percent = 0.0
     span = window if window is not None else (t.window.total_seconds() if t.window else 0.0)
     young = ctx.step_age is not None and ctx.step_age.total_seconds() < span
-    if young and 0 < w < 100:
+    if young and shared:
         # The rate window reaches back before this step's weight took effect: the canary's
         # RPS would be compared with a share it did not have yet.
         notes.append(f"step younger than the {span:.0f}s window: share check skipped")
-    elif 0 < w < 100 and stable_rps is not None and stable_rps > 0.0:
-        stable_per_percent = stable_rps / (100 - w)
+    elif shared and stable_rps is not None and stable_rps > 0.0:
+        stable_per_percent = stable_rps / stable_share
     if stable_per_percent > 0.0:
-        drop = 1.0 - (canary_rps / w) / stable_per_percent
+        drop = 1.0 - (canary_rps / canary_share) / stable_per_percent
         observed["share_drop"] = drop
         checks.append(bound_check("canary share-normalised RPS drop", drop, t.max_share_drop, t.critical_share_drop,
                                   "above"))
-    elif 0 < w < 100 and not young:
+    elif shared and not young:
         notes.append("the stable serves no RPS: share check skipped")
     service_text = f"service {observed['service_rps']:.0f} RPS, " if observed["service_rps"] is not None else ""
     return conclude(
         NAME, weight, checks, ctx.significance, notes=notes, inconclusive=inconclusive,
-        healthy=f"{service_text}canary {canary_rps:.1f} RPS at {w}% within bounds",
+        healthy=f"{service_text}canary {canary_rps:.1f} RPS at {f'{mirror}% mirrored' if mirror else f'{w}%'} within bounds",
         observed=observed, threshold=threshold, samples=1, min_samples=t.min_samples, window_seconds=window,
     )
