@@ -1,5 +1,7 @@
 # The modelrollout operator image: `modelrollout run ...` (the Helm chart passes the flags).
 # Build: docker build -t ghcr.io/modelrollout/modelrollout:0.1.0 .
+# Without Docker, `make image` builds the equivalent image from Debian's packages and PyPI
+# (operator/image/build.sh, docs/image.md); that is the build the test suite runs.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction bench-scale crds demo demo-down demo-offline clean chaos
+.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction bench-scale crds image demo demo-down demo-offline clean chaos
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -33,6 +33,11 @@ e2e: install
 crds: install
 	$(PY) -m modelrollout.cli crd > crds/modelrollout.io_modelrollouts.yaml
 	@echo "==> wrote crds/modelrollout.io_modelrollouts.yaml"
+
+# The operator's OCI image, built without Docker from Debian's packages and PyPI
+# (docs/image.md); prints the OCI archive's path (cached by a hash of the sources).
+image: install
+	@bash operator/image/build.sh
 
 bench: install
 	$(PY) bench/bench_core.py

@@ -37,9 +37,14 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, cluster: Cluster, namespace: str, *extra: str, name: str = "operator",
-                 standalone: bool = True, kubeconfig: str | None = None, module: str = "modelrollout") -> None:
+                 standalone: bool = True, kubeconfig: str | None = None, module: str = "modelrollout",
+                 command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
         self.module = module  # run as ``python -m <module> run …`` (SLOW_OPERATOR: the e2e fault injection)
+        # ``command`` replaces ``python -m <module>`` (the image test: chroot into the image's
+        # root as its user); ``env`` replaces this process's environment (KUBECONFIG added).
+        self.command = command
+        self.env = env
         self.namespace = namespace
         # Whose credentials the operator runs with: the cluster admin's by default, a
         # ServiceAccount token's in the RBAC test (test_chart_rbac.py).
@@ -53,8 +58,8 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self) -> "OperatorProcess":
-        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
-        args = [sys.executable, "-m", self.module, "run", "--namespace", self.namespace,
+        env = dict(self.env if self.env is not None else os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
+        args = [*(self.command or [sys.executable, "-m", self.module]), "run", "--namespace", self.namespace,
                 "--prometheus-url", self.cluster.prometheus_url, "--metrics-port", str(self.metrics_port),
                 "--metrics-addr", "127.0.0.1", "--log-level", "INFO", *self.extra]
         if self.standalone:
