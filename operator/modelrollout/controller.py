@@ -252,17 +252,20 @@ class Controller:
                        now: datetime) -> Observation:
         request = self.build_request(ref, spec, status, now)
         snapshot_task = asyncio.ensure_future(self.metrics_source.snapshot(request, now))
+        unread: ModelRolloutError | None = None
         try:
             health: CanaryHealth | None = await self.executor.canary_health(
                 ref.namespace, spec.canary.deployment, spec.analysis.progress_deadline_seconds)
         except ModelRolloutError as exc:
             log.warning("%s/%s: canary health unavailable: %s", ref.namespace, ref.name, exc)
-            health = None
+            health, unread = None, exc
         result = await snapshot_task
         if isinstance(result, MetricsUnavailable):
             return MetricsFailed(str(result))
         if health is not None:
             result = _with_health(result, health)
+        else:  # a step must not complete on a canary nobody could see (docs/design.md#kubernetes-health)
+            result = result.model_copy(update={"health": Health(canary_unread=str(unread))})
         return MetricsObserved(result)
 
     async def _drive(self, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus,

@@ -145,3 +145,30 @@ def test_a_replica_that_loses_the_rollout_mid_reconcile_stops_before_its_next_wr
     assert asyncio.run(c.signal(RolloutRef("ml", "fraud", "uid-1"),
                                 CriticalSignal(DecisionPath.FAST_PATH, "latency", "p95 9ms"))) is False
     assert rec.calls == []
+
+
+def test_a_failed_read_of_the_canary_reaches_the_decision_as_unread_not_as_a_replay() -> None:
+    """The operator's tick whose canary health read fails: the snapshot says why, so the
+    step's end waits (docs/design.md#kubernetes-health) instead of passing as in a replay."""
+    from modelrollout.core.machine import initial_status
+    from modelrollout.core.observations import MetricsObserved
+    from modelrollout.errors import ClusterConflict
+
+    from .factories import healthy_snapshot
+
+    class Source:
+        async def snapshot(self, request: Any, now: datetime) -> Any:
+            return healthy_snapshot(T0)
+
+    class Executor:
+        async def canary_health(self, ns: str, canary: str, deadline: int) -> Any:
+            raise ClusterConflict("Deployment ml/fraud-canary: apiserver answered 503")
+
+    rec = Recorder()
+    c = controller(body(), rec)
+    c.metrics_source, c.executor = Source(), Executor()  # type: ignore[assignment]
+    spec = make_spec()
+    observed = asyncio.run(c._observe(RolloutRef("ml", "fraud", "u"), spec, initial_status(spec, T0), T0))
+    assert isinstance(observed, MetricsObserved) and observed.snapshot.health is not None
+    assert observed.snapshot.health.canary is None
+    assert "apiserver answered 503" in (observed.snapshot.health.canary_unread or "")

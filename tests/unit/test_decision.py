@@ -200,3 +200,18 @@ def test_a_step_completes_only_on_a_canary_available_at_its_size() -> None:
     assert decide(spec(), results(), at_size, pos(short_of_size_since=ended), much_later).short_of_size_since is None
     # Snapshots without the counts (replays, older files) are not held.
     assert decide(spec(), results(), CanaryHealth(), pos(), ended).action == DecisionAction.ADVANCE
+
+
+def test_an_unreadable_canary_holds_the_step_end_then_rolls_back_never_promotes() -> None:
+    """A tick whose read of the canary Deployment failed: the step's end waits as for a
+    canary short of its size, on the same clock; a snapshot without health (a replay) is
+    judged on what it holds."""
+    s = spec(progressDeadlineSeconds=120)
+    done = T0 + timedelta(minutes=20)  # past the step's duration
+    held = decide(s, results(), None, pos(), done, health_unread="connection refused")
+    assert held.action == DecisionAction.HOLD and "could not be read: connection refused" in held.reason
+    assert held.short_of_size_since == done
+    later = decide(s, results(), None, pos(short_of_size_since=done), done + timedelta(seconds=121),
+                   health_unread="connection refused")
+    assert later.action == DecisionAction.ROLLBACK and later.trigger == "kubernetesHealth"
+    assert decide(s, results(), None, pos(), done).action == DecisionAction.ADVANCE  # replay: no health at all

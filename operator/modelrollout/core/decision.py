@@ -101,8 +101,13 @@ def decide(
     now: datetime,
     *,
     integrity: IntegrityVerdict | None = None,
+    health_unread: str | None = None,
 ) -> Decision:
     """Apply rules 1–7 to one tick's condition results.
+
+    ``health_unread``: why the operator could not read the canary's Deployment this tick;
+    the step's end then waits as for a canary short of its size, on the same clock and
+    deadline, so an unreadable canary is never promoted and never wedges the rollout.
 
     ``integrity``: what the canary's servers report against the declared model
     (``core.integrity``): a breach is rule 1; an unconfirmed model holds the step's end
@@ -116,7 +121,7 @@ def decide(
     no_data = [r for r in results if r.no_data]
     no_data_count = position.consecutive_no_data + 1 if no_data else 0
     conds = tuple(results)
-    short = short_of_size(health)
+    short = short_of_size(health) or (f"its Deployment could not be read: {health_unread}" if health_unread else None)
     short_since = (position.short_of_size_since or now) if short is not None else None
     unverified = integrity.unverified if integrity is not None else None
     unconfirmed_since = (position.model_unconfirmed_since or now) if unverified is not None else None

@@ -269,7 +269,8 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         model_unconfirmed_since=status.model_unconfirmed_since,
         consecutive_no_data=status.consecutive_no_data,
     )
-    decision = decide(spec, results, health, position, now, integrity=integrity)
+    decision = decide(spec, results, health, position, now, integrity=integrity,
+                      health_unread=snapshot.health.canary_unread if snapshot.health else None)
     return apply_decision(spec, status, decision, now,
                           extra=integrity.evidence if decision.trigger == MODEL_INTEGRITY else None)
 

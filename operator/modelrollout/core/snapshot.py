@@ -152,6 +152,10 @@ class CanaryHealth(SnapshotModel):
 
 class Health(SnapshotModel):
     canary: CanaryHealth | None = None
+    canary_unread: str | None = Field(
+        default=None, description="why the operator could not read the canary's Deployment this tick; "
+                                  "a step does not complete on a canary whose size is unknown "
+                                  "(absent from replayed snapshots, which carry no health or their own)")
 
 
 class CustomNum(SnapshotModel):
