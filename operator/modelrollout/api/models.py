@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .durations import Duration, format_duration
 from .thresholds import (
@@ -476,7 +476,14 @@ class ModelRolloutSpec(ApiModel):
 
     @field_validator("steps")
     @classmethod
-    def _steps_increase_to_100(cls, steps: list[Step]) -> list[Step]:
+    def _steps_increase_to_100(cls, steps: list[Step], info: ValidationInfo) -> list[Step]:
+        traffic = info.data.get("traffic")  # validated before steps (field order); absent when invalid
+        if steps and steps[0].shadow is not None and isinstance(traffic, TrafficSpec) \
+                and traffic.router != RouterKind.GATEWAY_API:
+            raise ValueError(
+                f"steps[0].shadow: a shadow step needs traffic.router gatewayAPI, not {traffic.router.value}: "
+                "only an HTTPRoute can copy requests to the canary (RequestMirror) while users stay on the stable; "
+                "the replicas router sends users to every canary pod it scales up. Use gatewayAPI or remove the step")
         for i, shadowed in enumerate(steps):
             if i > 0 and shadowed.shadow is not None:
                 raise ValueError(f"steps[{i}].shadow: only the first step may be a shadow step (mirroring after users "
@@ -492,15 +499,6 @@ class ModelRolloutSpec(ApiModel):
             last = "a shadow step" if steps[-1].shadow is not None else str(steps[-1].traffic_weight)
             raise ValueError(f"steps[{len(steps) - 1}].weight: the last step must be 100, not {last}")
         return steps
-
-    @model_validator(mode="after")
-    def _shadow_needs_a_mirroring_router(self) -> Self:
-        if self.steps[0].shadow is not None and self.traffic.router != RouterKind.GATEWAY_API:
-            raise ValueError(
-                f"steps[0].shadow: a shadow step needs traffic.router gatewayAPI, not {self.traffic.router.value}: "
-                "only an HTTPRoute can copy requests to the canary (RequestMirror) while users stay on the stable; "
-                "the replicas router sends users to every canary pod it scales up. Use gatewayAPI or remove the step")
-        return self
 
     @property
     def first_weight(self) -> int:
