@@ -329,3 +329,56 @@ def test_the_router_shrinks_an_oversized_canary_after_the_mirror_is_set() -> Non
     api = _RouteApi(canary_replicas=4)
     asyncio.run(GatewayAPIRouter(api).mirror(TARGET, 50, 1))  # type: ignore[arg-type]
     assert api.writes == ["route mirror=50", "scale 1"]
+
+
+# --------------------------------------------------------------- spec edits and odd paths
+
+
+def test_a_shadow_step_inserted_mid_way_mirrors_instead_of_setting_weight_zero() -> None:
+    weighted = ModelRolloutSpec.model_validate({**shadow_spec().model_dump(mode="json", by_alias=True,
+                                                                           exclude_none=True), "steps": WEIGHTED})
+    status = step(weighted, None, SpecChanged(), T0).status
+    status = step(weighted, status, Initialized(RECORD), T0).status
+    assert status.canary_weight == 5 and status.mirror_percent is None
+    spec = shadow_spec()  # the user inserts a shadow step as step 0
+    at = T0 + timedelta(seconds=10)
+    t = step(spec, status, MetricsObserved(mirrored(at)), at)
+    assert t.actions[0] == MirrorTraffic(100, 5, None) and t.status.mirror_percent == 100
+    assert t.status.canary_weight == 0 and pending_actions(spec, t.status) == (MirrorTraffic(100, 5, None),)
+
+
+def test_an_edited_percent_is_applied_by_the_next_tick_and_a_restart_reapplies_what_status_records() -> None:
+    spec = shadow_spec()
+    status = shadowing(spec).status
+    edited = shadow_spec({"shadow": {"percent": 10, "duration": "60s"}})
+    assert pending_actions(edited, status) == (MirrorTraffic(100, 5, None),)  # what was judged, until the tick
+    at = T0 + timedelta(seconds=10)
+    t = step(edited, status, MetricsObserved(mirrored(at)), at)
+    assert t.actions[0] == MirrorTraffic(10, 5, None) and t.status.mirror_percent == 10
+    assert pending_actions(edited, t.status) == (MirrorTraffic(10, 5, None),)
+
+
+def test_removing_the_shadow_step_mid_way_never_raises_traffic_on_high_risk() -> None:
+    spec = shadow_spec()
+    high = [ConditionResult(name=n, severity=0.65, weight=1.0 / 7) for n in
+            ("accuracy", "latency", "confidenceDrift", "errorRate", "cache", "throughput", "anomaly")]
+    without = ModelRolloutSpec.model_validate({**spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                               "steps": WEIGHTED})
+    d = decide(without, high, None, Position(current_step=0, canary_weight=0, step_started_at=T0), T0)
+    assert d.action == DecisionAction.HOLD and d.new_weight is None, d
+
+
+def test_a_full_promote_from_the_shadow_step_clears_the_mirror_in_status() -> None:
+    spec = shadow_spec()
+    t = step(spec, shadowing(spec).status, Command(CommandKind.PROMOTE_FULL), T0 + timedelta(seconds=5))
+    assert t.status.phase == Phase.PROMOTING and t.status.mirror_percent is None
+
+
+def test_a_dry_run_with_a_shadow_step_and_a_digest_analyses_instead_of_waiting_dark() -> None:
+    spec = shadow_spec(digest=DECLARED, dryRun=True)
+    t = step(spec, None, SpecChanged(), T0)
+    assert t.status.mirror_percent == 100 and not awaiting_model(spec, t.status)
+    at = T0 + timedelta(seconds=10)
+    t = step(spec, t.status, MetricsObserved(mirrored(at)), at)
+    assert t.decision is not None, t.status.message  # judged, not held dark
+    assert all(a.__class__.__name__ == "EmitEvent" for a in t.actions)  # and nothing acted on

@@ -162,12 +162,12 @@ def decide(
     # Rule 4: high risk reduces the canary's share (never below the first weighted step's);
     # a shadow step serves no user, so there is nothing to reduce: it holds, and rule 3
     # rolls back if the risk lasts.
-    if score >= HIGH_AT and spec.steps[position.current_step].shadow is not None:
+    if score >= HIGH_AT and (spec.steps[position.current_step].shadow is not None or position.canary_weight == 0):
         return verdict(DecisionAction.HOLD, f"high risk {score:.2f} on mirrored traffic", _top(results),
                        next_interval=interval / 2)
     if score >= HIGH_AT:
         floor = spec.first_weight
-        reduced = max(floor, position.canary_weight // 2)
+        reduced = min(position.canary_weight, max(floor, position.canary_weight // 2))  # a reduce never raises
         return verdict(DecisionAction.REDUCE, f"high risk {score:.2f}: canary weight {position.canary_weight}% -> {reduced}%",
                        _top(results), next_interval=interval / 2, new_weight=reduced)
 

@@ -184,8 +184,10 @@ def _start(spec: ModelRolloutSpec, status: ModelRolloutStatus, revision: str, no
     )
     if spec.analysis.dry_run:
         # Dry run never acts: no canary is created, analysis runs on what exists.
+        shadow = shadow_of(spec, 0)
         new = new.model_copy(update={"phase": Phase.PROGRESSING, "step_started_at": now,
                                      "canary_weight": spec.steps[0].traffic_weight,
+                                     "mirror_percent": shadow.percent if shadow is not None else None,
                                      "message": message + " (dryRun: analysis only)"})
         return Transition(new, (EmitEvent(EventType.NORMAL, "DryRun", new.message),))
     return Transition(new, (StartRollout(revision), EmitEvent(EventType.NORMAL, "RolloutStarted", message)))
@@ -257,6 +259,19 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     integrity = judge_integrity(spec, snapshot, health)
     if awaiting_model(spec, status):
         return _awaiting_model(spec, status, integrity, health, now)  # no traffic: no condition to judge
+    shadow = shadow_of(spec, status.current_step)
+    if shadow is not None and status.mirror_percent != shadow.percent and not spec.analysis.dry_run:
+        # The spec's shadow step and the mirror in status disagree (a shadow step inserted or
+        # its percent edited mid-way, dryRun switched off): the mirror follows the spec first,
+        # and the step is judged from the next tick on what the route now copies.
+        message = f"step {status.current_step}: {_shadow_text(shadow.percent)} (the spec's shadow step re-applied)"
+        new = status.model_copy(update={
+            "mirror_percent": shadow.percent, "canary_weight": 0, "message": message,
+            "next_evaluation_at": next_tick(now, spec.analysis.interval),
+            "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.STEP, message=message,
+                                                           step=status.current_step, weight=0)),
+        })
+        return Transition(new, (mirror_action(spec), EmitEvent(EventType.NORMAL, "ShadowStarted", message)))
     ctx = evaluation_context(spec, status, now)
     results = evaluate_all(snapshot, ctx, spec.analysis.custom)
     previous_since = {c.name: c.triggered_since for c in (status.risk.conditions if status.risk else [])
@@ -380,6 +395,7 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         message = f"promoting revision {status.revision}: {decision.reason}"
         new = base.model_copy(update={
             "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
+            "mirror_percent": None,  # the handover's first route write drops any mirror
             "conditions": updated_conditions(base, now, Progressing=(True, "Promoting", message)),
             "history": capped_history(base, HistoryEntry(at=now, kind=HistoryKind.PROMOTION, message=message,
                                                          step=status.current_step, weight=status.canary_weight,
@@ -580,6 +596,7 @@ def _command(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: CommandKi
     message = f"manual full promote of revision {status.revision}"
     new = status.model_copy(update={
         "phase": Phase.PROMOTING, "message": message, "promotion": _promotion_started(status, now),
+        "mirror_percent": None,  # the handover's first route write drops any mirror
         "decision": DecisionStatus(action=DecisionAction.PROMOTE, reason="manual promote", at=now, path=DecisionPath.MANUAL),
         "history": capped_history(status, HistoryEntry(at=now, kind=HistoryKind.MANUAL, message=message)),
     })
@@ -600,7 +617,7 @@ def pending_actions(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple
         if awaiting_model(spec, status):
             return (prepare_action(spec),)
         if mirroring(status) and shadow_of(spec, 0) is not None and status.current_step == 0:
-            return (mirror_action(spec),)
+            return (mirror_action(spec, status.mirror_percent),)  # the mirror status records, not an edit's
         return (SetWeight(status.canary_weight),)
     if phase == Phase.PROMOTING:
         return (Promote(status.revision or ""),)

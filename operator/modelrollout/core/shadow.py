@@ -22,12 +22,14 @@ def mirroring(status: ModelRolloutStatus) -> bool:
     return status.mirror_percent is not None
 
 
-def mirror_action(spec: ModelRolloutSpec) -> MirrorTraffic:
+def mirror_action(spec: ModelRolloutSpec, percent: int | None = None) -> MirrorTraffic:
     """The first step's mirror: sized by ``shadow.replicas``, else for the first weighted
-    step's share, so the canary meets real traffic with the pods it was judged on."""
+    step's share, so the canary meets real traffic with the pods it was judged on.
+    ``percent``: the share status records (a restart re-applies what was judged, and the
+    next tick reconciles an edited spec), else the spec's."""
     shadow = spec.steps[0].shadow
     assert shadow is not None, "mirror_action on a rollout without a shadow step"
-    return MirrorTraffic(percent=shadow.percent, size_percent=spec.first_weight, replicas=shadow.replicas)
+    return MirrorTraffic(percent=percent or shadow.percent, size_percent=spec.first_weight, replicas=shadow.replicas)
 
 
 def prepare_action(spec: ModelRolloutSpec) -> PrepareCanary:
