@@ -125,3 +125,32 @@ def test_a_shadow_step_with_the_replicas_router_is_refused_at_admission(
     with pytest.raises(ApiException) as second:
         crds.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
     assert "only the first step may be a shadow step" in str(second.value.body)
+
+
+def test_a_stable_service_that_selects_the_canary_too_is_refused_then_fixed_by_a_role_label(
+        crds: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    """The route's stable backend is a Service; one selecting only `app: fraud` would also
+    pick the canary's pods (they carry the stable's labels), serving users from the
+    canary during its shadow step. The start is refused naming the fix; with
+    `modelrollout.io/role: stable` on the stable's pods and in the selector, a retry runs
+    and the promoted stable keeps that label."""
+    from kubernetes import client
+
+    s, manifest = shadow_rollout(crds, namespace)
+    crds.core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="fraud"),
+        spec=client.V1ServiceSpec(selector={"app": "fraud"}, ports=[client.V1ServicePort(port=8080)])))
+    s.apply(manifest)
+    failed = s.wait_phase("Failed", timeout=60)
+    assert "selects the canary's pods too" in failed["message"] and "modelrollout.io/role: stable" in failed["message"]
+    assert route_state(crds, namespace) == (0, None)  # nothing was changed
+    crds.apps.patch_namespaced_deployment(s.stable, namespace, {"spec": {"template": {"metadata": {
+        "labels": {"modelrollout.io/role": "stable"}}}}})
+    crds.wait_for(lambda: crds.deployment_available(namespace, s.stable, s.original_replicas), timeout=60,
+                  message="the stable rolled to its labelled pods")
+    crds.core.patch_namespaced_service("fraud", namespace, {"spec": {"selector": {
+        "app": "fraud", "modelrollout.io/role": "stable"}}})
+    s.annotate("modelrollout.io/command", "retry")
+    s.wait_phase("Succeeded", timeout=150)
+    labels = s.template_of(s.stable)["metadata"]["labels"]
+    assert labels.get("modelrollout.io/role") == "stable", labels

@@ -24,7 +24,7 @@ HELM = [built_path("HELM")]
 
 NAMESPACED = ["--set", "namespaced=true", "--set", "watchNamespaces={ml,risk}"]
 WORKLOAD_RESOURCES = {"modelrollouts", "modelrollouts/status", "deployments", "deployments/scale", "replicasets",
-                      "pods", "events", "httproutes"}
+                      "pods", "events", "httproutes", "services"}
 
 # What the operator calls, per (apiGroup, resource): the chart must grant exactly these verbs.
 EXPECTED_VERBS = {
@@ -35,6 +35,7 @@ EXPECTED_VERBS = {
     ("apps", "replicasets"): {"list"},                                        # canary health
     ("", "pods"): {"list", "watch"},                                          # canary health, kopf pod watch
     ("", "events"): {"create"},                                               # Events on rollouts
+    ("", "services"): {"get"},                                                # the stable's Service (shadow)
     ("gateway.networking.k8s.io", "httproutes"): {"get", "update"},           # gatewayAPI router
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf's resource scan
 }

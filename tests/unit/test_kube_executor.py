@@ -559,3 +559,61 @@ def test_a_retry_moves_no_traffic_before_the_stable_has_rolled_back_to_its_recor
     assert isinstance(again, Initialized), again
     assert api.deployments[("ml", "fraud")]["spec"]["template"] == record.template
     assert first_traffic_write and first_traffic_write[0] >= 3, first_traffic_write
+
+
+class ServiceApi(FakeApi):
+    """FakeApi plus the stable's Service and the HTTPRoute of a gatewayAPI rollout."""
+
+    def __init__(self, selector: dict[str, str] | None) -> None:
+        super().__init__()
+        self.selector = selector
+        self.route = {"spec": {"rules": [{"backendRefs": [{"name": "fraud", "port": 80, "weight": 100},
+                                                          {"name": "fraud-canary", "port": 80, "weight": 0}]}]}}
+
+    async def read_service(self, ns: str, name: str) -> Json:
+        if self.selector is None:
+            raise NotFound(f"Service {ns}/{name} not found")
+        return {"metadata": {"name": name}, "spec": {"selector": self.selector}}
+
+    async def read_httproute(self, ns: str, name: str) -> Json:
+        return copy.deepcopy(self.route)
+
+
+def shadow_rollout_spec() -> ModelRolloutSpec:
+    return ModelRolloutSpec.model_validate({
+        "stable": {"deployment": "fraud"}, "canary": {"deployment": "fraud-canary", "template": {"image": "fraud:v2"}},
+        "traffic": {"router": "gatewayAPI", "httpRoute": {"name": "fraud"}},
+        "steps": [{"shadow": {"duration": "1m"}}, {"weight": 5, "duration": "1m"}, {"weight": 100, "duration": "1m"}]})
+
+
+@pytest.mark.parametrize("selector,refused", [
+    ({"app": "fraud"}, True),                                   # the canary's pods carry app: fraud too
+    ({"app": "fraud", "modelrollout.io/role": "stable"}, False),  # the canary's say role: canary
+    ({}, False),                                                # endpoints managed by hand
+    (None, False),                                              # no such Service: nobody is served
+])
+def test_a_shadow_start_refuses_a_stable_service_that_would_serve_users_from_the_canary(
+        selector: dict[str, str] | None, refused: bool) -> None:
+    api, clock = ServiceApi(selector), FakeClock()
+    stable = stable_body()
+    if selector and "modelrollout.io/role" in selector:
+        stable["spec"]["template"]["metadata"]["labels"]["modelrollout.io/role"] = "stable"
+    api.add("ml", stable)
+    ex = KubeExecutor(api, clock.now, poll_interval=1.0, sleep=clock.sleep)  # type: ignore[arg-type]
+    result = asyncio.run(ex.start_rollout("ml", shadow_rollout_spec(), ModelRolloutStatus()))
+    if refused:
+        assert isinstance(result, InitFailed), result
+        assert "Service ml/fraud" in result.reason and "modelrollout.io/role: stable" in result.reason
+        assert ("ml", "fraud-canary") not in api.deployments  # nothing changed
+    else:
+        assert isinstance(result, Initialized), result
+
+
+def test_promotion_keeps_the_stable_s_role_label_its_service_selects() -> None:
+    from modelrollout.adapters.workload import canary_pod_template, promoted_template
+
+    stable_template = {"metadata": {"labels": {"app": "fraud", "modelrollout.io/role": "stable"}},
+                       "spec": {"containers": [{"name": "server", "image": "fraud:v1"}]}}
+    canary = canary_pod_template(stable_template, None, "Deployment ml/fraud")
+    assert canary["metadata"]["labels"]["modelrollout.io/role"] == "canary"
+    assert promoted_template(canary, stable_template)["metadata"]["labels"] == stable_template["metadata"]["labels"]

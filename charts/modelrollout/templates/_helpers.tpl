@@ -75,6 +75,11 @@ ServiceAccount's token, and `kubectl auth can-i --list` must equal these rules).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The gatewayAPI router's start with a shadow step or a dark start: read the stable's Service
+# to refuse one whose selector also matches the canary's pods (adapters/kube.py).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
 # The gatewayAPI router: read the rollout's HTTPRoute, replace it with new backendRef weights.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]

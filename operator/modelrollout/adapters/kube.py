@@ -50,6 +50,8 @@ from ..core.observations import (
     PromotionProgress,
     RollbackApplied,
 )
+from ..core.integrity import dark_start
+from ..core.shadow import shadow_of
 from ..core.snapshot import CanaryHealth
 from ..errors import ClusterConflict, InvalidSpec
 from .kubeapi import Json, KubeApi, NotFound, Refused, retry_conflicts
@@ -76,6 +78,7 @@ from .workload import (
     promoted_template,
     replicas_of,
     rolled_out,
+    selects,
     stall_cause,
 )
 
@@ -190,6 +193,9 @@ class KubeExecutor:
                               "(champion) Deployment must exist before the rollout starts")
         if spec.traffic.router == RouterKind.GATEWAY_API:
             problem = await verify_route(self.api, rollout_target(ns, spec, replicas_of(stable)))
+            if problem is None:
+                recorded = status.stable_record.template if status.stable_record else stable["spec"]["template"]
+                problem = await self._stable_service_reaches_canary(ns, spec, recorded)
             if problem is not None:
                 return InitFailed(problem)
         record = status.stable_record or StableRecord(
@@ -250,6 +256,41 @@ class KubeExecutor:
         return InitFailed(f"the stable Deployment {ns}/{name} did not become available with its recorded template "
                           f"within {spec.analysis.progress_deadline_seconds}s (spec.analysis.progressDeadlineSeconds): "
                           f"{detail}; cause: {cause}; the canary keeps serving")
+
+    async def _stable_service_reaches_canary(self, ns: str, spec: ModelRolloutSpec, stable_template: Json) -> str | None:
+        """Why users would reach the canary while the route gives it 0 % (a shadow step, a
+        dark start), or None. The route's stable backend is the Service named like the
+        stable Deployment; a selector that also matches the canary's pod labels puts the
+        canary's pods among its endpoints, whatever the route's weights (docs/shadow.md#services).
+        A Service that does not exist (or selects nothing) sends nobody anywhere."""
+        what = "its shadow step" if shadow_of(spec, 0) is not None else "its dark start" if dark_start(spec) else None
+        if what is None:
+            return None
+        name = spec.stable.deployment
+        try:
+            service = await self.api.read_service(ns, name)
+        except NotFound:
+            return None
+        selector = (service.get("spec") or {}).get("selector") or {}
+        try:
+            existing: Json | None = await self.api.read_deployment(ns, spec.canary.deployment)
+        except NotFound:
+            existing = None
+        if existing is not None and not is_managed(existing):
+            labels = ((existing["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        else:
+            try:
+                template = canary_pod_template(stable_template, spec.canary.template, f"Deployment {ns}/{name}")
+            except TemplateError:
+                return None  # the canary's own check names that problem
+            labels = template["metadata"]["labels"]
+        if not selects(selector, labels):
+            return None
+        return (f"Service {ns}/{name} (the stable's backend on spec.traffic.httpRoute) selects the canary's pods too "
+                f"(selector {selector} matches the canary's pod labels), so users would be served by the canary "
+                f"during {what}, while the route gives it 0 %; give the stable's pods a label the canary's do not "
+                f"carry: add modelrollout.io/role: stable to the stable Deployment's pod template labels and to "
+                f"the Service's selector (the operator's canary gets modelrollout.io/role: canary; docs/shadow.md)")
 
     async def _ensure_canary(self, ns: str, spec: ModelRolloutSpec, stable: Json, record: StableRecord,
                              rollout: str | None) -> InitFailed | None:

@@ -202,6 +202,9 @@ class KubeApi:
                                     query=[("labelSelector", selector)])
         return list(result.get("items") or [])
 
+    async def read_service(self, ns: str, name: str) -> Json:
+        return await self.request("GET", f"/api/v1/namespaces/{quote(ns)}/services/{quote(name)}", f"Service {ns}/{name}")
+
     async def create_event(self, ns: str, body: Json) -> Json:
         return await self.request("POST", f"/api/v1/namespaces/{quote(ns)}/events", f"Event in {ns}", body=body)
 

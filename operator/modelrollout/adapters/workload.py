@@ -136,6 +136,12 @@ def canary_pod_template(stable_template: Json, overrides: CanaryTemplate | None,
     return out
 
 
+def selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a Service's equality selector picks pods labelled ``labels`` (an empty
+    or absent selector picks no pod: such a Service's endpoints are managed by hand)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
 def canary_selector(stable_selector: Json) -> Json:
     selector = copy.deepcopy(stable_selector)
     match = dict(selector.get("matchLabels") or {})
@@ -186,12 +192,14 @@ def promoted_template(canary_template: Json, stable_template: Json) -> Json:
 
     Image, digest annotation, resources (GPU limits) and env all come from the canary;
     the labels stay the stable's own (they must keep matching its immutable selector),
-    so ``modelrollout.io/role: canary`` is dropped.
+    so ``modelrollout.io/role: canary`` is dropped and a stable's ``role: stable`` (what
+    its Service selects with the Gateway API router) stays.
     """
     out = copy.deepcopy(canary_template)
     meta = out.setdefault("metadata", {})
     labels = dict((stable_template.get("metadata") or {}).get("labels") or {})
-    labels.pop(ROLE_LABEL, None)
+    if labels.get(ROLE_LABEL) == CANARY_ROLE:
+        labels.pop(ROLE_LABEL)  # never a stable's; ``modelrollout.io/role: stable`` is kept (docs/shadow.md)
     meta["labels"] = labels
     return out
 
