@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install unit test e2e bench bench-judgement bench-operator bench-reaction bench-scale crds image demo demo-down demo-offline clean chaos
+.PHONY: install unit test e2e bench bench-judgement bench-shadow bench-operator bench-reaction bench-scale crds image demo demo-down demo-offline clean chaos
 
 # A virtualenv next to the checkout; reinstalled only when pyproject.toml changes.
 install: $(STAMP)
@@ -45,6 +45,11 @@ bench: install
 
 bench-judgement: install
 	$(PY) bench/bench_judgement.py
+
+# The same challengers with and without a shadow step first (docs/shadow.md): user requests
+# answered by a degraded challenger before its rollback (~2 min).
+bench-shadow: install
+	$(PY) bench/bench_shadow.py $(BENCH_SHADOW_ARGS)
 
 # The demo: the local cluster (built on first use, started if absent), the operator, and two
 # rollouts watched live -- one promoted, one rolled back (demo/run.py). CI=1 or

@@ -264,17 +264,20 @@ class SyntheticTraffic:
         v, _ = _draw_bin(self.rng, self.stable_side, n, BASELINE_SECONDS, self.config.label_share)
         return v
 
-    def advance(self, now: datetime, weight: int) -> None:
-        self._bin(now, weight, series=True)
+    def advance(self, now: datetime, weight: int, mirror: int | None = None) -> None:
+        """Traffic up to ``now`` at ``weight`` % to the canary, or, in a shadow step
+        (docs/shadow.md), every request to the stable and ``mirror`` % copied to the canary."""
+        self._bin(now, weight, series=True, mirror=mirror)
 
-    def _bin(self, now: datetime, weight: int, *, series: bool) -> None:
+    def _bin(self, now: datetime, weight: int, *, series: bool, mirror: int | None = None) -> None:
         dt = (now - self.now).total_seconds()
         if dt <= 0:
             return
         end = (now - self.t0).total_seconds()
         total = self.config.total_rps
-        canary_n = int(self.rng.poisson(total * weight / 100.0 * dt))
-        stable_n = int(self.rng.poisson(total * (100 - weight) / 100.0 * dt))
+        canary_share, stable_share = (mirror, 100) if mirror else (weight, 100 - weight)
+        canary_n = int(self.rng.poisson(total * canary_share / 100.0 * dt))
+        stable_n = int(self.rng.poisson(total * stable_share / 100.0 * dt))
         cv, p95 = _draw_bin(self.rng, self.canary_side, canary_n, dt, self.config.label_share)
         sv, _ = _draw_bin(self.rng, self.stable_side, stable_n, dt, self.config.label_share)
         self.canary.add(end, cv)
@@ -439,7 +442,7 @@ def simulate(spec: ModelRolloutSpec, config: TrafficConfig, rng: np.random.Gener
                 return
             now = nxt
         weight = status.canary_weight
-        traffic.advance(now, weight)
+        traffic.advance(now, weight, status.mirror_percent)
         data = traffic.snapshot_dict(now, plan_windows(spec, status, now), status)
         if validate == "all" or (validate == "first" and first):
             snap = Snapshot.model_validate(data)
