@@ -59,6 +59,7 @@ WORKLOAD = {
     "replicasets.apps": {"list"},                                         # canary health
     "pods": {"list", "watch"},                                            # canary health; kopf's canary pod watch
     "events": {"create"},                                                 # Events on rollouts
+    "services": {"get"},                                                  # the stable's Service (shadow step)
     "httproutes.gateway.networking.k8s.io": {"get", "update"},            # gatewayAPI router
 }
 PEERING_VERBS = {"list", "watch", "patch"}
