@@ -160,11 +160,19 @@ def evaluate(rollout_path: Path, snapshot_path: Path, status_path: Path | None, 
     click.echo(_dump(decision_record(transition.decision, transition.status), pretty))
 
 
+LABEL_SHARE_HELP = "share of predictions that get a label (accuracy's evidence), default 0.1"
+
+
 @main.command()
 @click.option("-f", "--filename", "paths", required=True, multiple=True, type=click.Path(path_type=Path),
               help="manifest file (repeatable); every document is checked")
-def validate(paths: tuple[Path, ...]) -> None:
+@click.option("--rps", type=float, default=None,
+              help="also warn about steps too short to judge a condition at this traffic (see 'plan')")
+@click.option("--label-share", type=float, default=0.1, show_default=True, help=LABEL_SHARE_HELP)
+def validate(paths: tuple[Path, ...], rps: float | None, label_share: float) -> None:
     """Validate every ModelRollout document in the files; exit 2 naming the field on errors."""
+    from .core.planning import plan as plan_steps
+
     invalid = 0
     checked = 0
     for path in paths:
@@ -176,6 +184,16 @@ def validate(paths: tuple[Path, ...]) -> None:
                 checked += 1
                 if doc.rollout is not None:
                     click.echo(f"ok    {path}#{doc.index} {doc.name}")
+                    if rps is not None:
+                        try:
+                            steps = plan_steps(doc.rollout.spec, rps, label_share)
+                        except ValueError as exc:
+                            _fail(str(exc))
+                        for p in steps:
+                            if p.too_short_for:
+                                click.echo(f"warn  {path}#{doc.index} {doc.name}: step {p.index + 1} ({p.label}) is "
+                                           f"too short at {rps:g} RPS to judge {', '.join(p.too_short_for)} "
+                                           f"(modelrollout plan -f {path} --rps {rps:g})", err=True)
                     continue
                 invalid += 1
                 click.echo(f"error {path}#{doc.index} {doc.name}:", err=True)
@@ -188,6 +206,26 @@ def validate(paths: tuple[Path, ...]) -> None:
         _fail("no ModelRollout document found in " + ", ".join(str(p) for p in paths))
     if invalid:
         sys.exit(EXIT_INVALID)
+
+
+@main.command()
+@click.option("-f", "--filename", "rollout_path", required=True, type=click.Path(path_type=Path),
+              help="the ModelRollout manifest")
+@click.option("--rps", type=float, required=True, help="the service's requests per second (stable + canary)")
+@click.option("--label-share", type=float, default=0.1, show_default=True, help=LABEL_SHARE_HELP)
+def plan(rollout_path: Path, rps: float, label_share: float) -> None:
+    """How long each step needs at RPS before each enabled condition can judge it
+    (minSamples, and 90 % power at the critical bound for accuracy, errors and cache);
+    which steps are too short (docs/tuning.md#sizing-steps)."""
+    from .core.planning import plan as plan_steps
+    from .core.planning import render
+
+    spec = _rollout(rollout_path).spec
+    try:
+        steps = plan_steps(spec, rps, label_share)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(render(steps, rps, label_share, spec.analysis.significance))
 
 
 @main.command()

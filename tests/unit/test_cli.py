@@ -165,6 +165,20 @@ def test_validate_every_example_rollout() -> None:
     assert result.stdout.count("ok ") == len(paths)
 
 
+def test_plan_works_on_every_example_rollout() -> None:
+    for path in sorted((EXAMPLES / "rollouts").glob("*.yaml")):
+        result = cli("plan", "-f", path, "--rps", "20")
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+        assert result.stdout.count("\nstep ") >= 3 and "90% power" in result.stdout, path.name
+
+
+def test_validate_with_rps_warns_about_short_steps_and_still_exits_0() -> None:
+    result = cli("validate", "-f", ROLLOUT, "--rps", "20")
+    assert result.returncode == 0, result.stderr
+    assert "too short at 20 RPS to judge accuracy" in result.stderr
+    assert "warn" not in cli("validate", "-f", ROLLOUT, "--rps", "40000").stderr
+
+
 def test_validate_multi_document_file_names_the_bad_document_and_field(tmp_path: Path) -> None:
     good = yaml.safe_load(ROLLOUT.read_text())
     bad = yaml.safe_load(ROLLOUT.read_text())
