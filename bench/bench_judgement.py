@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from synthetic import HEALTHY, HEALTHY_ERRORS, Behaviour, TrafficConfig, simulate  # noqa: E402
+from synthetic import HEALTHY, HEALTHY_ERRORS, SHAPES, Behaviour, TrafficConfig, simulate  # noqa: E402
 
 from modelrollout.api.models import DecisionAction, ModelRolloutSpec, Phase  # noqa: E402
 
@@ -70,10 +70,12 @@ def scenarios(evictions_per_minute: float) -> dict[str, Behaviour]:
 TARGET_SCENARIOS = ("accuracy -12 pts", "latency 1.6x", "drift Beta(6,2)")
 
 
-def load_spec(total_rps: float) -> tuple[ModelRolloutSpec, bool]:
-    """The example rollout; below the service-wide bound, that check is switched off."""
+def load_spec(total_rps: float, shape: str = "iid") -> tuple[ModelRolloutSpec, bool]:
+    """The example rollout; below the service-wide bound, that check is switched off, and
+    with the production shape at every level (its diurnal trough is a third of its peak,
+    below any floor set for the average)."""
     doc = yaml.safe_load(ROLLOUT.read_text())
-    override = total_rps < SERVICE_BOUND_TRAFFIC
+    override = total_rps < SERVICE_BOUND_TRAFFIC or SHAPES[shape].diurnal_swing > 1.0
     if override:
         conditions = doc["spec"]["analysis"].setdefault("conditions", {}) or {}
         conditions["throughput"] = {"minServiceRps": 0}
@@ -111,7 +113,7 @@ def rule_of(reason: str) -> str:
     return "other"
 
 
-_SPECS: dict[str, ModelRolloutSpec] = {}
+_SPECS: dict[tuple[str, str], ModelRolloutSpec] = {}
 
 
 def run_rollout(spec: ModelRolloutSpec, config: TrafficConfig, seed: np.random.SeedSequence) -> Outcome:
@@ -140,16 +142,20 @@ def run_rollout(spec: ModelRolloutSpec, config: TrafficConfig, seed: np.random.S
     return Outcome("unfinished", ticks, held, reduced, (last_at - T0).total_seconds(), None, None, None, fast_at)
 
 
-def _work(task: tuple[int, str, int, str, float, Behaviour, int, int, int, float, str]) -> tuple[int, list[Outcome]]:
-    key, scenario, si, traffic, rps, behaviour, ti, first, count, label_share, rps_window = task
-    if traffic not in _SPECS:
-        _SPECS[traffic] = load_spec(rps)[0]
-    spec = _SPECS[traffic]
+def _work(task: tuple[int, str, int, str, float, Behaviour, int, int, int, float, str, str, bool]
+          ) -> tuple[int, list[Outcome]]:
+    key, scenario, si, traffic, rps, behaviour, ti, first, count, label_share, rps_window, shape, intervals = task
+    if (traffic, shape) not in _SPECS:
+        _SPECS[(traffic, shape)] = load_spec(rps, shape)[0]
+    spec = _SPECS[(traffic, shape)]
     config = TrafficConfig(total_rps=rps, canary=behaviour, stable=HEALTHY.scaled(
-        evictions_per_minute=behaviour.evictions_per_minute), label_share=label_share, rps_window=rps_window)  # type: ignore[arg-type]
+        evictions_per_minute=behaviour.evictions_per_minute), label_share=label_share, rps_window=rps_window,  # type: ignore[arg-type]
+        shape=SHAPES[shape], intervals=intervals)
     out = []
     for i in range(first, first + count):
-        seed = np.random.SeedSequence(_SEED, spawn_key=(si, ti, i))
+        # The i.i.d. shape keeps the seeds it always had; the production shape draws its own.
+        spawn = (si, ti, i) if shape == "iid" else (si, ti, i, 1)
+        seed = np.random.SeedSequence(_SEED, spawn_key=spawn)
         out.append(run_rollout(spec, config, seed))
     return key, out
 
@@ -258,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rps-window", choices=("step", "nominal"), default="step",
                         help="window of the RPS reading: clamped to the time since the weight changed (default), "
                              "or the nominal 5m across weight changes")
+    parser.add_argument("--shapes", default="iid,production",
+                        help="traffic shapes, comma-separated: iid (every request independent, as the gates "
+                             "assume) and production (overdispersed, diurnal, late labels, histogram latency, "
+                             "scrape gaps, cold start; docs/benchmarks.md#production-shaped-traffic)")
+    parser.add_argument("--no-intervals", action="store_true",
+                        help="leave the stable's per-interval counts out of the snapshots (what an operator "
+                             "without overdispersion estimates saw)")
     parser.add_argument("-f", "--rollout", type=Path, default=None,
                         help="ModelRollout manifest whose spec is rolled out (default: the fraud-scorer example)")
     parser.add_argument("--output", type=Path, default=None,
@@ -284,30 +297,43 @@ def main(argv: list[str] | None = None) -> int:
     # Tasks in chunks; the slow cells (low traffic, healthy) first so the tail is short.
     chunk = 10
     tasks = []
-    cells: list[tuple[str, str]] = []
-    for si, (name, behaviour) in enumerate(all_scenarios.items()):
-        if name not in chosen:
-            continue
-        for ti, level in enumerate(("high", "medium", "low")):
-            if level not in traffic:
+    cells: list[tuple[str, str, str]] = []
+    shapes = [x.strip() for x in args.shapes.split(",") if x.strip()]
+    unknown = [x for x in shapes if x not in SHAPES]
+    if unknown:
+        parser.error(f"--shapes: unknown {unknown}; choose from {sorted(SHAPES)}")
+    for shape in shapes:
+        for si, (name, behaviour) in enumerate(all_scenarios.items()):
+            if name not in chosen:
                 continue
-            key = len(cells)
-            cells.append((name, level))
-            n = healthy_n if name.startswith("healthy") else low_degraded_n if level == "low" else degraded_n
-            for first in range(0, n, chunk):
-                tasks.append((key, name, si, level, TRAFFIC[level], behaviour, ti, first, min(chunk, n - first),
-                              args.label_share, args.rps_window))
+            for ti, level in enumerate(("high", "medium", "low")):
+                if level not in traffic:
+                    continue
+                key = len(cells)
+                cells.append((shape, name, level))
+                n = healthy_n if name.startswith("healthy") else low_degraded_n if level == "low" else degraded_n
+                for first in range(0, n, chunk):
+                    tasks.append((key, name, si, level, TRAFFIC[level], behaviour, ti, first, min(chunk, n - first),
+                                  args.label_share, args.rps_window, shape, not args.no_intervals))
     cost = {"low": 3, "high": 2, "medium": 1}
     tasks.sort(key=lambda t: (-(cost[t[3]] * (3 if t[1].startswith("healthy") or "serial" in t[1] else 1))))
     total = sum(t[8] for t in tasks)
 
     steps_text = ", ".join(f"{s.traffic_weight} % {_duration(s.hold_for)}" for s in spec.steps)
     overrides = [level for level in traffic if load_spec(TRAFFIC[level])[1]]
+    production = SHAPES["production"]
     config_lines = [
         f"- rollout: `{ROLLOUT.relative_to(ROOT) if ROLLOUT.is_relative_to(ROOT) else ROLLOUT}` (steps {steps_text}; interval {interval:.0f} s; "
         f"profile {spec.analysis.profile.value}; sustainedHighSeconds {spec.analysis.sustained_high_seconds})",
         "- throughput: service-wide bound `minServiceRps` 30,000 (profile) at high traffic; "
-        f"overridden with `throughput: {{minServiceRps: 0}}` at {', '.join(overrides) or 'no level'}",
+        f"overridden with `throughput: {{minServiceRps: 0}}` at {', '.join(overrides) or 'no level'} "
+        "(and at every level with the production shape: its diurnal trough is a third of its peak)",
+        f"- shapes: {', '.join(shapes)}; production = per-side rate CV {production.rate_cv} per interval, "
+        f"intra-class correlation log-uniform in {production.icc} per rollout, diurnal ×{production.diurnal_swing:g}, "
+        f"labels 0–{production.label_delay_minutes:g} min late ({production.labels_never:.0%} never), latency from "
+        f"histogram buckets, scrape gaps {production.gap_probability:.0%} of intervals, canary latency "
+        f"×{1 + production.cold_start:g} at its start (τ {production.cold_seconds:g} s); the stable's per-interval "
+        f"counts {'left out' if args.no_intervals else 'in every snapshot'}",
         f"- horizon {HORIZON.total_seconds() / 3600:.0f} h simulated per rollout (still running then: 'unfinished')",
         f"- traffic: Poisson per second, binned per tick; labels {args.label_share:.0%} of predictions; "
         f"healthy: accuracy 0.92, latency lognormal mean 1.4 ms / p95 2.1 ms, errors 0.19 % "
@@ -340,10 +366,13 @@ def main(argv: list[str] | None = None) -> int:
                 last_print = now
     wall = time.perf_counter() - start
 
-    rows = [(name, level, summarise(results[key], within)) for key, (name, level) in enumerate(cells)]
+    by_shape = {shape: [(name, level, summarise(results[key], within))
+                        for key, (sh, name, level) in enumerate(cells) if sh == shape] for shape in shapes}
+    rows = [row for shape in shapes for row in by_shape[shape]]
     ticks = sum(s["ticks"] for _, _, s in rows)
-    text = table(rows, within)
-    targets = check_targets(rows, within)
+    text = "\n\n".join(f"**{SHAPES[shape].name} traffic**\n\n" + table(by_shape[shape], within) for shape in shapes)
+    targets = [f"- ({SHAPES[shape].name}) {line[2:]}" for shape in shapes
+               for line in check_targets(by_shape[shape], within)]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = "\n".join([
         "# Judgement benchmark",
@@ -361,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "All rollback triggers per cell:",
         "",
-        *[f"- {name} / {level}: " + ", ".join(f"{k} ×{v}" for k, v in s["triggers"].most_common()) for name, level, s in rows
-          if s["triggers"]],
+        *[f"- {SHAPES[shape].name} / {name} / {level}: " + ", ".join(f"{k} ×{v}" for k, v in s["triggers"].most_common())
+          for shape in shapes for name, level, s in by_shape[shape] if s["triggers"]],
         "",
     ])
     print()

@@ -405,16 +405,22 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
               help="with --shards: the namespace of the group's Leases (in a pod: its own, from POD_NAMESPACE)")
 @click.option("--identity", default=None, help="with --shards: this replica's name in the group "
                                                 "(default: POD_NAME or the host name, plus a random suffix)")
+@click.option("--min-rate-window", type=click.IntRange(min=1), default=60, show_default=True,
+              envvar="MODELROLLOUT_MIN_RATE_WINDOW",
+              help="seconds: the shortest window of a range query's point (anomaly series, the stable's counts "
+                   "per interval); at least 4 of Prometheus' scrape intervals (docs/prometheus.md)")
 def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
         webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str, liveness: str | None,
         log_level: str, default_profile: str, shards: bool, shard_group: str, shard_namespace: str,
-        identity: str | None) -> None:
+        identity: str | None, min_rate_window: int) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     from .wiring import run as run_operator
 
-    run_operator(operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
-                                 standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
-                                 shard_namespace, identity))
+    config = operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
+                             standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
+                             shard_namespace, identity)
+    config.min_rate_window_seconds = float(min_rate_window)
+    run_operator(config)
 
 
 def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,

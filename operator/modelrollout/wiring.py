@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import kopf
 from kubernetes import client as k8s
@@ -75,6 +75,9 @@ class OperatorConfig:
     peering_name: str = "modelrollout"
     standalone: bool = False
     query_timeout_seconds: float = 5.0
+    min_rate_window_seconds: float = 60.0
+    """The shortest window a range query's point is read over (anomaly series, the stable's
+    counts per interval): at least 4 of Prometheus' scrape intervals."""
     liveness_endpoint: str | None = None
     default_profile: str | None = None
     peering_lifetime_seconds: int = 10
@@ -134,7 +137,8 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
     executor: Executor = KubeExecutor(kube, now=clock.now)
     if wrap_executor is not None:
         executor = wrap_executor(executor)
-    metrics = PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry.observe_query)
+    metrics = PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry.observe_query,
+                               timedelta(seconds=config.min_rate_window_seconds))
     controller = Controller(
         read_rollout=store.read,
         executor=executor,

@@ -127,23 +127,24 @@ def test_two_rollouts_cost_as_many_queries_as_one() -> None:
     one = plan_queries([request()])
     two = plan_queries([request(), request(ns="risk", stable="scorer", canary="scorer-v2")])
     hundred = plan_queries([request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(100)])
-    assert len(one) == len(two) == len(hundred) == 25
+    # 25 for the windows and the anomaly series, 6 for the stable's counts per interval
+    assert len(one) == len(two) == len(hundred) == 31
     assert 'namespace=~"ml|risk",deployment=~"fraud|fraud-canary|scorer|scorer-v2"' in two[0].promql
 
 
 def test_distinct_windows_add_queries_only_for_their_metrics() -> None:
     grown = dict(WINDOWS, latency=600 * S)
     plan = plan_queries([request(), request(ns="risk", windows=grown)])
-    assert len(plan) == 25 + 4  # the four latency metrics over 600s
+    assert len(plan) == 31 + 4  # the four latency metrics over 600s
 
 
 def test_override_and_label_names_split_the_query_they_change() -> None:
     override = "sum by ({by}) (rate(my_requests{{selector}}[{window}]))"
     plan = plan_queries([request(), request(ns="risk", queries={"rps": override})])
-    assert len(plan) == 26
+    assert len(plan) == 32
     assert any(q.promql.startswith("sum by (namespace, deployment) (rate(my_requests{namespace=~\"risk\"") for q in plan)
     relabelled = plan_queries([request(), request(ns="risk", labels=MetricLabels(namespace="ns", deployment="app"))])
-    assert len(relabelled) == 50
+    assert len(relabelled) == 62
 
 
 def test_disabled_conditions_and_no_series_query_nothing() -> None:
@@ -213,6 +214,10 @@ class FakeClient:
         for (ns, dep), value in self.table.get((key.name, key.window_s), {}).items():
             if isinstance(value, dict) and key.name == "model_digests":  # {pod: digest}
                 out += [vec(ns, dep, 1, pod=pod, digest=digest) for pod, digest in value.items()]
+            elif isinstance(value, dict) and key.is_range:  # {label value: [(offset, value), ...]}
+                label = promql.EXTRA_LABEL[key.name]
+                out += [{"metric": {"namespace": ns, "deployment": dep, label: k},
+                         "values": [[AT.timestamp() - off, str(x)] for off, x in v]} for k, v in value.items()]
             elif isinstance(value, dict):
                 label = promql.EXTRA_LABEL[key.name]
                 out += [vec(ns, dep, v, **{label: k}) for k, v in value.items()]
@@ -296,8 +301,9 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert s.confidence.counts == [0, 900, 5000, 10000]
     assert snap.windows == {"accuracy": 900, "latency": 60, "confidenceDrift": 900, "errorRate": 300,
                             "cache": 300, "throughput": 300, "anomaly": 300}
-    # 25 queries planned; the 22 instant ones go out as one bundle (one consistent read)
-    assert subqueries(fake) == 25 and len(calls) == 4 and all(p == "tick" and ok for p, _, ok in calls)
+    # 31 queries planned; the 22 instant ones go out as one bundle (one consistent read), the 9
+    # range queries (3 anomaly series, 6 per-interval counts of the stable) one by one
+    assert subqueries(fake) == 31 and len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
     assert all(p["time"] == f"{AT.timestamp():.3f}" and p["timeout"] == "5s" for p in fake.params)
 
 
@@ -335,7 +341,7 @@ def test_one_batch_serves_two_rollouts_in_different_namespaces() -> None:
         table.setdefault(k, {}).update(v)
     table[("rps", 300)][("risk", "scorer-v2")] = 42.0
     out, fake, calls = run_snapshots([request(), request("risk", "scorer", "scorer-v2")], table)
-    assert subqueries(fake) == 25 and len(calls) == 4 == len(fake.calls)
+    assert subqueries(fake) == 31 and len(calls) == 10 == len(fake.calls)
     a, b = out["ml/fraud"], out["risk/scorer"]
     assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
     assert a.canary is not None and b.canary is not None
@@ -351,7 +357,7 @@ def test_custom_conditions_are_queried_per_rollout() -> None:
     assert snap.custom["gpu"].value == 7 and snap.custom["gpu"].samples == 7
     assert 'max(gpu{namespace="ml",deployment="fraud-canary"})' in fake.calls
     assert 'count(up{deployment="fraud"})' in fake.calls
-    assert len(calls) == 6  # the bundle, 3 series, 2 custom queries (never bundled: user PromQL)
+    assert len(calls) == 12  # the bundle, 3 series, 6 intervals, 2 custom queries (never bundled: user PromQL)
 
 
 def test_connection_refused_makes_every_request_unavailable_without_raising() -> None:
@@ -439,7 +445,7 @@ def test_concurrent_callers_share_one_batch() -> None:
 
     results = asyncio.run(tick_all())
     source.close()
-    assert batching.batches == 1 and subqueries(fake) == 25
+    assert batching.batches == 1 and subqueries(fake) == 31
     assert all(isinstance(r, Snapshot) for r in results)
     assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
 
@@ -482,11 +488,11 @@ def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query(
     assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 22
     assert isinstance(out["ml/fraud"], Snapshot)
     unbundled, fake2, calls2 = run_snapshots([request()], healthy_table(), bundle=False)
-    assert unbundled == out and len(calls2) == 25
+    assert unbundled == out and len(calls2) == 31
     refused = PrometheusApiClientException("HTTP Status Code 422 (b'{\"error\":\"bad\"}')")
     out, fake, calls = run_snapshots([request()], healthy_table(), fail=refused, fail_on="mr_query")
     assert isinstance(out["ml/fraud"], Snapshot)  # every query answered alone
-    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 25
+    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 31
 
 
 def test_a_bug_while_assembling_is_an_operator_error_not_prometheus_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -559,3 +565,29 @@ def test_the_router_asks_the_prometheus_a_request_names_else_the_default() -> No
     asyncio.run(router.snapshot(request(), AT))
     asyncio.run(router.snapshot(request(prometheus_url="http://other.test:9090"), AT))
     assert asked == [None, "http://other.test:9090"]
+
+
+def test_the_stables_counts_per_interval_are_read_on_a_grid_that_does_not_overlap() -> None:
+    """docs/decisions.md#overdispersion: one point per interval of at least the shortest rate
+    window (60 s here, the analysis interval being 30 s), read for the stable only."""
+    table = healthy_table()
+    s = ("ml", "fraud")
+    table[("interval_requests", 60)] = {s: [(0, 1900 * 60), (60, 1700 * 60), (180, 2100 * 60)],
+                                        ("ml", "fraud-canary"): [(0, 1)]}
+    table[("interval_predictions_evaluated", 60)] = {s: [(0, 600), (60, 500)]}
+    table[("interval_predictions_correct", 60)] = {s: [(0, 550), (60, 470)]}
+    table[("interval_errors", 60)] = {s: {"timeout": [(0, 30), (60, 12)], "other": [(0, 2)]}}
+    out, _, _ = run_snapshots([request()], table)
+    snap = out["ml/fraud"]
+    assert isinstance(snap, Snapshot) and snap.stable is not None and snap.stable.intervals is not None
+    intervals = snap.stable.intervals
+    assert intervals.seconds == 60.0
+    assert intervals.requests == [None, None, 2100 * 60, None, 1700 * 60, 1900 * 60]  # oldest first, gaps None
+    assert intervals.predictions_correct == [None, None, None, None, 470, 550]
+    assert intervals.errors == [None, None, None, None, 12, 32]  # the categories' total per interval
+    assert intervals.error_categories == {"other": [None] * 5 + [2], "timeout": [None] * 4 + [12, 30]}
+    assert intervals.cache_hits is None  # Prometheus had none
+    assert snap.canary is not None and snap.canary.intervals is None  # the canary's are not read
+    intervals_planned = [q for q in plan_queries([request()]) if q.key.name.startswith("interval_")]
+    assert len(intervals_planned) == 6 and all(q.key.step_s == 60 == q.key.window_s for q in intervals_planned)
+    assert all('deployment=~"fraud"' in q.promql for q in intervals_planned)

@@ -544,6 +544,20 @@ class RiskStatus(ApiModel):
     conditions: list[ConditionStatus] = Field(default_factory=list)
 
 
+class DispersionStatus(ApiModel):
+    """How much wider than binomial the stable's rates wander (docs/decisions.md#overdispersion).
+
+    Measured by the tick from the stable's counts per interval, and read by the fast path,
+    which has no interval counts of its own. Zeros: binomial noise (i.i.d. requests)."""
+
+    accuracy: float = Field(default=0.0, ge=0.0, le=1.0, description="intra-class correlation of correct predictions")
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="intra-class correlation of errors")
+    cache: float = Field(default=0.0, ge=0.0, le=1.0, description="intra-class correlation of cache hits")
+    rate: float = Field(default=0.0, ge=0.0, description="an interval's request-rate variance beyond Poisson (CV²)")
+    intervals: int = Field(default=0, ge=0, description="intervals the estimates rest on")
+    interval_seconds: float | None = Field(default=None, gt=0, description="each interval's length")
+
+
 class DecisionStatus(ApiModel):
     action: DecisionAction
     reason: str
@@ -615,6 +629,7 @@ class ModelRolloutStatus(ApiModel):
         description="share of the route's requests copied to the canary during a shadow step (docs/shadow.md)")
     step_started_at: datetime | None = None
     risk: RiskStatus | None = None
+    dispersion: DispersionStatus | None = None
     decision: DecisionStatus | None = None
     high_risk_since: datetime | None = None
     short_of_size_since: datetime | None = Field(

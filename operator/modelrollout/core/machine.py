@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.models import (
+    DispersionStatus,
     DecisionAction,
     DecisionPath,
     DecisionStatus,
@@ -45,6 +46,9 @@ from .actions import (
 )
 from .conditions import evaluate_all
 from .conditions.base import EvaluationContext
+from .dispersion import NONE as NO_DISPERSION
+from .dispersion import Dispersion
+from .dispersion import estimate as estimate_dispersion
 from .decision import Decision, Position, decide, health_failure, short_of_size
 from .observations import (
     Command,
@@ -107,9 +111,18 @@ def next_tick(now: datetime, interval: timedelta) -> datetime:
 
 
 def evaluation_context(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
-                       significance: float | None = None) -> EvaluationContext:
+                       significance: float | None = None, dispersion: Dispersion | None = None) -> EvaluationContext:
+    """The conditions' context; ``dispersion`` measured on this snapshot, else the last one
+    the status recorded (the fast path's case), else none (docs/decisions.md#overdispersion)."""
     age = now - status.step_started_at if status.step_started_at else None
+    if dispersion is None and status.dispersion is not None:
+        d = status.dispersion
+        dispersion = Dispersion(d.accuracy, d.error_rate, d.cache, d.rate, d.intervals, d.interval_seconds)
+    if dispersion is not None:  # a measure never seen is binomial
+        dispersion = Dispersion(dispersion.accuracy or 0.0, dispersion.errors or 0.0, dispersion.cache or 0.0,
+                                dispersion.rate or 0.0, dispersion.intervals, dispersion.seconds)
     return EvaluationContext(
+        dispersion=dispersion or NO_DISPERSION,
         thresholds=spec.analysis.resolved_conditions(),
         significance=spec.analysis.significance if significance is None else significance,
         canary_weight=status.canary_weight,
@@ -272,7 +285,8 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
                                                            step=status.current_step, weight=0)),
         })
         return Transition(new, (mirror_action(spec), EmitEvent(EventType.NORMAL, "ShadowStarted", message)))
-    ctx = evaluation_context(spec, status, now)
+    measured = merged_dispersion(estimate_dispersion(snapshot.stable), status)
+    ctx = evaluation_context(spec, status, now, dispersion=measured)
     results = evaluate_all(snapshot, ctx, spec.analysis.custom)
     previous_since = {c.name: c.triggered_since for c in (status.risk.conditions if status.risk else [])
                       if c.triggered_since is not None}
@@ -286,8 +300,39 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     )
     decision = decide(spec, results, health, position, now, integrity=integrity,
                       health_unread=snapshot.health.canary_unread if snapshot.health else None)
-    return apply_decision(spec, status, decision, now,
-                          extra=integrity.evidence if decision.trigger == MODEL_INTEGRITY else None)
+    transition = apply_decision(spec, status, decision, now,
+                                extra=integrity.evidence if decision.trigger == MODEL_INTEGRITY else None)
+    if measured is None:
+        return transition
+    return replace(transition, status=transition.status.model_copy(update={"dispersion": dispersion_status(measured)}))
+
+
+def merged_dispersion(measured: Dispersion | None, status: ModelRolloutStatus) -> Dispersion | None:
+    """This tick's estimate, each measure the stable could not show now (at 100 % it serves
+    nothing) kept from the last one recorded: the traffic's wander does not stop being
+    there because the stable stopped serving."""
+    before = status.dispersion
+    if before is None:
+        return measured
+    if measured is None:
+        return Dispersion(before.accuracy, before.error_rate, before.cache, before.rate, before.intervals,
+                          before.interval_seconds)
+    return Dispersion(
+        measured.accuracy if measured.accuracy is not None else before.accuracy,
+        measured.errors if measured.errors is not None else before.error_rate,
+        measured.cache if measured.cache is not None else before.cache,
+        measured.rate if measured.rate is not None else before.rate,
+        measured.intervals, measured.seconds,
+    )
+
+
+def dispersion_status(d: Dispersion) -> DispersionStatus:
+    """The estimate as status records it, to two significant digits (a status write per
+    tick should not carry noise in the fifth digit)."""
+    def sig(x: float | None) -> float:
+        return float(f"{x:.2g}") if x else 0.0
+    return DispersionStatus(accuracy=sig(d.accuracy), error_rate=sig(d.errors), cache=sig(d.cache), rate=sig(d.rate),
+                            intervals=d.intervals, interval_seconds=d.seconds)
 
 
 def _awaiting_model(spec: ModelRolloutSpec, status: ModelRolloutStatus, integrity: IntegrityVerdict,

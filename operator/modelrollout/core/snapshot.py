@@ -105,6 +105,26 @@ class Cache(SnapshotModel):
     lookup_ms: Num = None
 
 
+IntervalPoints = list[Annotated[float | None, BeforeValidator(_finite_or_none)]]
+
+
+class Intervals(SnapshotModel):
+    """Counts per analysis interval, oldest first (null: no data for that interval).
+
+    Read for the stable: how much its rates wander from one interval to the next is how
+    much wider than binomial the gates must be (docs/decisions.md#overdispersion)."""
+
+    seconds: float | None = Field(default=None, gt=0, description="each interval's length (default: the analysis interval)")
+    requests: IntervalPoints | None = None
+    errors: IntervalPoints | None = None
+    error_categories: dict[str, IntervalPoints] | None = Field(
+        default=None, description="errors per interval by category (bursts of one category are their own)")
+    predictions_evaluated: IntervalPoints | None = None
+    predictions_correct: IntervalPoints | None = None
+    cache_hits: IntervalPoints | None = None
+    cache_misses: IntervalPoints | None = None
+
+
 class SideMetrics(SnapshotModel):
     """One side (stable or canary) of the comparison, counts over each condition's window."""
 
@@ -119,6 +139,8 @@ class SideMetrics(SnapshotModel):
     series: dict[str, list[Annotated[float | None, BeforeValidator(_finite_or_none)]]] | None = None
     model_digests: dict[str, str] | None = Field(
         default=None, description="pod -> the model digest it reports in model_info (docs/integrity.md)")
+    intervals: Intervals | None = Field(
+        default=None, description="counts per analysis interval (the stable's: docs/decisions.md#overdispersion)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SideMetrics":

@@ -84,7 +84,8 @@ def ctx(
     significance: float = 0.05,
     canary_weight: int = 5,
     step_age: timedelta | None = None,
+    interval: timedelta | None = None,
 ) -> EvaluationContext:
     resolved = resolve_conditions(Profile(profile), ConditionOverrides.model_validate(overrides or {}))
     return EvaluationContext(thresholds=resolved, significance=significance, canary_weight=canary_weight,
-                             step_age=step_age)
+                             step_age=step_age, interval=interval)

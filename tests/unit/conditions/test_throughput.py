@@ -35,7 +35,8 @@ def test_service_rps(service, severity, critical):
 
 
 @pytest.mark.parametrize("drop, severity, critical", [
-    (0.30, 0.0, False), (0.45, 0.5, False), (0.60, 1.0, True), (0.90, 1.0, True),
+    # exactly at the critical bound is not significantly beyond it (gated: docs/decisions.md#overdispersion)
+    (0.30, 0.0, False), (0.45, 0.5, False), (0.60, 1.0, False), (0.62, 1.0, True), (0.90, 1.0, True),
 ])
 def test_share_normalised_drop(drop, severity, critical):
     # stable 38,000 at 95% = 40,000 per 100%; the canary at 5% should serve 2,000

@@ -32,6 +32,9 @@ def parse_answer(key: QueryKey, result: Any) -> Answer:
     if not isinstance(result, list):
         raise MetricsUnavailable(f"query {key.name}: unexpected answer {type(result).__name__} (not a vector)")
     if key.is_range:
+        extra = promql.EXTRA_LABEL.get(key.name)
+        if extra:
+            return promql.parse_matrix_labelled(result, key.namespace_label, key.deployment_label, extra)
         return promql.parse_matrix(result, key.namespace_label, key.deployment_label)
     if key.name == "model_digests":
         return promql.parse_pod_digests(result, key.namespace_label, key.deployment_label)
@@ -85,6 +88,8 @@ class SnapshotAssembler:
             assert r.series_window is not None
             windows[ConditionName.ANOMALY.value] = float(whole_seconds(r.series_window))
             canary["series"] = self.series(canary_pair)
+        if self.plan.interval_names(r):
+            stable["intervals"] = self.intervals(stable_pair)
         if r.model_digest is not None:
             canary["model_digests"] = self.answers[self.plan.digests_key(r)].get(canary_pair)
         return Snapshot.model_validate(without_none({
@@ -94,6 +99,30 @@ class SnapshotAssembler:
     def _reader(self, window: timedelta, exact: bool, pair: Pair) -> Any:
         """One side's answers over one window, by template name (a catalogue ``Read``)."""
         return lambda name: self.get(name, window, pair, exact)
+
+    def intervals(self, pair: Pair) -> dict[str, Any] | None:
+        """The stable's counts per interval (docs/decisions.md#overdispersion), on the grid
+        of the interval queries; None when Prometheus has none of them."""
+        r = self.r
+        assert r.series_window is not None
+        step = whole_seconds(self.plan.interval_step(r))
+        grid = series_grid(self.at, whole_seconds(r.series_window), step)
+        out: dict[str, Any] = {}
+        for name, key in promql.INTERVAL_QUERIES.items():
+            points = self.answers[self.plan.interval_key(r, name)].get(pair)
+            if not points:
+                continue
+            if name in promql.EXTRA_LABEL:  # errors by category: each, and their total per interval
+                categories = {c: promql.series_points(p, grid) for c, p in sorted(points.items())}
+                out["error_categories"] = categories
+                columns = zip(*categories.values())
+                out[key] = [None if all(v is None for v in col) else sum(v or 0.0 for v in col) for col in columns]
+            else:
+                out[key] = promql.series_points(points, grid)
+        if not out:
+            return None
+        out["seconds"] = float(step)
+        return out
 
     def series(self, pair: Pair) -> dict[str, list[float | None]] | None:
         names = self.plan.series_names(self.r)

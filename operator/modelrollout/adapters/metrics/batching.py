@@ -12,7 +12,7 @@ batching source per Prometheus URL, so rollouts sharing a Prometheus share its q
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ...api.models import DecisionPath
 from ...core.snapshot import Snapshot
@@ -101,17 +101,19 @@ class PrometheusRouter:
     One batching source per URL: rollouts sharing a Prometheus share its queries.
     """
 
-    def __init__(self, default_url: str, timeout: float, on_query: QueryHook | None = None) -> None:
+    def __init__(self, default_url: str, timeout: float, on_query: QueryHook | None = None,
+                 min_rate_window: timedelta = timedelta(seconds=60)) -> None:
         self.default_url = default_url
         self.timeout = timeout
         self.on_query = on_query
+        self.min_rate_window = min_rate_window
         self._sources: dict[str, BatchingMetricsSource] = {}
 
     def source(self, url: str | None) -> BatchingMetricsSource:
         url = url or self.default_url
         if url not in self._sources:
             self._sources[url] = BatchingMetricsSource(PrometheusMetricsSource(
-                url, query_timeout=self.timeout, on_query=self.on_query))
+                url, query_timeout=self.timeout, on_query=self.on_query, min_rate_window=self.min_rate_window))
         return self._sources[url]
 
     async def snapshot(self, request: SnapshotRequest, at: datetime) -> Snapshot | MetricsUnavailable:

@@ -118,6 +118,8 @@ class QueryPlan:
                     sides.append((self.key(r, metric, r.baseline_window), "stable"))
         for name in self.series_names(r):
             sides.append((self.series_key(r, name), "canary"))
+        for name in self.interval_names(r):
+            sides.append((self.interval_key(r, name), "stable"))
         if r.model_digest is not None:
             sides.append((self.digests_key(r), "canary"))
         return frozenset(k for k, _ in sides), sides
@@ -148,6 +150,25 @@ class QueryPlan:
         rate_window = max(r.series_step, self.min_rate_window)
         return self.key(r, name, rate_window, range_s=whole_seconds(r.series_window),
                         step_s=whole_seconds(r.series_step))
+
+    @staticmethod
+    def interval_names(r: SnapshotRequest) -> list[str]:
+        """The stable's per-interval counts, read by the tick (with the anomaly series'
+        range) and not by the fast path, which uses the dispersion the tick recorded."""
+        if r.series_window is None:
+            return []
+        return list(promql.INTERVAL_QUERIES)
+
+    def interval_step(self, r: SnapshotRequest) -> timedelta:
+        """Each interval's length: the analysis interval, at least the shortest rate window
+        (so that ``increase()`` has samples), and the step between points: no overlap."""
+        assert r.series_step is not None
+        return max(r.series_step, self.min_rate_window)
+
+    def interval_key(self, r: SnapshotRequest, name: str) -> QueryKey:
+        assert r.series_window is not None
+        step = self.interval_step(r)
+        return self.key(r, name, step, range_s=whole_seconds(r.series_window), step_s=whole_seconds(step))
 
     def queries(self) -> list[PlannedQuery]:
         out = []

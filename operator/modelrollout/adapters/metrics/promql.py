@@ -78,6 +78,16 @@ DEFAULT_QUERIES: dict[str, str] = {
         " / sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))"
     ),
     "series_rps": "sum by ({by}) (rate(model_requests_total{{selector}}[{window}]))",
+    # overdispersion: the stable's counts per interval, range queries with {window} = the
+    # step, so that the points do not overlap (docs/decisions.md#overdispersion)
+    "interval_requests": "sum by ({by}) (increase(model_requests_total{{selector}}[{window}]))",
+    "interval_errors": "sum by ({by}, category) (increase(model_request_errors_total{{selector}}[{window}]))",
+    "interval_predictions_evaluated": (
+        "sum by ({by}) (increase(model_predictions_evaluated_total{{selector}}[{window}]))"),
+    "interval_predictions_correct": "sum by ({by}) (increase(model_predictions_correct_total{{selector}}[{window}]))",
+    "interval_cache_hits": 'sum by ({by}) (increase(model_cache_requests_total{result="hit",{selector}}[{window}]))',
+    "interval_cache_misses": (
+        'sum by ({by}) (increase(model_cache_requests_total{result="miss",{selector}}[{window}]))'),
     # model integrity: the digest each pod reports now (a fact, not a count over a window);
     # grouped by pod, so a pod scraped twice counts once
     "model_digests": "max by ({by}, pod, digest) (model_info{{selector}} > 0)",
@@ -87,7 +97,8 @@ DEFAULT_QUERIES: dict[str, str] = {
 UNWINDOWED: frozenset[str] = frozenset({"model_digests"})
 """Templates read at an instant: they have no ``{window}``, and an override may not use one."""
 
-EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result"}
+EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result",
+                                "interval_errors": "category"}
 """Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
 
 SERIES_QUERIES: dict[str, str] = {
@@ -96,6 +107,16 @@ SERIES_QUERIES: dict[str, str] = {
     "series_rps": "rps",
 }
 """Range-query templates -> the key in ``side.series`` they fill."""
+
+INTERVAL_QUERIES: dict[str, str] = {
+    "interval_requests": "requests",
+    "interval_errors": "errors",
+    "interval_predictions_evaluated": "predictions_evaluated",
+    "interval_predictions_correct": "predictions_correct",
+    "interval_cache_hits": "cache_hits",
+    "interval_cache_misses": "cache_misses",
+}
+"""Range-query templates of the stable's counts per interval -> the key in ``side.intervals``."""
 
 _COUNTER_OVER_WINDOW = re.compile(r"\b(increase|rate)\((\w+)\{\{selector\}\}\[\{window\}\]\)")
 
@@ -329,6 +350,22 @@ def parse_matrix(result: list[dict[str, Any]], namespace_label: str, deployment_
         if pair is None:
             continue
         points = out.setdefault(pair, {})
+        for ts, raw in item.get("values") or []:
+            points[float(ts)] = sample_value(raw)
+    return out
+
+
+def parse_matrix_labelled(result: list[dict[str, Any]], namespace_label: str, deployment_label: str,
+                          extra: str) -> dict[Pair, dict[str, dict[float, float | None]]]:
+    """A range answer grouped by (namespace, deployment, extra) -> {extra value: {timestamp: value}}."""
+    out: dict[Pair, dict[str, dict[float, float | None]]] = {}
+    for item in result:
+        metric = item.get("metric", {})
+        pair = _pair(metric, namespace_label, deployment_label)
+        key = metric.get(extra)
+        if pair is None or key is None:
+            continue
+        points = out.setdefault(pair, {}).setdefault(key, {})
         for ts, raw in item.get("values") or []:
             points[float(ts)] = sample_value(raw)
     return out

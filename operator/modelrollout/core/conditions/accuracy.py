@@ -13,7 +13,7 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext, counted
-from .checks import conclude, missing, no_data, positive, proportion_check, sample_rate, shortfall, window_seconds
+from .checks import conclude, deff_of, missing, no_data, positive, proportion_check, sample_rate, shortfall, window_seconds
 
 NAME = ConditionName.ACCURACY.value
 WHAT = "labelled predictions"
@@ -50,7 +50,9 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     observed: dict[str, float | int | str | bool | None] = {
         "accuracy": accuracy, "correct": correct, "n": n, "p_value": None, "stable_accuracy": None,
     }
-    checks = [proportion_check("accuracy", correct, n, t.min_accuracy, t.critical_accuracy, "below", alpha)]
+    icc = ctx.dispersion.accuracy
+    checks = [proportion_check("accuracy", correct, n, t.min_accuracy, t.critical_accuracy, "below", alpha,
+                               deff=deff_of(ctx, icc, n, window))]
     notes: list[str] = []
     stable = snapshot.stable
     if stable is not None and positive(stable.predictions_evaluated) and stable.predictions_correct is not None:
@@ -60,7 +62,9 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         bound, critical = stable_accuracy * keep, stable_accuracy * keep_critical
         observed["stable_accuracy"] = stable_accuracy
         threshold["relative_bound"], threshold["relative_critical"] = bound, critical
-        relative = proportion_check("accuracy", correct, n, bound, critical, "below", alpha)
+        points = stable.intervals.predictions_evaluated if stable.intervals is not None else None
+        deff = deff_of(ctx, icc, n, window, stable_n=stable.predictions_evaluated, stable_points=points, scale=keep)
+        relative = proportion_check("accuracy", correct, n, bound, critical, "below", alpha, deff=deff)
         if relative is not None:
             relative = relative._replace(note=f" (stable {stable_accuracy:.3f} × {keep:g})")
         checks.append(relative)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import NamedTuple, Protocol
 
 from ...api.thresholds import ConditionOverrides
+from ..dispersion import NONE, Dispersion
 from ..snapshot import Snapshot
 
 ObservedValues = dict[str, float | int | str | bool | None]
@@ -55,7 +56,8 @@ class EvaluationContext:
     ``canary_weight`` normalises throughput by traffic share (``mirror_percent`` instead
     during a shadow step, when the stable serves every user); ``step_age`` feeds the
     "minimum reached in about N minutes" estimates; ``significance`` is α for the
-    one-sided binomial gates (the fast path passes α/10).
+    one-sided binomial gates (the fast path passes α/10); ``dispersion`` widens them by the
+    noise the stable shows beyond binomial (docs/decisions.md#overdispersion).
     """
 
     thresholds: ConditionOverrides
@@ -64,6 +66,7 @@ class EvaluationContext:
     mirror_percent: int | None = None
     step_age: timedelta | None = None
     interval: timedelta | None = None  # analysis interval: anomaly series gain one point per interval
+    dispersion: Dispersion = NONE
 
 
 class Condition(Protocol):

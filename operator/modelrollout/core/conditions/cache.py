@@ -20,6 +20,7 @@ from .checks import (
     Check,
     bound_check,
     conclude,
+    deff_of,
     event_rate_check,
     no_data,
     positive,
@@ -69,7 +70,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         "evictions_per_minute": evictions, "lookup_ms": lookup_ms,
     }
     checks: list[Check | None] = [
-        proportion_check("hit rate", hits, lookups, t.min_hit_rate, t.critical_hit_rate, "below", alpha, digits=4),
+        proportion_check("hit rate", hits, lookups, t.min_hit_rate, t.critical_hit_rate, "below", alpha, digits=4,
+                         deff=deff_of(ctx, ctx.dispersion.cache, lookups, window)),
     ]
     absent = []
     if evictions is None:

@@ -17,10 +17,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import NamedTuple
 
+from scipy.special import fdtr
+
+from ..dispersion import design_effect, per_interval, relative_design_effect, widened
 from ..snapshot import Snapshot
 from ..stats import Worse, binomial_gate, poisson_gate
 from .base import (
     ConditionResult,
+    EvaluationContext,
     ObservedValues,
     severity_higher_is_worse,
     severity_lower_is_worse,
@@ -62,17 +66,21 @@ def proportion_check(
     *,
     digits: int = 3,
     note: str = "",
+    deff: float = 1.0,
 ) -> Check | None:
     """A gated proportion check (docs/design.md#significance); None when x/n is within bound.
 
     Severity follows the formula once the warning gate is significant. Critical needs
     the critical gate too: a rate at or past the critical bound whose distance from it
-    is not significant is severe (up to 1) but not critical.
+    is not significant is severe (up to 1) but not critical. ``deff`` > 1 widens both
+    gates by the traffic's overdispersion: the test runs on ``n / deff`` trials at the
+    same rate (docs/decisions.md#overdispersion).
     """
+    rate = x / n if n > 0 else 0.0
+    x, n = widened(x, n, deff)
     gate = binomial_gate(x, n, bound, worse, alpha)
     if gate.p_value is None:
         return None
-    rate = x / n
     if not gate.beyond:
         return Check(label, rate, bound, critical_bound, worse, 0.0, False, gate.p_value, digits=digits, note=note)
     if worse == "above":
@@ -110,6 +118,52 @@ def event_rate_check(
     critical = severity >= 1.0 and poisson_gate(count, exposure, critical_bound, alpha).beyond
     return Check(label, rate, bound, critical_bound, "above", severity, critical, gate.p_value, unit=unit,
                  digits=digits)
+
+
+def deff_of(ctx: EvaluationContext, icc: float, n: float, window: float | None, *,
+            stable_n: float | None = None, stable_points: list[float | None] | None = None,
+            scale: float | None = None) -> float:
+    """The canary's design effect for a proportion of ``n`` samples over ``window`` seconds;
+    with ``scale``, for a bound of ``scale`` × the stable's rate, the stable's ``stable_n``
+    samples (``stable_points``: its counts per interval, when read) adding their noise.
+    1 without overdispersion."""
+    if icc <= 0.0:
+        return 1.0
+    interval = ctx.dispersion.seconds or (ctx.interval.total_seconds() if ctx.interval is not None else None)
+    m = per_interval(n, window, interval)
+    if scale is None:
+        return design_effect(icc, m)
+    known = [p for p in stable_points or () if p is not None]
+    stable_m = sum(known) / len(known) if known else per_interval(stable_n or 0.0, window, interval)
+    return relative_design_effect(icc, n, m, stable_n, stable_m, scale)
+
+
+def share_drop_check(label: str, ratio: float, shapes: tuple[float, float], bound: float, critical_bound: float,
+                     alpha: float) -> Check | None:
+    """A gated drop of a rate ratio (the canary's per-percent RPS over the stable's); None
+    within bound.
+
+    Each side's count over its window is taken as Poisson around a rate that wanders
+    (Gamma-distributed, ``dispersion.rate_shapes``), so the ratio of the two is F-distributed
+    around the true ratio: the drop beyond ``bound`` counts when
+    ``P = F(ratio / (1 − bound); 2·shape_c, 2·shape_s) < α``. The F keeps the heavy left
+    tail that one wandering interval has, which a normal approximation of the log ratio
+    does not. Critical needs the same at the critical bound.
+    """
+    drop = 1.0 - ratio
+    if not drop > bound or bound >= 1.0:
+        return None
+    d1, d2 = 2.0 * shapes[0], 2.0 * shapes[1]
+
+    def p_at(limit: float) -> float:
+        return 0.0 if ratio <= 0.0 else float(fdtr(d1, d2, ratio / (1.0 - limit)))
+
+    p = p_at(bound)
+    if not p < alpha:
+        return Check(label, drop, bound, critical_bound, "above", 0.0, False, p)
+    severity = severity_higher_is_worse(drop, bound, critical_bound)
+    critical = severity >= 1.0 and (ratio <= 0.0 if critical_bound >= 1.0 else p_at(critical_bound) < alpha)
+    return Check(label, drop, bound, critical_bound, "above", severity, critical, p)
 
 
 def bound_check(

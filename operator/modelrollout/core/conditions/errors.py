@@ -22,6 +22,7 @@ from .base import ConditionResult, EvaluationContext, counted
 from .checks import (
     Check,
     conclude,
+    deff_of,
     missing,
     no_data,
     positive,
@@ -80,8 +81,11 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     observed: dict[str, float | int | str | bool | None] = {
         "error_rate": rate, "errors": total, "n": n, "p_value": None, "stable_error_rate": None,
     }
+    icc = ctx.dispersion.errors
+    deff = deff_of(ctx, icc, n, window)
     checks: list[Check | None] = [
-        proportion_check("error rate", total, n, t.max_rate, t.max_rate * factor, "above", alpha, digits=4),
+        proportion_check("error rate", total, n, t.max_rate, t.max_rate * factor, "above", alpha, digits=4,
+                         deff=deff),
     ]
     notes: list[str] = []
     stable = snapshot.stable
@@ -92,7 +96,10 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         bound, critical = stable_rate + headroom, stable_rate + factor * headroom
         observed["stable_error_rate"] = stable_rate
         threshold["relative_bound"], threshold["relative_critical"] = bound, critical
-        relative = proportion_check("error rate", total, n, bound, critical, "above", alpha, digits=4)
+        points = stable.intervals.requests if stable.intervals is not None else None
+        relative_deff = deff_of(ctx, icc, n, window, stable_n=stable.requests, stable_points=points, scale=1.0)
+        relative = proportion_check("error rate", total, n, bound, critical, "above", alpha, digits=4,
+                                    deff=relative_deff)
         if relative is not None:
             relative = relative._replace(note=f" (stable {stable_rate:.4f} + {headroom:g})")
         checks.append(relative)
@@ -103,7 +110,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         observed[rate_key] = count / n
         bound = getattr(bounds, category)
         if bound is not None:
-            checks.append(proportion_check(label, count, n, bound, bound * factor, "above", alpha, digits=4))
+            checks.append(proportion_check(label, count, n, bound, bound * factor, "above", alpha, digits=4,
+                                           deff=deff))
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes,
         healthy=f"error rate {rate:.4f} ({counted(total)}/{counted(n)}) within bounds",

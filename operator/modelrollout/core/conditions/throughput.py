@@ -30,9 +30,12 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
-from .checks import Check, bound_check, conclude, no_data, window_seconds
+from ..dispersion import rate_shapes
+from .checks import Check, bound_check, conclude, no_data, share_drop_check, window_seconds
 
 NAME = ConditionName.THROUGHPUT.value
+MIN_WANDERING_INTERVALS = 2
+"""Intervals the share check needs when the stable's rate wanders beyond Poisson."""
 
 
 def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
@@ -84,16 +87,28 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
         notes.append(f"step younger than the {span:.0f}s window: share check skipped")
     elif shared and stable_rps is not None and stable_rps > 0.0:
         stable_per_percent = stable_rps / stable_share
+    seconds = span if span > 0 else 1.0
+    length = ctx.dispersion.seconds or (ctx.interval.total_seconds() if ctx.interval is not None else None)
+    intervals = seconds / length if length else 1.0
+    if stable_per_percent > 0.0 and ctx.dispersion.rate and intervals < MIN_WANDERING_INTERVALS:
+        # One interval of a wandering rate is no evidence: its tail is far heavier than the
+        # normal approximation allows (docs/decisions.md#overdispersion).
+        notes.append(f"rate wanders (CV² {ctx.dispersion.rate:.2g}): share check waits for "
+                     f"{MIN_WANDERING_INTERVALS} intervals of the step")
+        stable_per_percent = 0.0
+        young = True
     if stable_per_percent > 0.0:
-        drop = 1.0 - (canary_rps / canary_share) / stable_per_percent
-        observed["share_drop"] = drop
-        checks.append(bound_check("canary share-normalised RPS drop", drop, t.max_share_drop, t.critical_share_drop,
-                                  "above"))
+        ratio = (canary_rps / canary_share) / stable_per_percent
+        observed["share_drop"] = 1.0 - ratio
+        assert stable_rps is not None
+        shapes = rate_shapes(canary_rps * seconds, stable_rps * seconds, ctx.dispersion.rate, intervals, intervals)
+        checks.append(share_drop_check("canary share-normalised RPS drop", ratio, shapes, t.max_share_drop,
+                                       t.critical_share_drop, ctx.significance))
     elif shared and not young:
         notes.append("the stable serves no RPS: share check skipped")
     service_text = f"service {observed['service_rps']:.0f} RPS, " if observed["service_rps"] is not None else ""
     return conclude(
-        NAME, weight, checks, ctx.significance, notes=notes, inconclusive=inconclusive,
+        NAME, weight, checks, ctx.significance, notes=notes, inconclusive=inconclusive, gated=True,
         healthy=f"{service_text}canary {canary_rps:.1f} RPS at {f'{mirror}% mirrored' if mirror else f'{w}%'} within bounds",
         observed=observed, threshold=threshold, samples=1, min_samples=t.min_samples, window_seconds=window,
     )
