@@ -181,8 +181,9 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
     assert fraud.windows is not None and fraud.windows["latency"] == 15 and fraud.windows["anomaly"] == 20
 
     # Every query went through the hook, on the tick path.
-    # 25 planned: 22 instant ones bundled into one query (one consistent read), 3 range ones.
-    assert len(calls) == 4 and all(p == "tick" and ok for p, _, ok in calls)
+    # 31 planned: 22 instant ones bundled into one query (one consistent read), 9 range ones
+    # (3 anomaly series of the canary, 6 counts per interval of the stable).
+    assert len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
 
 
 def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Services) -> None:
@@ -204,8 +205,8 @@ def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Servic
         source.close()
     print(f"\n[contract] queries: 1 rollout {one}, 2 rollouts {two}, 50 rollouts {fifty} "
           f"(batch of 50 in {elapsed * 1000:.0f} ms)", file=sys.stderr)
-    # 25 planned queries: the 22 instant ones as one bundle (one consistent read), 3 range
-    assert one == two == fifty == 4
+    # 31 planned queries: the 22 instant ones as one bundle (one consistent read), 9 range
+    assert one == two == fifty == 10
     assert all(isinstance(v, Snapshot) for v in out.values()), out
     assert all(ok for _, _, ok in calls)
     ghost = out[f"{services.namespace}/svc0"]
@@ -266,7 +267,7 @@ def test_template_override_is_used(cluster: Cluster, services: Services) -> None
     assert isinstance(fraud, Snapshot) and isinstance(over, Snapshot)
     assert fraud.canary is not None and fraud.canary.rps is not None and fraud.canary.rps < 200
     assert over.canary is not None and over.canary.rps is not None and 70_000 < over.canary.rps < 130_000
-    assert len(calls) == 5  # the override is a query of its own; the rest is one bundle + 3 series
+    assert len(calls) == 11  # the override is a query of its own; the rest is one bundle + 9 range queries
 
 
 def test_broken_override_fails_only_its_rollout(cluster: Cluster, services: Services) -> None:
@@ -296,7 +297,7 @@ def test_batching_source_coalesces_concurrent_ticks(cluster: Cluster, services: 
     finally:
         source.close()
     assert all(isinstance(r, Snapshot) for r in results)
-    assert batching.batches == 1 and len(calls) == 4
+    assert batching.batches == 1 and len(calls) == 10
 
 
 def test_unsafe_label_value_is_refused() -> None:
