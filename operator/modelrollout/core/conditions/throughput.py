@@ -91,8 +91,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     length = ctx.dispersion.seconds or (ctx.interval.total_seconds() if ctx.interval is not None else None)
     intervals = seconds / length if length else 1.0
     if stable_per_percent > 0.0 and ctx.dispersion.rate and intervals < MIN_WANDERING_INTERVALS:
-        # One interval of a wandering rate is no evidence: its tail is far heavier than the
-        # normal approximation allows (docs/decisions.md#overdispersion).
+        # One interval of a wandering rate carries a heavy left tail; even the F test left
+        # first-tick false alarms there (docs/decisions.md#overdispersion).
         notes.append(f"rate wanders (CV² {ctx.dispersion.rate:.2g}): share check waits for "
                      f"{MIN_WANDERING_INTERVALS} intervals of the step")
         stable_per_percent = 0.0
