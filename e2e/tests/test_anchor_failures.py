@@ -126,8 +126,11 @@ def test_a_retry_runs_the_analysis_again_from_the_first_step(operator: OperatorP
     s.wait_status(lambda st: st.get("phase") == "Progressing", timeout=60, message="retried")
     again = s.wait_phase("RolledBack", timeout=120)
     assert len([h for h in again["history"] if h["kind"] == "rollback"]) > rollbacks
-    evaluated = datetime.fromisoformat(again["risk"]["evaluatedAt"].replace("Z", "+00:00")).timestamp()
-    assert evaluated >= retried_at - 1, "the verdict that rolled back again predates the retry"
+    # the decision, not status.risk: a fast-path rollback before the step's first tick leaves
+    # no tick verdict to read, and the decision is what rolled back either way
+    decided = datetime.fromisoformat(again["decision"]["at"].replace("Z", "+00:00")).timestamp()
+    assert again["decision"]["action"] == "rollback", again["decision"]
+    assert decided >= retried_at - 1, "the verdict that rolled back again predates the retry"
     started = [h["evidence"] for h in again["history"] if h["kind"] == "rollback" and "step" in h.get("evidence", {})]
     assert started[-1]["trigger"] == "latency" and started[-1]["step"] == 0
     assert not [h for h in again["history"] if h["kind"] == "promotion"]

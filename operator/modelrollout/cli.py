@@ -416,20 +416,19 @@ def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, met
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     from .wiring import run as run_operator
 
-    config = operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
-                             standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
-                             shard_namespace, identity)
-    config.min_rate_window_seconds = float(min_rate_window)
-    run_operator(config)
+    run_operator(operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
+                                 standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
+                                 shard_namespace, identity, min_rate_window))
 
 
 def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
                     webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str,
                     liveness: str | None, log_level: str, default_profile: str, shards: bool = False,
                     shard_group: str = "modelrollout", shard_namespace: str = "default",
-                    identity: str | None = None) -> OperatorConfig:
+                    identity: str | None = None, min_rate_window: int = 60) -> OperatorConfig:
     """``run``'s options as the operator's configuration, with logging set up on the way
-    (a function of its own so a test entry point can run the operator with the same options)."""
+    (a function of its own so a test entry point can run the operator with the same options:
+    every option of ``run`` is a parameter here)."""
     import logging
 
     from .wiring import OperatorConfig
@@ -438,7 +437,7 @@ def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_po
     config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
                             metrics_port=metrics_port or None, metrics_addr=metrics_addr, webhooks=tuple(webhooks),
                             standalone=standalone, peering_name=peering_name, liveness_endpoint=liveness,
-                            default_profile=default_profile)
+                            default_profile=default_profile, min_rate_window_seconds=float(min_rate_window))
     if priority is not None:
         if shards:
             _fail("--priority orders kopf peering; with --shards every replica acts on its own share: drop one")

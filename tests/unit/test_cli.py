@@ -337,3 +337,18 @@ def test_run_refuses_shard_options_that_cannot_work() -> None:
     assert result.exit_code == 2 and "--priority" in result.output and "--shards" in result.output
     result = runner.invoke(main, ["run", "--shards", "--shard-group", "ml platform!", "--metrics-port", "0"])
     assert result.exit_code == 2 and "--shard-group: 'ml platform!' is not a Kubernetes label value" in result.output
+
+
+def test_every_run_option_reaches_the_operator_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``operator_config`` takes every option of ``run`` by name: entry points that wrap
+    ``run`` (the e2e harness's slow operator) pass ``**options`` through it, and an option
+    left out there would stop them at startup with a TypeError."""
+    import logging
+
+    from modelrollout import cli
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+    options = cli.run.make_context("run", ["--min-rate-window", "7"]).params
+    config = cli.operator_config(**options)
+    assert config.min_rate_window_seconds == 7.0
+    assert config.prometheus_url == options["prometheus_url"]
