@@ -55,7 +55,8 @@ def make_request(namespace: str, stable: str, canary: str, **kw: Any) -> Snapsho
     return SnapshotRequest(
         key=f"{namespace}/{stable}", namespace=namespace, stable=stable, canary=canary,
         windows={c: WINDOW for c in CONDITIONS}, baseline_window=timedelta(minutes=10),
-        series_window=20 * S, series_step=2 * S, min_samples=MIN_SAMPLES, **kw,
+        series_window=20 * S, series_step=2 * S, interval_length=2 * S, interval_points=10, min_samples=MIN_SAMPLES,
+        **kw,
     )
 
 
@@ -221,7 +222,7 @@ def test_exact_counts_are_the_counters_differences_over_the_window(cluster: Clus
     since = at - 8 * S
     fast = {"accuracy", "latency", "confidenceDrift", "errorRate", "cache"}
     request = dataclasses.replace(services.fraud, key=f"{services.namespace}/exact", windows={c: 8 * S for c in fast},
-                                  series_window=None, series_step=None, exact=frozenset(fast))
+                                  series_window=None, series_step=None, interval_points=0, exact=frozenset(fast))
     source, calls = make_source(cluster)
     try:
         out = asyncio.run(source.snapshots([request], at))

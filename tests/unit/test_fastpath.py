@@ -160,7 +160,7 @@ def test_fast_path_request_has_no_series_no_custom_and_flat_query_count() -> Non
     status, at = at_25(make_spec())
     request = SnapshotRequest.for_fast_path(namespace="ml", name="r0", spec=spec, status=status,
                                             look=fast_path_look(spec, status, at))
-    assert request.series_window is None and request.custom == ()
+    assert request.series_window is None and request.interval_points == 0 and request.custom == ()
     assert set(request.windows) == {c.value for c in FAST_PATH_CONDITIONS}
     many = [SnapshotRequest.for_fast_path(namespace=f"ns{i}", name=f"r{i}", spec=spec, status=status,
                                           look=fast_path_look(spec, status, at))

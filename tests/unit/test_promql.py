@@ -44,6 +44,8 @@ def request(ns: str = "ml", stable: str = "fraud", canary: str = "fraud-canary",
     kw.setdefault("windows", WINDOWS)
     kw.setdefault("series_window", 300 * S)
     kw.setdefault("series_step", 30 * S)
+    kw.setdefault("interval_length", 30 * S)
+    kw.setdefault("interval_points", 5)  # 5 intervals of 60 s (the shortest rate window)
     return SnapshotRequest(key=f"{ns}/{stable}", namespace=ns, stable=stable, canary=canary, **kw)
 
 
@@ -148,7 +150,8 @@ def test_override_and_label_names_split_the_query_they_change() -> None:
 
 
 def test_disabled_conditions_and_no_series_query_nothing() -> None:
-    plan = plan_queries([request(windows={"latency": 60 * S}, series_window=None, series_step=None)])
+    plan = plan_queries([request(windows={"latency": 60 * S}, series_window=None, series_step=None,
+                                 interval_points=0)])
     assert sorted(q.key.name for q in plan) == sorted(
         ["latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count"] * 2)
 
@@ -163,6 +166,7 @@ def test_for_rollout_builds_the_request_from_spec_and_status() -> None:
     assert r.key == "ml/fraud" and r.stable == "fraud" and r.canary == "fraud-canary"
     assert "cache" not in r.windows and r.windows["latency"] == 60 * S
     assert r.series_step == 10 * S and r.series_window == 300 * S  # 30 points at a 10s interval
+    assert r.interval_length == 10 * S and r.interval_points == 30
     assert [c.name for c in r.custom] == ["gpu"]
     assert r.minimum("latency") == 1000 and r.canary_weight == 5
 
@@ -591,3 +595,18 @@ def test_the_stables_counts_per_interval_are_read_on_a_grid_that_does_not_overla
     intervals_planned = [q for q in plan_queries([request()]) if q.key.name.startswith("interval_")]
     assert len(intervals_planned) == 6 and all(q.key.step_s == 60 == q.key.window_s for q in intervals_planned)
     assert all('deployment=~"fraud"' in q.promql for q in intervals_planned)
+
+
+def test_the_stables_counts_per_interval_are_read_with_the_anomaly_condition_disabled() -> None:
+    """The overdispersion they measure widens every proportion's gate, not the anomaly
+    condition's (docs/decisions.md#overdispersion): disabling anomaly keeps them."""
+    spec = make_spec(conditions={"anomaly": {"enabled": False}})
+    status = ModelRolloutStatus(canary_weight=5)
+    r = SnapshotRequest.for_rollout(namespace="ml", name="fraud", spec=spec, status=status,
+                                    windows=plan_windows(spec, status, AT))
+    assert r.series_window is None and r.interval_points == 30
+    names = {q.key.name for q in plan_queries([r], min_rate_window=4 * S)}
+    assert set(promql.INTERVAL_QUERIES) <= names and not names & set(promql.SERIES_QUERIES)
+    steps = {(q.key.step_s, q.key.range_s) for q in plan_queries([r], min_rate_window=4 * S)
+             if q.key.name in promql.INTERVAL_QUERIES}
+    assert steps == {(10, 300)}  # 30 intervals of the 10 s analysis interval

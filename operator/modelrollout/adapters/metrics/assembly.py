@@ -104,9 +104,8 @@ class SnapshotAssembler:
         """The stable's counts per interval (docs/decisions.md#overdispersion), on the grid
         of the interval queries; None when Prometheus has none of them."""
         r = self.r
-        assert r.series_window is not None
         step = whole_seconds(self.plan.interval_step(r))
-        grid = series_grid(self.at, whole_seconds(r.series_window), step)
+        grid = series_grid(self.at, whole_seconds(self.plan.interval_range(r)), step)
         out: dict[str, Any] = {}
         for name, key in promql.INTERVAL_QUERIES.items():
             points = self.answers[self.plan.interval_key(r, name)].get(pair)

@@ -70,6 +70,9 @@ def query_key(request: SnapshotRequest, name: str, window: timedelta, *, range_s
 MODEL_DIGESTS_KEY_WINDOW = timedelta(seconds=1)
 """The key window of the instant ``model_digests`` query (its template has no ``{window}``)."""
 
+MAX_INTERVAL_RANGE = timedelta(hours=6)
+"""How far back the stable's counts per interval go at most (as the anomaly series)."""
+
 Shape = tuple[object, ...]
 """What a request asks for, without its names: requests of one shape need the same queries."""
 
@@ -153,22 +156,26 @@ class QueryPlan:
 
     @staticmethod
     def interval_names(r: SnapshotRequest) -> list[str]:
-        """The stable's per-interval counts, read by the tick (with the anomaly series'
-        range) and not by the fast path, which uses the dispersion the tick recorded."""
-        if r.series_window is None:
+        """The stable's per-interval counts, read by the tick and not by the fast path,
+        which uses the dispersion the tick recorded (docs/decisions.md#overdispersion)."""
+        if not r.interval_points:
             return []
         return list(promql.INTERVAL_QUERIES)
 
     def interval_step(self, r: SnapshotRequest) -> timedelta:
         """Each interval's length: the analysis interval, at least the shortest rate window
         (so that ``increase()`` has samples), and the step between points: no overlap."""
-        assert r.series_step is not None
-        return max(r.series_step, self.min_rate_window)
+        assert r.interval_length is not None
+        return max(r.interval_length, self.min_rate_window)
+
+    def interval_range(self, r: SnapshotRequest) -> timedelta:
+        """How far back the intervals go: ``interval_points`` of them, at most
+        ``MAX_INTERVAL_RANGE`` (older traffic says little about today's)."""
+        return min(self.interval_step(r) * r.interval_points, MAX_INTERVAL_RANGE)
 
     def interval_key(self, r: SnapshotRequest, name: str) -> QueryKey:
-        assert r.series_window is not None
         step = self.interval_step(r)
-        return self.key(r, name, step, range_s=whole_seconds(r.series_window), step_s=whole_seconds(step))
+        return self.key(r, name, step, range_s=whole_seconds(self.interval_range(r)), step_s=whole_seconds(step))
 
     def queries(self) -> list[PlannedQuery]:
         out = []
@@ -189,7 +196,8 @@ class QueryPlan:
 
 def shape_of(r: SnapshotRequest) -> Shape:
     return (tuple(r.windows.items()), r.exact, r.labels.namespace, r.labels.deployment, r.baseline_window,
-            r.series_window, r.series_step, tuple(sorted(r.queries.items())), r.model_digest is not None)
+            r.series_window, r.series_step, r.interval_length, r.interval_points, tuple(sorted(r.queries.items())),
+            r.model_digest is not None)
 
 
 def plan_queries(requests: Sequence[SnapshotRequest],

@@ -43,6 +43,8 @@ class SnapshotRequest:
     baseline_window: timedelta = timedelta(hours=24)
     series_window: timedelta | None = None    # anomaly series: how far back (None: no series)
     series_step: timedelta | None = None      # ... and one point per step (the analysis interval)
+    interval_length: timedelta | None = None  # the stable's counts per interval: each interval's length
+    interval_points: int = 0                  # ... and how many (0: none; the fast path reads none)
     canary_weight: int = 0
     labels: MetricLabels = field(default_factory=MetricLabels)
     queries: Mapping[str, str] = field(default_factory=dict)   # spec.analysis.queries overrides
@@ -66,6 +68,8 @@ class SnapshotRequest:
             raise ValueError("series_window and series_step go together")
         if self.series_step is not None and self.series_step.total_seconds() < 1:
             raise ValueError("series_step must be at least 1s")
+        if self.interval_points and (self.interval_length is None or self.interval_length.total_seconds() < 1):
+            raise ValueError("interval_points needs an interval_length of at least 1s")
         if not self.exact <= set(self.windows):
             raise ValueError(f"exact: {sorted(self.exact - set(self.windows))} have no window")
         object.__setattr__(self, "templates", promql.resolve_queries(self.queries))
@@ -82,7 +86,10 @@ class SnapshotRequest:
         the windows the core planned (``core.windows.plan_windows``).
 
         The anomaly series (when ``windows`` has anomaly) covers ``max(series_points,
-        anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``).
+        anomaly.minSamples)`` analysis intervals (capped at ``max_series_window``). The
+        stable's counts per interval, which measure the traffic's overdispersion, are
+        ``series_points`` intervals whatever conditions are enabled: every proportion's
+        gate is widened by them (docs/decisions.md#overdispersion).
         ``fast_path`` and ``exact``: see ``for_fast_path``.
         """
         status = status or ModelRolloutStatus()
@@ -94,10 +101,12 @@ class SnapshotRequest:
             series_step = analysis.interval
             points = max(series_points, int(minimums[ConditionName.ANOMALY.value]))
             series_window = min(series_step * points, max_series_window)
+        interval_length = None if fast_path else analysis.interval
         return cls(
             key=f"{namespace}/{name}", namespace=namespace, stable=spec.stable.deployment,
             canary=spec.canary.deployment, windows=dict(windows), baseline_window=analysis.baseline_window,
             series_window=series_window, series_step=series_step, canary_weight=status.canary_weight,
+            interval_length=interval_length, interval_points=0 if fast_path else series_points,
             labels=analysis.labels, queries=dict(analysis.queries),
             custom=() if fast_path else tuple(c for c in analysis.custom if c.enabled), min_samples=minimums,
             prometheus_url=analysis.prometheus.url if analysis.prometheus else None, exact=exact,
