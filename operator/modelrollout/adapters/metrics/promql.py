@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -311,16 +311,28 @@ def parse_vector(result: list[dict[str, Any]], namespace_label: str, deployment_
     return out
 
 
-def parse_labelled(result: list[dict[str, Any]], namespace_label: str, deployment_label: str,
-                   extra: str) -> dict[Pair, dict[str, float | None]]:
-    """An instant vector grouped by (namespace, deployment, extra) -> {extra value: value}."""
-    out: dict[Pair, dict[str, float | None]] = {}
+def _labelled(result: list[dict[str, Any]], namespace_label: str, deployment_label: str,
+              extra: str) -> Iterator[tuple[Pair, str, dict[str, Any]]]:
+    """The series of an answer grouped by ``extra`` as (pair, extra value, series); series
+    without the pair's labels or ``extra`` are left out."""
     for item in result:
         metric = item.get("metric", {})
         pair = _pair(metric, namespace_label, deployment_label)
         key = metric.get(extra)
-        if pair is None or key is None:
-            continue
+        if pair is not None and key is not None:
+            yield pair, key, item
+
+
+def _points(item: dict[str, Any]) -> dict[float, float | None]:
+    """One range series' samples: {timestamp: value}."""
+    return {float(ts): sample_value(raw) for ts, raw in item.get("values") or []}
+
+
+def parse_labelled(result: list[dict[str, Any]], namespace_label: str, deployment_label: str,
+                   extra: str) -> dict[Pair, dict[str, float | None]]:
+    """An instant vector grouped by (namespace, deployment, extra) -> {extra value: value}."""
+    out: dict[Pair, dict[str, float | None]] = {}
+    for pair, key, item in _labelled(result, namespace_label, deployment_label, extra):
         value = item.get("value") or [None, None]
         out.setdefault(pair, {})[key] = sample_value(value[1])
     return out
@@ -347,11 +359,8 @@ def parse_matrix(result: list[dict[str, Any]], namespace_label: str, deployment_
     out: dict[Pair, dict[float, float | None]] = {}
     for item in result:
         pair = _pair(item.get("metric", {}), namespace_label, deployment_label)
-        if pair is None:
-            continue
-        points = out.setdefault(pair, {})
-        for ts, raw in item.get("values") or []:
-            points[float(ts)] = sample_value(raw)
+        if pair is not None:
+            out.setdefault(pair, {}).update(_points(item))
     return out
 
 
@@ -359,15 +368,8 @@ def parse_matrix_labelled(result: list[dict[str, Any]], namespace_label: str, de
                           extra: str) -> dict[Pair, dict[str, dict[float, float | None]]]:
     """A range answer grouped by (namespace, deployment, extra) -> {extra value: {timestamp: value}}."""
     out: dict[Pair, dict[str, dict[float, float | None]]] = {}
-    for item in result:
-        metric = item.get("metric", {})
-        pair = _pair(metric, namespace_label, deployment_label)
-        key = metric.get(extra)
-        if pair is None or key is None:
-            continue
-        points = out.setdefault(pair, {}).setdefault(key, {})
-        for ts, raw in item.get("values") or []:
-            points[float(ts)] = sample_value(raw)
+    for pair, key, item in _labelled(result, namespace_label, deployment_label, extra):
+        out.setdefault(pair, {}).setdefault(key, {}).update(_points(item))
     return out
 
 

@@ -68,6 +68,14 @@ class EvaluationContext:
     interval: timedelta | None = None  # analysis interval: anomaly series gain one point per interval
     dispersion: Dispersion = NONE
 
+    @property
+    def dispersion_interval_seconds(self) -> float | None:
+        """The length of the intervals the dispersion describes: the ones it was measured
+        on, else the analysis interval; a window holds ``window / this`` of them."""
+        if self.dispersion.seconds:
+            return self.dispersion.seconds
+        return self.interval.total_seconds() if self.interval is not None else None
+
 
 class Condition(Protocol):
     """A built-in condition module exposes one pure function of this shape."""

@@ -129,7 +129,7 @@ def deff_of(ctx: EvaluationContext, icc: float, n: float, window: float | None, 
     1 without overdispersion."""
     if icc <= 0.0:
         return 1.0
-    interval = ctx.dispersion.seconds or (ctx.interval.total_seconds() if ctx.interval is not None else None)
+    interval = ctx.dispersion_interval_seconds
     m = per_interval(n, window, interval)
     if scale is None:
         return design_effect(icc, m)

@@ -88,7 +88,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     elif shared and stable_rps is not None and stable_rps > 0.0:
         stable_per_percent = stable_rps / stable_share
     seconds = span if span > 0 else 1.0
-    length = ctx.dispersion.seconds or (ctx.interval.total_seconds() if ctx.interval is not None else None)
+    length = ctx.dispersion_interval_seconds
     intervals = seconds / length if length else 1.0
     if stable_per_percent > 0.0 and ctx.dispersion.rate and intervals < MIN_WANDERING_INTERVALS:
         # One interval of a wandering rate carries a heavy left tail; even the F test left
