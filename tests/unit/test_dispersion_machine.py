@@ -61,3 +61,26 @@ def test_the_fast_path_judges_with_the_dispersion_the_status_recorded() -> None:
     snap = load_snapshot(burst)
     assert critical_breach(spec, status.model_copy(update={"dispersion": None}), snap, at2) is not None
     assert critical_breach(spec, status, snap, at2) is None
+
+
+def test_at_100_percent_the_recorded_dispersion_is_kept_whatever_the_drained_stable_shows() -> None:
+    """The stable's intervals drain to nothing at 100 %: their tail (partial intervals,
+    a falling rate) must not replace what was measured while it served."""
+    spec = make_spec()
+    status = begin(spec)
+    at = T0 + timedelta(seconds=10)
+    data = snapshot_dict(at)
+    data["stable"]["intervals"] = intervals(np.random.default_rng(3), 0.04)
+    status = step(spec, status, MetricsObserved(load_snapshot(data)), at).status
+    before = status.dispersion
+    assert before is not None and before.cache > 0.02
+    full = status.model_copy(update={"canary_weight": 100})
+    drained = snapshot_dict(at + timedelta(seconds=30))
+    requests = [12_000.0] * 26 + [6_000.0, 1_000.0, 40.0, 0.0]  # the ramp-down
+    drained["stable"]["intervals"] = {"requests": requests, "cache_hits": [r * 0.985 for r in requests],
+                                      "cache_misses": [r * 0.015 for r in requests]}
+    after = step(spec, full, MetricsObserved(load_snapshot(drained)), at + timedelta(seconds=30)).status
+    assert after.dispersion == before
+    # below 100 % the same counts are measured (no wander in them: the cache's correlation falls)
+    measured = step(spec, status, MetricsObserved(load_snapshot(drained)), at + timedelta(seconds=30)).status
+    assert measured.dispersion is not None and measured.dispersion.cache < before.cache

@@ -285,7 +285,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
                                                            step=status.current_step, weight=0)),
         })
         return Transition(new, (mirror_action(spec), EmitEvent(EventType.NORMAL, "ShadowStarted", message)))
-    measured = merged_dispersion(estimate_dispersion(snapshot.stable), status)
+    measured = merged_dispersion(estimate_dispersion(snapshot.stable) if stable_serves(status) else None, status)
     ctx = evaluation_context(spec, status, now, dispersion=measured)
     results = evaluate_all(snapshot, ctx, spec.analysis.custom)
     previous_since = {c.name: c.triggered_since for c in (status.risk.conditions if status.risk else [])
@@ -305,6 +305,15 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     if measured is None:
         return transition
     return replace(transition, status=transition.status.model_copy(update={"dispersion": dispersion_status(measured)}))
+
+
+def stable_serves(status: ModelRolloutStatus) -> bool:
+    """Whether the stable's counts per interval still describe its traffic. At 100 % they
+    drain to nothing within the intervals' range, and an estimate on the drained tail is
+    wrong both ways (measured on a benchmark rollout: the cache's correlation fell from
+    0.047 to 0.013 while the truth was 0.045, the rate's wander rose from 0.5 to 49): the
+    recorded one is kept instead (docs/decisions.md#overdispersion)."""
+    return status.canary_weight < 100
 
 
 def merged_dispersion(measured: Dispersion | None, status: ModelRolloutStatus) -> Dispersion | None:
