@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
 from modelrollout.core.fastpath import critical_breach
 from modelrollout.core.machine import evaluation_context, step
 from modelrollout.core.observations import MetricsObserved
@@ -44,13 +45,17 @@ def error_intervals(rng: np.random.Generator, icc: float, requests: float = 12_0
     return {"requests": [requests] * k, "errors": errs}
 
 
+def measured_status(spec: ModelRolloutSpec, at: datetime, stable_intervals: dict[str, list[float]]) -> ModelRolloutStatus:
+    """The status after a first tick whose stable showed these counts per interval."""
+    data = snapshot_dict(at)
+    data["stable"]["intervals"] = stable_intervals
+    return step(spec, begin(spec), MetricsObserved(load_snapshot(data)), at).status
+
+
 def test_the_fast_path_judges_with_the_dispersion_the_status_recorded() -> None:
     spec = make_spec()
-    status = begin(spec)
     at = T0 + timedelta(seconds=10)
-    data = snapshot_dict(at)
-    data["stable"]["intervals"] = error_intervals(np.random.default_rng(2), 0.05)
-    status = step(spec, status, MetricsObserved(load_snapshot(data)), at).status
+    status = measured_status(spec, at, error_intervals(np.random.default_rng(2), 0.05))
     assert status.dispersion is not None and status.dispersion.error_rate > 0.01
     assert evaluation_context(spec, status, at).dispersion.errors == status.dispersion.error_rate
     # a canary window of 5 minutes with 9 % errors (critical bound 8.2 % relative to the stable):
@@ -67,11 +72,8 @@ def test_at_100_percent_the_recorded_dispersion_is_kept_whatever_the_drained_sta
     """The stable's intervals drain to nothing at 100 %: their tail (partial intervals,
     a falling rate) must not replace what was measured while it served."""
     spec = make_spec()
-    status = begin(spec)
     at = T0 + timedelta(seconds=10)
-    data = snapshot_dict(at)
-    data["stable"]["intervals"] = intervals(np.random.default_rng(3), 0.04)
-    status = step(spec, status, MetricsObserved(load_snapshot(data)), at).status
+    status = measured_status(spec, at, intervals(np.random.default_rng(3), 0.04))
     before = status.dispersion
     assert before is not None and before.cache > 0.02
     full = status.model_copy(update={"canary_weight": 100})
