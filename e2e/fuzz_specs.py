@@ -420,6 +420,7 @@ def valid_analysis(draw: st.DrawFn) -> Json:
         "baselineWindow": lambda: draw(durations(60, 48 * 3600)),
         "fastPathInterval": lambda: draw(durations(0.1, 60)),
         "progressDeadlineSeconds": lambda: draw(st.integers(1, 86_400)),
+        "labelDelay": lambda: draw(durations(0, 7 * 86_400)),
     }
     for key, make in scalars.items():
         if maybe(draw, 4):
@@ -1169,7 +1170,7 @@ def normalise(spec: Json, *, stable: str, canary: str, route: str | None, promet
     Changed: the Deployment (and HTTPRoute) names; durations above a few seconds (steps 3s,
     interval 2s, windows 20-30s, baselineWindow 2m), and unset ones get those values (unset
     steps: 25/50/100 % for 3 s each); sustainedHighSeconds <= 10,
-    progressDeadlineSeconds <= 30, noData/prometheusErrors maxConsecutive <= 5, built-in
+    progressDeadlineSeconds <= 30, labelDelay <= 4s, noData/prometheusErrors maxConsecutive <= 5, built-in
     minSamples at most the e2e values; unset windows/minSamples get the e2e values, an unset
     throughput.minServiceRps 0 and an unset anomaly is disabled (as in the e2e tests);
     paused false; a prometheus.url becomes the cluster's (even index) or a closed port (odd).
@@ -1195,6 +1196,7 @@ def normalise(spec: Json, *, stable: str, canary: str, route: str | None, promet
         _clamp_int(analysis, "sustainedHighSeconds", 10)
         if "sustainedHighSeconds" not in analysis:
             analysis["sustainedHighSeconds"] = 10
+        _clamp_duration(analysis, "labelDelay", 4, "4s")
         _clamp_int(analysis, "progressDeadlineSeconds", 30)
         if "progressDeadlineSeconds" not in analysis:
             analysis["progressDeadlineSeconds"] = 30

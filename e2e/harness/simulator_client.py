@@ -84,7 +84,7 @@ class SimulatorClient:
                       **behaviour: Any) -> dict[str, Any]:
         """Replace the behaviour of `deployment` ("*" = any in the namespace),
         optionally only for pods running `image`. Fields: latency_ms,
-        error_rates, label_fraction, accuracy, confidence_beta, cache_hit_rate,
+        error_rates, label_fraction, label_delay_s, accuracy, confidence_beta, cache_hit_rate,
         cache_lookups_per_request, evictions_per_minute, cache_lookup_ms,
         throughput_factor, model_digest (what model_info reports whatever the pod
         declares); absent ones take the healthy defaults."""

@@ -35,6 +35,8 @@ class Behaviour:
     error_rates: dict[str, float] = field(default_factory=lambda: {c: 0.0005 for c in ERROR_CATEGORIES})
     # Fraction of successful predictions that later get ground-truth feedback.
     label_fraction: float = 0.1
+    # Seconds between a prediction and its label's arrival in the counters.
+    label_delay_s: float = 0.0
     accuracy: float = 0.92
     # Prediction confidence ~ Beta(a, b).
     confidence_a: float = 8.0
@@ -73,6 +75,7 @@ class Behaviour:
             "latency_ms": {"median": d["latency_median_ms"], "p95": d["latency_p95_ms"]},
             "error_rates": dict(d["error_rates"]),
             "label_fraction": d["label_fraction"],
+            "label_delay_s": d["label_delay_s"],
             "accuracy": d["accuracy"],
             "confidence_beta": {"a": d["confidence_a"], "b": d["confidence_b"]},
             "cache_hit_rate": d["cache_hit_rate"],
@@ -93,7 +96,7 @@ class Behaviour:
         if not isinstance(obj, dict):
             raise BehaviourError("behaviour must be a JSON object")
         known = {
-            "image", "latency_ms", "error_rates", "label_fraction", "accuracy", "confidence_beta",
+            "image", "latency_ms", "error_rates", "label_fraction", "label_delay_s", "accuracy", "confidence_beta",
             "cache_hit_rate", "cache_lookups_per_request", "evictions_per_minute", "cache_lookup_ms",
             "throughput_factor", "model_digest",
         }
@@ -132,6 +135,8 @@ class Behaviour:
         for name in ("label_fraction", "accuracy", "cache_hit_rate"):
             if name in obj:
                 kw[name] = _prob(obj[name], name)
+        if "label_delay_s" in obj:
+            kw["label_delay_s"] = _nonneg(obj["label_delay_s"], "label_delay_s")
         if "confidence_beta" in obj:
             cb = obj["confidence_beta"]
             if not isinstance(cb, dict) or "a" not in cb or "b" not in cb:

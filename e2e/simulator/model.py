@@ -102,14 +102,32 @@ class PodCounters:
     cache_misses: int = 0
     cache_evictions: int = 0
     cache_lookup: Histogram = field(default_factory=lambda: Histogram(CACHE_LOOKUP_BUCKETS))
+    # Labels come late (Behaviour.label_delay_s): (pod age when due, evaluated, correct),
+    # counted when they arrive, as a label pipeline's counters are.
+    age: float = 0.0
+    labels_pending: list[tuple[float, int, int]] = field(default_factory=list)
     # Fractional eviction expectation carried between ticks is not needed: a
     # Poisson draw per tick has the right mean at any dt.
+
+    def _arrive_labels(self) -> None:
+        if not self.labels_pending or self.labels_pending[0][0] > self.age:
+            return
+        keep: list[tuple[float, int, int]] = []
+        for due, evaluated, correct in self.labels_pending:
+            if due <= self.age:
+                self.predictions_evaluated += evaluated
+                self.predictions_correct += correct
+            else:
+                keep.append((due, evaluated, correct))
+        self.labels_pending = keep
 
     def advance(self, rng: np.random.Generator, b: Behaviour, offered_rps: float, dt: float,
                 eviction_share: float) -> None:
         """Add dt seconds of traffic at offered_rps to this pod, behaving as b."""
         if dt <= 0:
             return
+        self.age += dt
+        self._arrive_labels()
         n = int(rng.poisson(max(0.0, offered_rps * b.throughput_factor * dt)))
         # Evictions happen with or without traffic (memory pressure).
         self.cache_evictions += int(rng.poisson(b.evictions_per_minute * eviction_share * dt / 60.0))
@@ -138,8 +156,12 @@ class PodCounters:
                 ok * ca / (ca + cb),
             )
             evaluated = int(rng.binomial(ok, b.label_fraction))
-            self.predictions_evaluated += evaluated
-            self.predictions_correct += int(rng.binomial(evaluated, b.accuracy))
+            correct = int(rng.binomial(evaluated, b.accuracy))
+            if b.label_delay_s > 0 and evaluated:
+                self.labels_pending.append((self.age + b.label_delay_s, evaluated, correct))
+            else:
+                self.predictions_evaluated += evaluated
+                self.predictions_correct += correct
 
         lookups = int(rng.poisson(n * b.cache_lookups_per_request))
         if lookups:

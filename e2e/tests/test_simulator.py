@@ -248,6 +248,22 @@ def test_behaviour_shapes_errors_accuracy_cache_and_latency() -> None:
                                  / 1000, rel=0.02)
 
 
+def test_labels_arrive_label_delay_s_after_their_predictions() -> None:
+    sim = Simulator(FakeReader({"s": 1}), seed=5)
+    sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "rps": 1000}))
+    sim.set_behaviour("ns", "s", Behaviour.from_json({"label_fraction": 0.5, "label_delay_s": 30}), None)
+    sim.refresh()
+    run(sim, 29)
+    f = families(sim)
+    assert total(f, "model_requests", "model_requests_total") > 20_000
+    assert total(f, "model_predictions_evaluated", "model_predictions_evaluated_total") == 0
+    run(sim, 31)  # 60 s in: the first 30 s of predictions are labelled
+    ev = total(families(sim), "model_predictions_evaluated", "model_predictions_evaluated_total")
+    assert ev == pytest.approx(0.5 * 1000 * 30, rel=0.1)
+    with pytest.raises(BehaviourError, match="label_delay_s must be >= 0"):
+        Behaviour.from_json({"label_delay_s": -1})
+
+
 def test_confidence_histogram_buckets_cover_unit_interval() -> None:
     sim = Simulator(FakeReader({"s": 1}), seed=5)
     sim.register_service(Service.from_json({"name": "svc", "namespace": "ns", "stable": "s", "rps": 500}))

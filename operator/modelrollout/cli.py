@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -184,6 +184,9 @@ def validate(paths: tuple[Path, ...], rps: float | None, label_share: float) -> 
                 checked += 1
                 if doc.rollout is not None:
                     click.echo(f"ok    {path}#{doc.index} {doc.name}")
+                    longer = label_delay_warning(doc.rollout.spec)
+                    if longer:
+                        click.echo(f"warn  {path}#{doc.index} {doc.name}: {longer}", err=True)
                     if rps is not None:
                         try:
                             steps = plan_steps(doc.rollout.spec, rps, label_share)
@@ -208,6 +211,25 @@ def validate(paths: tuple[Path, ...], rps: float | None, label_share: float) -> 
         sys.exit(EXIT_INVALID)
 
 
+def label_delay_warning(spec: Any) -> str | None:
+    """The first step that serves users cannot end before ``labelDelay`` (docs/design.md#late-labels):
+    a manifest that says otherwise should hear it before it is applied."""
+    from .api.durations import format_duration
+
+    delay = spec.analysis.label_delay
+    conditions = spec.analysis.resolved_conditions()
+    if delay <= timedelta(0) or (conditions.accuracy is not None and conditions.accuracy.enabled is False):
+        return None
+    for index, step in enumerate(spec.steps):
+        if step.shadow is None:
+            if step.hold_for < delay:
+                return (f"step {index + 1} ({step.traffic_weight}%, {format_duration(step.hold_for)}) is shorter than "
+                        f"spec.analysis.labelDelay {format_duration(delay)}: it lasts at least that long, until "
+                        "accuracy was judged on the challenger's own labels")
+            return None
+    return None
+
+
 @main.command()
 @click.option("-f", "--filename", "rollout_path", required=True, type=click.Path(path_type=Path),
               help="the ModelRollout manifest")
@@ -225,7 +247,7 @@ def plan(rollout_path: Path, rps: float, label_share: float) -> None:
         steps = plan_steps(spec, rps, label_share)
     except ValueError as exc:
         _fail(str(exc))
-    click.echo(render(steps, rps, label_share, spec.analysis.significance))
+    click.echo(render(steps, rps, label_share, spec.analysis.significance, spec.analysis.label_delay))
 
 
 @main.command()

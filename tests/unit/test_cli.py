@@ -179,6 +179,17 @@ def test_validate_with_rps_warns_about_short_steps_and_still_exits_0() -> None:
     assert "warn" not in cli("validate", "-f", ROLLOUT, "--rps", "40000").stderr
 
 
+def test_validate_warns_when_the_first_step_is_shorter_than_the_label_delay(tmp_path: Path) -> None:
+    result = cli("validate", "-f", EXAMPLES / "rollouts/conservative.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "step 1 (1%, 30m) is shorter than spec.analysis.labelDelay 45m" in result.stderr
+    rollout = yaml.safe_load((EXAMPLES / "rollouts/conservative.yaml").read_text())
+    rollout["spec"]["analysis"]["conditions"]["accuracy"] = {"enabled": False}
+    path = tmp_path / "no-labels.yaml"
+    path.write_text(yaml.safe_dump(rollout))
+    assert "warn" not in cli("validate", "-f", path).stderr  # no accuracy, nothing waits for labels
+
+
 def test_validate_multi_document_file_names_the_bad_document_and_field(tmp_path: Path) -> None:
     good = yaml.safe_load(ROLLOUT.read_text())
     bad = yaml.safe_load(ROLLOUT.read_text())

@@ -59,7 +59,19 @@ def test_the_plan_covers_every_step_and_enabled_condition_at_the_step_s_share() 
     assert steps[0].too_short_for == steps[1].too_short_for == ["anomaly"]  # 30 points at 30 s = 15m
     assert steps[2].too_short_for == []
     text = render(steps, 200.0, 0.1, 0.05)
-    assert "step 2 (5%, 5m): too short for" in text and "not modelled: label delay" in text
+    assert "step 2 (5%, 5m): too short for" in text and "not modelled: relative bounds" in text
+
+
+def test_late_labels_add_their_delay_to_accuracy_and_the_plan_says_its_share() -> None:
+    spec = ModelRolloutSpec.model_validate({**SPEC, "analysis": {**SPEC["analysis"], "labelDelay": "20m"}})
+    steps = plan(spec, 200.0, 0.1)
+    accuracy = steps[1].conditions[0]
+    assert accuracy.delay == timedelta(minutes=20)
+    assert accuracy.needs == timedelta(minutes=20, seconds=149)  # the delay, then 149 labels at 1/s
+    assert "accuracy" in steps[1].too_short_for  # a 5 m step cannot wait 20 m for labels
+    assert "accuracy" not in steps[2].too_short_for
+    text = render(steps, 200.0, 0.1, 0.05, spec.analysis.label_delay)
+    assert "arriving up to 20m late (labelDelay)" in text and "labelDelay 20m is 89% of it" in text
 
 
 def test_bad_traffic_figures_are_refused_naming_the_option() -> None:

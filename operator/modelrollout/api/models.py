@@ -46,6 +46,7 @@ BASELINE_WINDOW_MIN = timedelta(minutes=1)
 """The shortest ``analysis.baselineWindow``: below it the stable's side is rarely any evidence."""
 FAST_PATH_INTERVAL_MIN = timedelta(milliseconds=100)
 FAST_PATH_INTERVAL_MAX = timedelta(seconds=60)
+LABEL_DELAY_MAX = timedelta(days=7)
 """Bounds of ``analysis.fastPathInterval`` (and of the deprecated ``fastPathSeconds``)."""
 
 LEGACY_FAST_PATH_SECONDS = 1.0
@@ -336,6 +337,12 @@ class AnalysisSpec(ApiModel):
         description="deprecated: use fastPathInterval (a duration, e.g. 500ms); when set, fills fastPathInterval",
     )
     progress_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    label_delay: Duration = Field(
+        default=timedelta(0),
+        description="how long after its prediction a ground-truth label may arrive, up to 7d (default 0): no step "
+                    "completes before accuracy was judged on the challenger's labels at least this long after it "
+                    "first served users (docs/design.md#late-labels)",
+    )
     labels: MetricLabels = Field(default_factory=MetricLabels)
     queries: dict[str, str] = Field(
         default_factory=dict, max_length=32,
@@ -359,6 +366,13 @@ class AnalysisSpec(ApiModel):
         # that never ends (found by the spec fuzzer, docs/fuzz.md).
         if value < BASELINE_WINDOW_MIN:
             raise ValueError(f"baselineWindow must be at least 1m (e.g. 24h), not {format_duration(value)}")
+        return value
+
+    @field_validator("label_delay")
+    @classmethod
+    def _label_delay_bounded(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= LABEL_DELAY_MAX:
+            raise ValueError(f"labelDelay must be between 0s and 7d (e.g. 30m), not {format_duration(value)}")
         return value
 
     @field_validator("fast_path_interval")
@@ -637,6 +651,11 @@ class ModelRolloutStatus(ApiModel):
     model_unconfirmed_since: datetime | None = Field(
         default=None, description="since when the declared model has been unconfirmed on the canary's ready pods "
                                   "(docs/integrity.md)")
+    serving_since: datetime | None = Field(
+        default=None, description="when the challenger first served users (its first weighted step began)")
+    labels_judged_at: datetime | None = Field(
+        default=None, description="when accuracy was first judged on the challenger's own labels, labelDelay or more "
+                                  "after servingSince; no step completes before (docs/design.md#late-labels)")
     consecutive_no_data: int = Field(default=0, ge=0)
     consecutive_prometheus_errors: int = Field(default=0, ge=0)
     next_evaluation_at: datetime | None = None

@@ -10,14 +10,17 @@ must move in lockstep with them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ..api.models import DecisionAction, ModelRolloutSpec, NoDataPolicy, RiskLevel
 from .conditions.base import ConditionResult
 from .integrity import MODEL_INTEGRITY, IntegrityVerdict
 from .scoring import HIGH_AT, MEDIUM_AT, CRITICAL_AT, level_of, score_conditions
+from ..api.thresholds import ConditionName
 from .snapshot import CanaryHealth
+
+ACCURACY = ConditionName.ACCURACY.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class Position:
     consecutive_no_data: int = 0
     short_of_size_since: datetime | None = None
     model_unconfirmed_since: datetime | None = None
+    serving_since: datetime | None = None
+    labels_judged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class Decision:
     new_weight: int | None = None
     short_of_size_since: datetime | None = None
     model_unconfirmed_since: datetime | None = None
+    labels_judged_at: datetime | None = None
 
 
 def health_failure(health: CanaryHealth | None, progress_deadline_seconds: int) -> str | None:
@@ -76,6 +82,54 @@ def short_of_size(health: CanaryHealth | None) -> str | None:
     if health.available_replicas >= health.replicas:
         return None
     return f"{health.available_replicas}/{health.replicas} pods available"
+
+
+def labels_judged(results: Sequence[ConditionResult], position: Position, label_delay: timedelta,
+                  now: datetime) -> datetime | None:
+    """When accuracy was first judged on the challenger's own labels (docs/design.md#late-labels).
+
+    Labels are counted when they arrive, up to ``labelDelay`` after their predictions, so
+    the first ones are those that came fastest: a biased sample (the easy cases are often
+    labelled first). A verdict on them still rolls back (evidence of harm is never
+    ignored), but it does not let a step complete: that needs a conclusive accuracy
+    (enough labels, not "no data") at least ``labelDelay`` after the challenger first
+    served users. Once judged, it stays judged for the revision: a later step may rest on
+    labels of an earlier step's predictions. None while not yet judged, and also when
+    accuracy is disabled (the gate then does not apply)."""
+    if position.labels_judged_at is not None:
+        return position.labels_judged_at
+    accuracy = next((r for r in results if r.name == ACCURACY), None)
+    if accuracy is None or accuracy.inconclusive or accuracy.no_data:
+        return None
+    serving = _serving_since(position)
+    if serving is None or now - serving < label_delay:
+        return None
+    return now
+
+
+def _serving_since(position: Position) -> datetime | None:
+    """A canary with weight has served at least since its step began (callers that do not
+    track the first weighted step, e.g. ``evaluate`` and replays, give only that)."""
+    if position.serving_since is not None:
+        return position.serving_since
+    return position.step_started_at if position.canary_weight > 0 else None
+
+
+def _awaiting_labels(results: Sequence[ConditionResult], position: Position, label_delay: timedelta,
+                     now: datetime) -> str | None:
+    """Why the step cannot complete yet for want of a judgement on labels, or None."""
+    accuracy = next((r for r in results if r.name == ACCURACY), None)
+    if accuracy is None or position.labels_judged_at is not None:
+        return None
+    fix = "; a model without labels: spec.analysis.conditions.accuracy.enabled: false"
+    serving = _serving_since(position)
+    if serving is None:
+        return "the challenger has not served users yet" + fix
+    served = now - serving
+    if served < label_delay:
+        return (f"labels of the challenger's predictions can take spec.analysis.labelDelay {_secs(label_delay)} "
+                f"to arrive; it has served users for {_secs(served)}")
+    return f"accuracy: {accuracy.message or 'no verdict yet'}{fix}"
 
 
 def _clocks(
@@ -125,11 +179,12 @@ def decide(
     short_since = (position.short_of_size_since or now) if short is not None else None
     unverified = integrity.unverified if integrity is not None else None
     unconfirmed_since = (position.model_unconfirmed_since or now) if unverified is not None else None
+    judged_at = labels_judged(results, position, analysis.label_delay, now)
 
     def verdict(action: DecisionAction, reason: str, trigger: str | None = None, *,
                 next_interval: timedelta = interval, new_weight: int | None = None) -> Decision:
         return Decision(action, reason, score, level, conds, trigger, since, high_since, no_data_count,
-                        next_interval, new_weight, short_since, unconfirmed_since)
+                        next_interval, new_weight, short_since, unconfirmed_since, judged_at)
 
     # Rule 1: anything critical, or Kubernetes says the canary is unhealthy.
     failure = health_failure(health, analysis.progress_deadline_seconds)
@@ -230,6 +285,14 @@ def decide(
                            f"{position.current_step}'s time was up ({unverified}; {setting})", MODEL_INTEGRITY)
         return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(held)}; waiting "
                                             f"for the declared model: {unverified}", MODEL_INTEGRITY)
+    # A step that served users completes only once accuracy was judged on the challenger's
+    # own labels, late as they come (docs/design.md#late-labels). A shadow step serves
+    # none: its end waits for nothing here, and the next step's does.
+    if spec.steps[position.current_step].shadow is None:
+        awaiting = _awaiting_labels(results, replace(position, labels_judged_at=judged_at), analysis.label_delay, now)
+        if awaiting is not None:
+            return verdict(DecisionAction.HOLD, f"step {position.current_step} healthy for {_secs(held)}; waiting "
+                                                f"for accuracy on the challenger's own labels: {awaiting}", ACCURACY)
     if position.current_step + 1 < len(spec.steps):
         nxt = spec.steps[position.current_step + 1]
         return verdict(DecisionAction.ADVANCE,

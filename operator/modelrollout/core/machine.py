@@ -297,6 +297,7 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
         short_of_size_since=status.short_of_size_since,
         model_unconfirmed_since=status.model_unconfirmed_since,
         consecutive_no_data=status.consecutive_no_data,
+        serving_since=serving_since_of(spec, status), labels_judged_at=status.labels_judged_at,
     )
     decision = decide(spec, results, health, position, now, integrity=integrity,
                       health_unread=snapshot.health.canary_unread if snapshot.health else None)
@@ -305,6 +306,17 @@ def _progressing(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observ
     if measured is None:
         return transition
     return replace(transition, status=transition.status.model_copy(update={"dispersion": dispersion_status(measured)}))
+
+
+def serving_since_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime | None:
+    """When the challenger first served users: recorded once, at the first tick of its
+    first weighted step (that step began when its weight was set; a shadow step serves
+    nobody). Late labels are counted from then (docs/design.md#late-labels)."""
+    if status.serving_since is not None:
+        return status.serving_since
+    if status.canary_weight > 0 and shadow_of(spec, status.current_step) is None:
+        return status.step_started_at
+    return None
 
 
 def stable_serves(status: ModelRolloutStatus) -> bool:
@@ -427,6 +439,8 @@ def apply_decision(spec: ModelRolloutSpec, status: ModelRolloutStatus, decision:
         "consecutive_no_data": decision.consecutive_no_data,
         "consecutive_prometheus_errors": 0,
         "next_evaluation_at": next_tick(now, decision.next_interval),
+        "serving_since": serving_since_of(spec, status),
+        "labels_judged_at": status.labels_judged_at or decision.labels_judged_at,
     })
     dry = spec.analysis.dry_run
     action = decision.action

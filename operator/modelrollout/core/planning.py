@@ -18,9 +18,13 @@ For each step and each enabled built-in condition:
   operator grows the window up to the step's age (docs/design.md#windows), so the
   condition still concludes, later: the plan says so.
 
+For accuracy, labels are counted when they arrive, up to ``analysis.labelDelay`` after
+their predictions: the time it needs is that delay plus the time to gather its samples
+(the plan shows the delay's share). The delay is taken whole, the worst case; labels that
+come sooner only shorten it.
+
 A step is too short for a condition when its duration is below the time that condition
-needs. What is *not* modelled: label delay (labels counted when they arrive), the
-relative bounds against the stable (they depend on the stable's own rate), custom
+needs. What is *not* modelled: the relative bounds against the stable (they depend on the stable's own rate), custom
 conditions (their sample counts come from their own queries) and overdispersed traffic;
 the times are for steady, independent requests.
 """
@@ -28,7 +32,7 @@ the times are for steady, independent requests.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from scipy.stats import binom
@@ -52,6 +56,7 @@ class ConditionPlan:
     window: timedelta | None
     fits_window: bool        # the nominal window holds that many samples (else it grows to the step's age)
     note: str = ""
+    delay: timedelta = timedelta(0)  # of ``needs``: waiting for the evidence to be counted at all (late labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,16 @@ def _proportion(name: str, evidence: str, rate: float, minimum: int, window: tim
     return ConditionPlan(name, evidence, rate, minimum, power_n, needs, window, fits, note)
 
 
+def _delayed(plan: ConditionPlan, delay: timedelta) -> ConditionPlan:
+    """Evidence counted only once it arrives: ``delay`` is added to the time it needs."""
+    if delay <= timedelta(0) or plan.needs is None:
+        return plan
+    needs = plan.needs + delay
+    share = delay / needs
+    note = f"{plan.note}; labelDelay {_duration(delay)} is {share:.0%} of it"
+    return replace(plan, needs=needs, delay=delay, note=note)
+
+
 def _counted(name: str, evidence: str, rate: float, minimum: int, window: timedelta | None,
              note: str = "") -> ConditionPlan:
     fits = window is None or rate * window.total_seconds() >= minimum
@@ -133,9 +148,10 @@ def plan_step(spec: ModelRolloutSpec, index: int, rps: float, label_share: float
     N = ConditionName
     acc = t.accuracy
     if acc is not None and acc.enabled is not False:
-        plans.append(_proportion(N.ACCURACY.value, "labelled predictions", canary_rps * label_share,
-                                 acc.min_samples or 1, acc.window, acc.min_accuracy, acc.critical_accuracy, "below",
-                                 alpha))
+        accuracy = _proportion(N.ACCURACY.value, "labelled predictions", canary_rps * label_share,
+                               acc.min_samples or 1, acc.window, acc.min_accuracy, acc.critical_accuracy, "below",
+                               alpha)
+        plans.append(_delayed(accuracy, spec.analysis.label_delay))
     lat = t.latency
     if lat is not None and lat.enabled is not False:
         plans.append(_counted(N.LATENCY.value, "requests", canary_rps, lat.min_samples or 1, lat.window,
@@ -186,9 +202,11 @@ def _duration(delta: timedelta | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(plans: list[StepPlan], rps: float, label_share: float, alpha: float) -> str:
+def render(plans: list[StepPlan], rps: float, label_share: float, alpha: float,
+           label_delay: timedelta = timedelta(0)) -> str:
     """The plan as text: one table per step, then the steps too short for something."""
-    lines = [f"traffic {rps:g} RPS, labels on {label_share:.0%} of predictions, significance {alpha:g}; "
+    late = f" arriving up to {_duration(label_delay)} late (labelDelay)" if label_delay > timedelta(0) else ""
+    lines = [f"traffic {rps:g} RPS, labels on {label_share:.0%} of predictions{late}, significance {alpha:g}; "
              f"'needs' = time to minSamples, and for gated proportions to {POWER:.0%} power at the critical bound"]
     short: list[str] = []
     for p in plans:
@@ -211,6 +229,6 @@ def render(plans: list[StepPlan], rps: float, label_share: float, alpha: float) 
         lines.extend(f"  {s}" for s in short)
     else:
         lines.append("every step is long enough for every enabled condition at this traffic")
-    lines.append("not modelled: label delay, relative bounds against the stable, custom conditions, "
+    lines.append("not modelled: relative bounds against the stable, custom conditions, "
                  "overdispersed traffic (docs/tuning.md#sizing-steps)")
     return "\n".join(lines)
