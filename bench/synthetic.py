@@ -331,7 +331,7 @@ class _Bins:
         return self.cum[-1] - self.cum[start]
 
 
-def _latency_from(v: np.ndarray, side: _Side, histogram: bool = False) -> dict[str, float] | None:
+def _latency_from(v: np.ndarray, side: _Side, histogram: bool = False, buckets: bool = True) -> dict[str, Any] | None:
     n = v[_REQ]
     if n <= 0:
         return None
@@ -343,7 +343,12 @@ def _latency_from(v: np.ndarray, side: _Side, histogram: bool = False) -> dict[s
     else:
         p95 = side.x95 + (0.95 - v[_BELOW95] / n) / side.f95
         p99 = side.x99 + (0.99 - v[_BELOW99] / n) / side.f99
-    return {"mean": max(v[_LAT_SUM] / n, 1e-6), "p95": max(p95, 1e-6), "p99": max(p99, p95, 1e-6), "count": n}
+    latency: dict[str, Any] = {"mean": max(v[_LAT_SUM] / n, 1e-6), "p95": max(p95, 1e-6),
+                               "p99": max(p99, p95, 1e-6), "count": n}
+    if histogram and buckets:  # the buckets too, as the tick reads them: latency's significance gate uses them
+        latency["buckets"] = {"le": list(DURATION_BUCKETS_MS),
+                              "counts": [float(c) for c in np.cumsum(v[_BUCKETS])[:-1]]}
+    return latency
 
 
 def _cumulative(conf: np.ndarray) -> dict[str, list[float]]:
@@ -364,6 +369,9 @@ class TrafficConfig:
     shape: Shape = IID
     intervals: bool = True
     """Give the stable's counts per interval (what the operator measures overdispersion on)."""
+    latency_buckets: bool = True
+    """With histogram latency, give the duration buckets too (latency's significance gate
+    reads them; without them its checks are plain thresholds, as in the fast path)."""
 
 
 class SyntheticTraffic:
@@ -589,7 +597,8 @@ class SyntheticTraffic:
             "requests": float(c_err[_REQ]),
             "rps": canary_rps,
             "errors": _errors(c_err),
-            "latency_ms": _latency_from(c_lat, self.canary_side, self.shape.histogram_latency),
+            "latency_ms": _latency_from(c_lat, self.canary_side, self.shape.histogram_latency,
+                                        self.config.latency_buckets),
             "predictions_evaluated": float(c_acc[_EVAL]),
             "predictions_correct": float(c_acc[_CORRECT]),
             "confidence": _cumulative(c_conf[_CONF]) if c_conf[_REQ] > 0 else None,
@@ -605,7 +614,8 @@ class SyntheticTraffic:
             "requests": float(s_err[_REQ]),
             "rps": stable_rps,
             "errors": _errors(s_err),
-            "latency_ms": _latency_from(s_lat, self.stable_side, self.shape.histogram_latency),
+            "latency_ms": _latency_from(s_lat, self.stable_side, self.shape.histogram_latency,
+                                        self.config.latency_buckets),
             "predictions_evaluated": float(s_acc[_EVAL]),
             "predictions_correct": float(s_acc[_CORRECT]),
             "confidence": _cumulative(self.baseline[_CONF]),
@@ -662,6 +672,8 @@ def construct_snapshot(data: dict[str, Any], at: datetime) -> Snapshot:
         conf = d.get("confidence")
         cache = d.get("cache")
         lat = d.get("latency_ms")
+        if lat is not None and lat.get("buckets") is not None:
+            lat = {**lat, "buckets": Histogram.model_construct(**lat["buckets"])}
         return SideMetrics.model_construct(
             requests=d.get("requests"), rps=d.get("rps"),
             errors=ErrorCounts.model_construct(**d["errors"]) if d.get("errors") is not None else None,

@@ -148,6 +148,13 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
     assert c.latency_ms.mean is not None and 1.8 < c.latency_ms.mean < 2.8
     assert c.latency_ms.p99 is not None and c.latency_ms.p99 > c.latency_ms.p95
     assert c.latency_ms.count is not None and c.latency_ms.count > 500
+    # the buckets behind the quantiles (ms, cumulative, +Inf left to count): the p95 lies in them,
+    # and the requests slower than it are about 5 % of the count
+    from modelrollout.core.conditions.checks import slower_than
+    buckets = c.latency_ms.buckets
+    assert buckets is not None and buckets.le[0] < c.latency_ms.p95 < buckets.le[-1], buckets
+    assert buckets.counts[-1] <= c.latency_ms.count + 1e-6
+    assert 0.03 < slower_than(buckets, c.latency_ms.count, c.latency_ms.p95) / c.latency_ms.count < 0.07
 
     # Errors: 5 % timeouts on the canary and nothing else; the stable's 0.05 % per category.
     assert c.errors is not None and c.requests is not None and c.requests > 500
@@ -182,7 +189,7 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
     assert fraud.windows is not None and fraud.windows["latency"] == 15 and fraud.windows["anomaly"] == 20
 
     # Every query went through the hook, on the tick path.
-    # 31 planned: 22 instant ones bundled into one query (one consistent read), 9 range ones
+    # 33 planned: 24 instant ones bundled into one query (one consistent read), 9 range ones
     # (3 anomaly series of the canary, 6 counts per interval of the stable).
     assert len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
 
@@ -206,7 +213,7 @@ def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Servic
         source.close()
     print(f"\n[contract] queries: 1 rollout {one}, 2 rollouts {two}, 50 rollouts {fifty} "
           f"(batch of 50 in {elapsed * 1000:.0f} ms)", file=sys.stderr)
-    # 31 planned queries: the 22 instant ones as one bundle (one consistent read), 9 range
+    # 33 planned queries: the 24 instant ones as one bundle (one consistent read), 9 range
     assert one == two == fifty == 10
     assert all(isinstance(v, Snapshot) for v in out.values()), out
     assert all(ok for _, _, ok in calls)

@@ -129,31 +129,31 @@ def test_two_rollouts_cost_as_many_queries_as_one() -> None:
     one = plan_queries([request()])
     two = plan_queries([request(), request(ns="risk", stable="scorer", canary="scorer-v2")])
     hundred = plan_queries([request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(100)])
-    # 25 for the windows and the anomaly series, 6 for the stable's counts per interval
-    assert len(one) == len(two) == len(hundred) == 31
+    # 27 for the windows (2 of them the latency buckets) and the anomaly series, 6 for the stable's counts per interval
+    assert len(one) == len(two) == len(hundred) == 33
     assert 'namespace=~"ml|risk",deployment=~"fraud|fraud-canary|scorer|scorer-v2"' in two[0].promql
 
 
 def test_distinct_windows_add_queries_only_for_their_metrics() -> None:
     grown = dict(WINDOWS, latency=600 * S)
     plan = plan_queries([request(), request(ns="risk", windows=grown)])
-    assert len(plan) == 31 + 4  # the four latency metrics over 600s
+    assert len(plan) == 33 + 5  # the five latency metrics (buckets included) over 600s
 
 
 def test_override_and_label_names_split_the_query_they_change() -> None:
     override = "sum by ({by}) (rate(my_requests{{selector}}[{window}]))"
     plan = plan_queries([request(), request(ns="risk", queries={"rps": override})])
-    assert len(plan) == 32
+    assert len(plan) == 34
     assert any(q.promql.startswith("sum by (namespace, deployment) (rate(my_requests{namespace=~\"risk\"") for q in plan)
     relabelled = plan_queries([request(), request(ns="risk", labels=MetricLabels(namespace="ns", deployment="app"))])
-    assert len(relabelled) == 62
+    assert len(relabelled) == 66
 
 
 def test_disabled_conditions_and_no_series_query_nothing() -> None:
     plan = plan_queries([request(windows={"latency": 60 * S}, series_window=None, series_step=None,
                                  interval_points=0)])
     assert sorted(q.key.name for q in plan) == sorted(
-        ["latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count"] * 2)
+        ["latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count", "latency_buckets"] * 2)
 
 
 def test_for_rollout_builds_the_request_from_spec_and_status() -> None:
@@ -266,6 +266,9 @@ def healthy_table(ns: str = "ml", stable: str = "fraud", canary: str = "fraud-ca
         ("cache_lookup_ms", 300): {c: 0.4, s: 0.3},
         ("series_rps", 60): {c: [(0, 101), (30, 99), (90, 98)]},
         ("series_latency_p95_ms", 60): {c: [(0, 2.0), (30, "NaN")]},
+        ("latency_buckets", 60): {c: {"0.001": 2000, "0.0025": 5800, "0.005": 5990, "+Inf": 6000},
+                                  s: {"0.001": 30000, "0.0025": 56000, "+Inf": 57000}},
+        ("latency_buckets", BASELINE): {s: {"0.001": 5e7, "0.0025": 8.9e7, "+Inf": 9e7}},
     }
 
 
@@ -292,6 +295,8 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert c.errors.serialization == 0 and c.errors.other == 2  # unknown category -> other
     assert c.latency_ms is not None and (c.latency_ms.mean, c.latency_ms.p95, c.latency_ms.p99) == (1.4, 2.1, None)
     assert c.latency_ms.count == 6000
+    assert c.latency_ms.buckets is not None  # in ms, +Inf left to the count
+    assert c.latency_ms.buckets.le == [1.0, 2.5, 5.0] and c.latency_ms.buckets.counts == [2000, 5800, 5990]
     assert c.predictions_evaluated == 500 and c.predictions_correct == 500  # clamped to evaluated
     assert c.confidence is not None
     assert c.confidence.le == [0.1, 0.5, 0.9, 1.0] and c.confidence.counts == [0, 10, 60, 90]
@@ -305,9 +310,9 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert s.confidence.counts == [0, 900, 5000, 10000]
     assert snap.windows == {"accuracy": 900, "latency": 60, "confidenceDrift": 900, "errorRate": 300,
                             "cache": 300, "throughput": 300, "anomaly": 300}
-    # 31 queries planned; the 22 instant ones go out as one bundle (one consistent read), the 9
+    # 33 queries planned; the 24 instant ones go out as one bundle (one consistent read), the 9
     # range queries (3 anomaly series, 6 per-interval counts of the stable) one by one
-    assert subqueries(fake) == 31 and len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
+    assert subqueries(fake) == 33 and len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
     assert all(p["time"] == f"{AT.timestamp():.3f}" and p["timeout"] == "5s" for p in fake.params)
 
 
@@ -345,7 +350,7 @@ def test_one_batch_serves_two_rollouts_in_different_namespaces() -> None:
         table.setdefault(k, {}).update(v)
     table[("rps", 300)][("risk", "scorer-v2")] = 42.0
     out, fake, calls = run_snapshots([request(), request("risk", "scorer", "scorer-v2")], table)
-    assert subqueries(fake) == 31 and len(calls) == 10 == len(fake.calls)
+    assert subqueries(fake) == 33 and len(calls) == 10 == len(fake.calls)
     a, b = out["ml/fraud"], out["risk/scorer"]
     assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
     assert a.canary is not None and b.canary is not None
@@ -429,7 +434,7 @@ def test_long_window_answers_are_reused_within_the_ttl() -> None:
     assert isinstance(again["ml/fraud"], Snapshot)
     parts = [t for c in fake.calls for t in ([p for p, _ in BUNDLE_PART.findall(c)] or [c])]
     baseline = [q for q in parts if "[86400s]" in q]
-    assert len(baseline) == 2 * 9  # first and third batch; the second reused them
+    assert len(baseline) == 2 * 10  # first and third batch; the second reused them
 
 
 # ------------------------------------------------------------------------------ batching
@@ -449,7 +454,7 @@ def test_concurrent_callers_share_one_batch() -> None:
 
     results = asyncio.run(tick_all())
     source.close()
-    assert batching.batches == 1 and subqueries(fake) == 31
+    assert batching.batches == 1 and subqueries(fake) == 33
     assert all(isinstance(r, Snapshot) for r in results)
     assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
 
@@ -489,14 +494,14 @@ def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query(
     each query is retried alone and only the broken one fails."""
     out, fake, calls = run_snapshots([request()], healthy_table())
     bundles = [c for c in fake.calls if c.startswith("label_replace(")]
-    assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 22
+    assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 24
     assert isinstance(out["ml/fraud"], Snapshot)
     unbundled, fake2, calls2 = run_snapshots([request()], healthy_table(), bundle=False)
-    assert unbundled == out and len(calls2) == 31
+    assert unbundled == out and len(calls2) == 33
     refused = PrometheusApiClientException("HTTP Status Code 422 (b'{\"error\":\"bad\"}')")
     out, fake, calls = run_snapshots([request()], healthy_table(), fail=refused, fail_on="mr_query")
     assert isinstance(out["ml/fraud"], Snapshot)  # every query answered alone
-    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 31
+    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 33
 
 
 def test_a_bug_while_assembling_is_an_operator_error_not_prometheus_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -155,7 +155,7 @@ def plan_step(spec: ModelRolloutSpec, index: int, rps: float, label_share: float
     lat = t.latency
     if lat is not None and lat.enabled is not False:
         plans.append(_counted(N.LATENCY.value, "requests", canary_rps, lat.min_samples or 1, lat.window,
-                              "point estimates of mean/p95/p99 past a bound, not gated"))
+                              "mean/p95/p99 gated on the duration buckets"))
     drift = t.confidence_drift
     if drift is not None and drift.enabled is not False:
         plans.append(_counted(N.CONFIDENCE_DRIFT.value, "predictions", canary_rps, drift.min_samples or 1,

@@ -59,13 +59,6 @@ class ErrorCounts(SnapshotModel):
         return float(sum(values)) if values else None
 
 
-class Latency(SnapshotModel):
-    mean: Num = None
-    p95: Num = None
-    p99: Num = None
-    count: Count = Field(default=None, description="requests in the latency window (default: the side's requests)")
-
-
 class Histogram(SnapshotModel):
     """A cumulative histogram as Prometheus exposes it: upper bounds and counts <= each."""
 
@@ -96,6 +89,16 @@ class Histogram(SnapshotModel):
     @property
     def total(self) -> float:
         return self.counts[-1]
+
+
+class Latency(SnapshotModel):
+    mean: Num = None
+    p95: Num = None
+    p99: Num = None
+    count: Count = Field(default=None, description="requests in the latency window (default: the side's requests)")
+    buckets: Histogram | None = Field(
+        default=None, description="the duration histogram's finite buckets over the window, in ms (cumulative); "
+                                  "with them mean, p95 and p99 are significance-gated")
 
 
 class Cache(SnapshotModel):

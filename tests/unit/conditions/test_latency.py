@@ -1,6 +1,8 @@
-"""Latency: mean/p95/p99 against absolute bounds and against the stable's, no significance gate."""
+"""Latency: mean/p95/p99 against absolute bounds and against the stable's; significance-gated when the snapshot has the duration buckets."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -128,3 +130,82 @@ def test_worse_latency_never_lowers_severity(stat, a, b, stable):
     r_lo = latency.evaluate(canary(stable=stable, **{f"canary.latency_ms.{stat}": lo}), BALANCED)
     r_hi = latency.evaluate(canary(stable=stable, **{f"canary.latency_ms.{stat}": hi}), BALANCED)
     assert r_hi.severity >= r_lo.severity and r_hi.critical >= r_lo.critical
+
+
+# ---------------------------------------------------------------- the significance gate (buckets)
+
+LE_MS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 25.0]
+
+
+def lognormal_buckets(n: int, median_ms: float, p95_ms: float) -> dict:
+    """Expected cumulative counts of ``n`` lognormal latencies in the contract-like buckets."""
+    from scipy.stats import lognorm, norm
+    sigma = math.log(p95_ms / median_ms) / norm.ppf(0.95)
+    cdf = lognorm.cdf(LE_MS, sigma, scale=median_ms)
+    return {"le": LE_MS, "counts": [round(float(c) * n) for c in cdf]}
+
+
+def gated(p95: float, count: int, buckets: dict, **more) -> latency.ConditionResult:
+    return latency.evaluate(canary(p95=p95, count=count, stable=False, **{"canary.latency_ms.buckets": buckets},
+                                   **more), BALANCED)
+
+
+def test_slower_than_interpolates_within_a_bucket_as_histogram_quantile_does() -> None:
+    from modelrollout.core.conditions.checks import slower_than
+    from modelrollout.core.snapshot import Histogram
+    h = Histogram(le=[1.0, 2.0, 4.0], counts=[10.0, 50.0, 90.0])
+    assert slower_than(h, 100, 1.5) == pytest.approx(100 - 30)   # halfway through (1, 2]: 10 + 20
+    assert slower_than(h, 100, 0.5) == pytest.approx(100 - 5)    # the first bucket from 0
+    assert slower_than(h, 100, 4.0) == 0.0 and slower_than(h, 100, 9.0) == 0.0  # past the last finite bucket
+
+
+def test_a_p95_beyond_its_bound_by_noise_is_not_yet_significant() -> None:
+    """1,000 requests whose true p95 is the bound (3 ms), read a little above it: the
+    requests slower than 3 ms are ~5 %, as the bound allows; held, never scored."""
+    buckets = lognormal_buckets(1000, 1.3, 3.0)
+    buckets["counts"][5] -= 8  # 58 of 1,000 slower than 3 ms: 5.8 %, p ≈ 0.14
+    r = gated(3.1, 1000, buckets)
+    assert r.severity == 0.0 and not r.critical
+    assert "but not significant" in r.message and r.observed["p_value"] > 0.05
+
+
+def test_a_p95_well_beyond_its_bound_is_significant_and_scored() -> None:
+    r = gated(4.5, 6000, lognormal_buckets(6000, 2.0, 4.5))
+    assert r.severity == pytest.approx(0.5) and not r.critical
+    assert r.observed["p_value"] < 1e-6 and "not significant" not in r.message
+
+
+def test_a_critical_p95_on_enough_requests_is_critical_and_on_few_is_not() -> None:
+    many = gated(6.5, 6000, lognormal_buckets(6000, 3.0, 6.5))
+    assert many.critical
+    # 40 requests: the p95 is 2 of them; nothing that few is evidence of a critical tail
+    few = gated(6.5, 40, lognormal_buckets(40, 3.0, 6.5), **{"canary.requests": 40})
+    assert not few.critical
+
+
+def test_without_buckets_the_checks_are_plain_thresholds_as_before() -> None:
+    r = latency.evaluate(canary(p95=3.1, count=1000, stable=False), BALANCED)
+    assert r.severity == pytest.approx(0.1 / 3.0) and "p_value" not in r.observed
+
+
+def test_the_mean_is_gated_by_the_histogram_spread() -> None:
+    # mean 2.05 ms against a bound of 2.0 over 1,000 requests spread over 0.5-10 ms: noise
+    noise = latency.evaluate(canary(mean=2.05, count=1000, stable=False,
+                                    **{"canary.latency_ms.buckets": lognormal_buckets(1000, 1.5, 4.0)}), BALANCED)
+    assert noise.severity == 0.0 and "mean" in noise.message and "not significant" in noise.message
+    real = latency.evaluate(canary(mean=3.0, p95=2.9, count=50_000, stable=False,
+                                   **{"canary.latency_ms.buckets": lognormal_buckets(50_000, 2.5, 2.9)}), BALANCED)
+    assert real.severity == pytest.approx(0.5) and real.observed["p_value"] < 1e-6
+
+
+def test_relative_bounds_are_gated_the_same_way() -> None:
+    # stable p95 5/3 -> relative bound 2.5 (a bucket's edge); the canary's 2.6 over 1,000 requests is noise
+    buckets = lognormal_buckets(1000, 1.2, 2.5)
+    buckets["counts"][4] -= 8  # 58 of 1,000 slower than 2.5 ms
+    r = latency.evaluate(canary(p95=2.6, count=1000, **{"stable.latency_ms.p95": 5 / 3,
+                                                         "canary.latency_ms.buckets": buckets}), BALANCED)
+    assert r.severity == 0.0 and "stable 1.67ms" in r.message and "not significant" in r.message
+    worse = lognormal_buckets(6000, 1.5, 2.9)
+    r = latency.evaluate(canary(p95=2.9, count=6000, **{"stable.latency_ms.p95": 5 / 3,
+                                                         "canary.latency_ms.buckets": worse}), BALANCED)
+    assert r.severity > 0.0 and r.observed["p_value"] < 1e-6

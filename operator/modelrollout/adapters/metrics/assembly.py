@@ -24,6 +24,8 @@ from .request import SnapshotRequest
 
 log = logging.getLogger(__name__)
 
+TICK_ONLY: frozenset[str] = frozenset(q for entry in CATALOGUE.values() for q in entry.tick_queries)
+
 Answer = Any  # parsed per template kind; see parse_answer
 
 
@@ -97,8 +99,13 @@ class SnapshotAssembler:
         }))
 
     def _reader(self, window: timedelta, exact: bool, pair: Pair) -> Any:
-        """One side's answers over one window, by template name (a catalogue ``Read``)."""
-        return lambda name: self.get(name, window, pair, exact)
+        """One side's answers over one window, by template name (a catalogue ``Read``);
+        None for a tick-only template in the fast path's request (not queried)."""
+        def read(name: str) -> Any:
+            if name in TICK_ONLY:
+                return None if self.r.fast_path else self.get(name, window, pair)
+            return self.get(name, window, pair, exact)
+        return read
 
     def intervals(self, pair: Pair) -> dict[str, Any] | None:
         """The stable's counts per interval (docs/decisions.md#overdispersion), on the grid

@@ -56,9 +56,13 @@ class MetricEntry:
     """With ``StableSide.SAMPLES``: the template counting the stable's samples."""
     fill: Fill | None = None
     """None: the condition's fields come from elsewhere (anomaly: the range-query series)."""
+    tick_queries: tuple[str, ...] = ()
+    """Read by the tick only, never by the fast path (whose cost must not grow with a
+    histogram's buckets) and never exactly; ``fill`` reads None for them there."""
 
     def __post_init__(self) -> None:
-        unknown = [q for q in (*self.queries, self.samples) if q is not None and q not in promql.DEFAULT_QUERIES]
+        unknown = [q for q in (*self.queries, *self.tick_queries, self.samples)
+                   if q is not None and q not in promql.DEFAULT_QUERIES]
         if unknown:
             raise ValueError(f"unknown query template(s) {unknown}")
         if (self.stable == StableSide.SAMPLES) != (self.samples is not None):
@@ -83,11 +87,17 @@ def _accuracy(read: Read) -> dict[str, Any]:
 
 
 def _latency(read: Read) -> dict[str, Any]:
-    values = {
+    values: dict[str, Any] = {
         "mean": read("latency_mean_ms"), "p95": read("latency_p95_ms"),
         "p99": read("latency_p99_ms"), "count": read("latency_count"),
     }
-    return {"latency_ms": values if any(v is not None for v in values.values()) else None}
+    if not any(v is not None for v in values.values()):
+        return {"latency_ms": None}
+    buckets = read("latency_buckets")
+    hist = promql.latency_histogram(buckets) if buckets else None
+    if hist is not None:
+        values["buckets"] = {"le": hist.le, "counts": hist.counts}
+    return {"latency_ms": values}
 
 
 def _error_rate(read: Read) -> dict[str, Any]:
@@ -136,7 +146,8 @@ _ENTRIES: dict[ConditionName, MetricEntry] = {
     ConditionName.ACCURACY: MetricEntry(("predictions_evaluated", "predictions_correct"),
                                         StableSide.SAMPLES, "predictions_evaluated", _accuracy),
     ConditionName.LATENCY: MetricEntry(("latency_mean_ms", "latency_p95_ms", "latency_p99_ms", "latency_count"),
-                                       StableSide.SAMPLES, "latency_count", _latency),
+                                       StableSide.SAMPLES, "latency_count", _latency,
+                                       tick_queries=("latency_buckets",)),
     ConditionName.CONFIDENCE_DRIFT: MetricEntry(("confidence",), StableSide.BASELINE, fill=_confidence),
     ConditionName.ERROR_RATE: MetricEntry(("requests", "errors"), StableSide.SAMPLES, "requests", _error_rate),
     ConditionName.CACHE: MetricEntry(("cache_requests", "cache_evictions_per_minute", "cache_lookup_ms"),

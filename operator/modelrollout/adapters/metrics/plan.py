@@ -113,9 +113,10 @@ class QueryPlan:
         for condition, window in r.windows.items():
             entry = CATALOGUE[condition]
             exact = condition in r.exact
-            for metric in entry.queries:
+            tick_only = () if r.fast_path else entry.tick_queries
+            for metric in (*entry.queries, *tick_only):
                 # The canary's window; the stable is read there too unless drift.
-                sides.append((self.key(r, metric, window, exact=exact),
+                sides.append((self.key(r, metric, window, exact=exact and metric not in tick_only),
                               "canary" if entry.stable == StableSide.BASELINE else "both"))
                 if entry.reads_stable_baseline:
                     sides.append((self.key(r, metric, r.baseline_window), "stable"))
@@ -197,7 +198,7 @@ class QueryPlan:
 def shape_of(r: SnapshotRequest) -> Shape:
     return (tuple(r.windows.items()), r.exact, r.labels.namespace, r.labels.deployment, r.baseline_window,
             r.series_window, r.series_step, r.interval_length, r.interval_points, tuple(sorted(r.queries.items())),
-            r.model_digest is not None)
+            r.model_digest is not None, r.fast_path)
 
 
 def plan_queries(requests: Sequence[SnapshotRequest],

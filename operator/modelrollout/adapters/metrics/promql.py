@@ -55,6 +55,8 @@ DEFAULT_QUERIES: dict[str, str] = {
         "(rate(model_request_duration_seconds_bucket{{selector}}[{window}]))) * 1000"
     ),
     "latency_count": "sum by ({by}) (increase(model_request_duration_seconds_count{{selector}}[{window}]))",
+    # the buckets behind the quantiles, for their significance gate (the tick only)
+    "latency_buckets": "sum by ({by}, le) (increase(model_request_duration_seconds_bucket{{selector}}[{window}]))",
     # accuracy (ground-truth feedback)
     "predictions_evaluated": "sum by ({by}) (increase(model_predictions_evaluated_total{{selector}}[{window}]))",
     "predictions_correct": "sum by ({by}) (increase(model_predictions_correct_total{{selector}}[{window}]))",
@@ -98,7 +100,7 @@ UNWINDOWED: frozenset[str] = frozenset({"model_digests"})
 """Templates read at an instant: they have no ``{window}``, and an override may not use one."""
 
 EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result",
-                                "interval_errors": "category"}
+                                "interval_errors": "category", "latency_buckets": "le"}
 """Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
 
 SERIES_QUERIES: dict[str, str] = {
@@ -382,6 +384,34 @@ def series_points(points: Mapping[float, float | None], grid: list[float]) -> li
 class CumulativeHistogram:
     le: list[float]
     counts: list[float]
+
+
+def latency_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:
+    """Cumulative ``le`` buckets of a duration histogram in seconds (the ``latency_buckets``
+    query) -> the finite ones in milliseconds, counts made non-decreasing as
+    ``histogram_quantile`` does. The ``+Inf`` bucket is left out (the total is the
+    latency's ``count``); None without it (a partial answer, as for confidence) or
+    without any finite bucket."""
+    finite: list[tuple[float, float]] = []
+    has_inf = False
+    for le_raw, count in buckets.items():
+        try:
+            bound = float(le_raw)
+        except ValueError:
+            continue
+        if math.isinf(bound):
+            has_inf = True
+        elif not math.isnan(bound):
+            finite.append((bound * 1000.0, count if count is not None and count >= 0 else 0.0))
+    if not has_inf or not finite:
+        return None
+    finite.sort()
+    le, counts, running = [], [], 0.0
+    for bound, c in finite:
+        running = max(running, c)
+        le.append(bound)
+        counts.append(running)
+    return CumulativeHistogram(le=le, counts=counts)
 
 
 def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:

@@ -53,6 +53,7 @@ class SnapshotRequest:
     prometheus_url: str | None = None         # spec.analysis.prometheus.url (None: the operator's default)
     exact: frozenset[str] = frozenset()       # conditions read as exact counter differences over their window
     model_digest: str | None = None           # spec.canary.template.modelDigest: read the canary's model_info
+    fast_path: bool = False                   # the fast path's request: no tick-only templates (catalogue)
     templates: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +113,7 @@ class SnapshotRequest:
             prometheus_url=analysis.prometheus.url if analysis.prometheus else None, exact=exact,
             # The digests are judged by the tick, which knows the canary's current pods.
             model_digest=spec.canary.template.model_digest if spec.canary.template and not fast_path else None,
+            fast_path=fast_path,
         )
 
     @classmethod

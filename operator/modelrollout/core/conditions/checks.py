@@ -17,10 +17,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import NamedTuple
 
-from scipy.special import fdtr
+from scipy.special import fdtr, ndtr
 
 from ..dispersion import design_effect, per_interval, relative_design_effect, widened
-from ..snapshot import Snapshot
+from ..snapshot import Histogram, Snapshot
 from ..stats import Worse, binomial_gate, poisson_gate
 from .base import (
     ConditionResult,
@@ -191,6 +191,110 @@ def bound_check(
         severity = severity_lower_is_worse(value, bound, critical_bound)
     return Check(label, value, bound, critical_bound, worse, severity, severity >= 1.0,
                  unit=unit, digits=digits, note=note)
+
+
+def slower_than(buckets: Histogram, n: float, limit: float) -> float:
+    """Requests slower than ``limit`` (the buckets' unit): ``n`` less the cumulative count
+    at ``limit``, interpolated linearly within its bucket as ``histogram_quantile`` does
+    (the first bucket from 0). Past the last finite bucket it is unknowable, and taken as
+    0: no significance can rest on it (``histogram_quantile`` reports that bucket's bound
+    then, so a bound past it is not crossed anyway)."""
+    le, counts = buckets.le, buckets.counts
+    if limit >= le[-1]:
+        return 0.0
+    lower, below = 0.0, 0.0
+    for upper, cumulative in zip(le, counts):
+        if limit <= upper:
+            share = (limit - lower) / (upper - lower) if upper > lower else 1.0
+            at = below + (cumulative - below) * max(0.0, share)
+            return max(0.0, max(n, counts[-1]) - at)
+        lower, below = upper, cumulative
+    return 0.0  # unreachable: limit < le[-1]
+
+
+def quantile_check(
+    label: str,
+    value: float,
+    bound: float,
+    critical_bound: float,
+    q: float,
+    buckets: Histogram | None,
+    n: float,
+    alpha: float,
+    *,
+    unit: str = "",
+    digits: int = 3,
+    note: str = "",
+) -> Check | None:
+    """A quantile (p95, p99) against a bound, gated by the requests in the tail (docs/design.md#significance).
+
+    "The true q-quantile is at most B" means at most a share 1 − q of requests are slower
+    than B; the exact binomial test on the requests the histogram counts above B (out of
+    ``n``) rejects it at ``alpha`` or not. Beyond the bound without significance is
+    severity 0, as for proportions; critical needs the same test at the critical bound.
+    Without buckets (the fast path; a snapshot that has none) it is a plain threshold
+    check, as before the gate."""
+    if not value > bound:
+        return None
+    if buckets is None:
+        return bound_check(label, value, bound, critical_bound, "above", unit=unit, digits=digits, note=note)
+    n = max(n, buckets.counts[-1])
+    share = 1.0 - q
+    gate = binomial_gate(slower_than(buckets, n, bound), n, share, "above", alpha)
+    if not gate.beyond:
+        p = gate.p_value if gate.p_value is not None else 1.0
+        return Check(label, value, bound, critical_bound, "above", 0.0, False, p, unit=unit, digits=digits, note=note)
+    severity = severity_higher_is_worse(value, bound, critical_bound)
+    critical = severity >= 1.0 and binomial_gate(slower_than(buckets, n, critical_bound), n, share, "above",
+                                                 alpha).beyond
+    return Check(label, value, bound, critical_bound, "above", severity, critical, gate.p_value, unit=unit,
+                 digits=digits, note=note)
+
+
+def mean_check(
+    label: str,
+    value: float,
+    bound: float,
+    critical_bound: float,
+    buckets: Histogram | None,
+    n: float,
+    alpha: float,
+    *,
+    unit: str = "",
+    digits: int = 3,
+    note: str = "",
+) -> Check | None:
+    """A mean against a bound, gated by a one-sided z-test whose standard error comes from
+    the histogram's spread (uniform within each bucket, the open one at its lower bound:
+    an underestimate of a heavy tail's spread, so slightly eager, never blind).
+    Without buckets, a plain threshold check."""
+    if not value > bound:
+        return None
+    if buckets is None or n <= 1:
+        return bound_check(label, value, bound, critical_bound, "above", unit=unit, digits=digits, note=note)
+    n = max(n, buckets.counts[-1])
+    first, second, lower, below = 0.0, 0.0, 0.0, 0.0
+    for upper, cumulative in zip(buckets.le, buckets.counts):
+        mid = (lower + upper) / 2.0
+        first += (cumulative - below) * mid
+        second += (cumulative - below) * (mid * mid + (upper - lower) ** 2 / 12.0)  # uniform within the bucket
+        lower, below = upper, cumulative
+    first += (n - below) * lower
+    second += (n - below) * lower * lower
+    # the spread of the binned values (both moments from the same bins, so never negative)
+    variance = max(second / n - (first / n) ** 2, 1e-12)
+    se = (variance / n) ** 0.5
+
+    def p_at(limit: float) -> float:
+        return float(ndtr(-(value - limit) / se))
+
+    p = p_at(bound)
+    if not p < alpha:
+        return Check(label, value, bound, critical_bound, "above", 0.0, False, p, unit=unit, digits=digits, note=note)
+    severity = severity_higher_is_worse(value, bound, critical_bound)
+    critical = severity >= 1.0 and p_at(critical_bound) < alpha
+    return Check(label, value, bound, critical_bound, "above", severity, critical, p, unit=unit, digits=digits,
+                 note=note)
 
 
 def _num(value: float, digits: int, unit: str) -> str:

@@ -4,8 +4,11 @@ Higher is worse. Each statistic has an absolute check (``meanMs``/``p95Ms``/``p9
 critical at ``criticalFactor`` × the bound) and a check relative to the stable's same
 statistic (bound stable × ``maxStableRatio``, critical stable × ``maxStableRatio`` ×
 ``criticalFactor``, i.e. the critical bound scales the warning bound by the same factor
-as the absolute checks). No significance gate: these are quantiles over at least
-``minSamples`` requests (1000 by default), not proportions.
+as the absolute checks). When the snapshot has the canary's duration buckets (the tick
+reads them), each check is significance-gated (docs/design.md#significance): p95 and p99
+by an exact binomial test on the requests slower than the bound, the mean by a z-test
+with the histogram's spread; the stable's statistic is taken as known, as for
+proportions. Without buckets (the fast path) they are plain threshold checks.
 
 A missing statistic makes the condition inconclusive while the statistics that are
 present still count; a missing stable statistic only skips its relative check.
@@ -16,11 +19,23 @@ from __future__ import annotations
 from ...api.thresholds import ConditionName
 from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext
-from .checks import Check, bound_check, conclude, missing, no_data, positive, sample_rate, shortfall, window_seconds
+from .checks import (
+    Check,
+    conclude,
+    mean_check,
+    missing,
+    no_data,
+    positive,
+    quantile_check,
+    sample_rate,
+    shortfall,
+    window_seconds,
+)
 
 NAME = ConditionName.LATENCY.value
 WHAT = "requests"
 STATISTICS = ("mean", "p95", "p99")
+QUANTILES = {"p95": 0.95, "p99": 0.99}
 _KEYS = tuple((s, f"{s}_ms", f"stable_{s}_ms", f"relative_{s}_ms", f"relative_critical_{s}_ms") for s in STATISTICS)
 """Per statistic: field, observed keys, threshold keys (built once: this runs every tick)."""
 
@@ -56,6 +71,17 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
                          observed={"requests": samples})
 
     stable_latency = snapshot.stable.latency_ms if snapshot.stable is not None else None
+    buckets = latency.buckets
+    alpha = ctx.significance
+
+    def gated(stat: str, value: float, bound: float, note: str = "") -> Check | None:
+        assert samples is not None
+        if stat == "mean":
+            return mean_check(stat, value, bound, bound * factor, buckets, samples, alpha, unit="ms", digits=2,
+                              note=note)
+        return quantile_check(stat, value, bound, bound * factor, QUANTILES[stat], buckets, samples, alpha,
+                              unit="ms", digits=2, note=note)
+
     observed: dict[str, float | int | str | bool | None] = {"requests": samples}
     checks: list[Check | None] = []
     absent: list[str] = []
@@ -69,16 +95,13 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
             absent.append(stat)
             continue
         bound = bounds[stat]
-        checks.append(bound_check(stat, value, bound, bound * factor, "above", unit="ms", digits=2))
+        checks.append(gated(stat, value, bound))
         if positive(stable_value):
             assert stable_value is not None
             relative_bound = stable_value * ratio
             threshold[relative_key] = relative_bound
             threshold[relative_critical_key] = relative_bound * factor
-            relative = bound_check(stat, value, relative_bound, relative_bound * factor, "above", unit="ms", digits=2)
-            if relative is not None:
-                relative = relative._replace(note=f" (stable {stable_value:.2f}ms × {ratio:g})")
-            checks.append(relative)
+            checks.append(gated(stat, value, relative_bound, f" (stable {stable_value:.2f}ms × {ratio:g})"))
         else:
             threshold[relative_key] = None
             threshold[relative_critical_key] = None
@@ -98,7 +121,7 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     else:
         shown = f"mean {latency.mean:.2f}ms, p95 {latency.p95:.2f}ms, p99 {latency.p99:.2f}ms"
     return conclude(
-        NAME, weight, checks, ctx.significance, notes=notes, inconclusive=bool(absent),
+        NAME, weight, checks, alpha, gated=buckets is not None, notes=notes, inconclusive=bool(absent),
         healthy=f"{shown} within bounds", observed=observed, threshold=threshold,
         samples=samples, min_samples=t.min_samples, window_seconds=window,
     )
