@@ -431,23 +431,42 @@ def replay(rollout_path: Path, snapshots_path: Path | None, prometheus_url: str 
               envvar="MODELROLLOUT_MIN_RATE_WINDOW",
               help="seconds: the shortest window of a range query's point (anomaly series, the stable's counts "
                    "per interval); at least 4 of Prometheus' scrape intervals (docs/prometheus.md)")
+@click.option("--status-heartbeat", default=None, envvar="MODELROLLOUT_STATUS_HEARTBEAT",
+              help="write a status that changed nothing material (evaluatedAt, observed values, countdowns) at most "
+                   "this often, e.g. 5m; default: every tick (docs/operator.md#quiet-status-writes)")
 def run(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
         webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str, liveness: str | None,
         log_level: str, default_profile: str, shards: bool, shard_group: str, shard_namespace: str,
-        identity: str | None, min_rate_window: int) -> None:
+        identity: str | None, min_rate_window: int, status_heartbeat: str | None) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     from .wiring import run as run_operator
 
     run_operator(operator_config(prometheus_url, namespaces, metrics_port, metrics_addr, webhooks, priority,
                                  standalone, peering_name, liveness, log_level, default_profile, shards, shard_group,
-                                 shard_namespace, identity, min_rate_window))
+                                 shard_namespace, identity, min_rate_window, status_heartbeat))
+
+
+def _heartbeat_seconds(value: str | None) -> float | None:
+    """``--status-heartbeat`` in seconds: a duration (``5m``, ``90s``) of at least 1 s; unset or ``0``: None."""
+    from .api.durations import parse_duration
+
+    if value is None or value.strip() in ("", "0"):
+        return None
+    try:
+        seconds = parse_duration(value.strip()).total_seconds()
+    except ValueError as exc:
+        _fail(f"--status-heartbeat: {exc}")
+    if seconds < 1:
+        _fail(f"--status-heartbeat: {value!r} is shorter than 1s; give a duration such as 5m, or 0 to write every tick")
+    return seconds
 
 
 def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_port: int, metrics_addr: str,
                     webhooks: tuple[str, ...], priority: int | None, standalone: bool, peering_name: str,
                     liveness: str | None, log_level: str, default_profile: str, shards: bool = False,
                     shard_group: str = "modelrollout", shard_namespace: str = "default",
-                    identity: str | None = None, min_rate_window: int = 60) -> OperatorConfig:
+                    identity: str | None = None, min_rate_window: int = 60,
+                    status_heartbeat: str | None = None) -> OperatorConfig:
     """``run``'s options as the operator's configuration, with logging set up on the way
     (a function of its own so a test entry point can run the operator with the same options:
     every option of ``run`` is a parameter here)."""
@@ -459,7 +478,8 @@ def operator_config(prometheus_url: str, namespaces: tuple[str, ...], metrics_po
     config = OperatorConfig(prometheus_url=prometheus_url, namespaces=tuple(namespaces),
                             metrics_port=metrics_port or None, metrics_addr=metrics_addr, webhooks=tuple(webhooks),
                             standalone=standalone, peering_name=peering_name, liveness_endpoint=liveness,
-                            default_profile=default_profile, min_rate_window_seconds=float(min_rate_window))
+                            default_profile=default_profile, min_rate_window_seconds=float(min_rate_window),
+                            status_heartbeat_seconds=_heartbeat_seconds(status_heartbeat))
     if priority is not None:
         if shards:
             _fail("--priority orders kopf peering; with --shards every replica acts on its own share: drop one")

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -42,6 +42,7 @@ from .core.actions import (
     StartRollout,
 )
 from .core.machine import Transition, pending_actions, step
+from .core.material import materially_different
 from .core.observations import (
     Command,
     CommandKind,
@@ -124,6 +125,11 @@ class Controller:
     always, except with ``--shards`` (``ShardMembership.owns``). Asked before every status
     write and every action, so a replica that loses a rollout mid-reconcile stops at once."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    status_heartbeat: timedelta | None = None
+    """``--status-heartbeat``: a status that changed nothing material (``core.material``) is
+    written at most this often; None writes every change (docs/operator.md#quiet-status-writes)."""
+    held: dict[str, "HeldStatus"] = field(default_factory=dict)
+    """Per rollout (uid): the status as last written and the newer one held back, if any."""
 
     def parse(self, body: Mapping[str, Any]) -> ModelRolloutSpec:
         """The rollout's spec, validated, with the operator's default profile (ManifestError if invalid)."""
@@ -144,6 +150,7 @@ class Controller:
         async with self.lock_for(ref):
             body = await self.read_rollout(ref)
             if body is None:
+                self.held.pop(ref.uid, None)
                 return None
             return await self._reconcile(ref, body, resume=resume)
 
@@ -157,7 +164,7 @@ class Controller:
                 return False
             spec = self._spec_or_none(body)
             try:
-                status = status_of(body)
+                status = self._current(ref, status_of(body))
             except UnreadableStatus:
                 return False  # the tick holds it and says why
             if spec is None or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
@@ -173,8 +180,38 @@ class Controller:
 
     async def _write(self, ref: RolloutRef, status: dict[str, Any] | None) -> None:
         self._check_owner(ref)
+        self.held.pop(ref.uid, None)  # whatever was held back, the resource now says otherwise
         await self.write_status(ref, status)
         self.telemetry.status_writes.inc()
+
+    def forget_held(self, uid: str) -> None:
+        """A rollout deleted, or now another replica's (--shards): nothing of it is held back."""
+        self.held.pop(uid, None)
+
+    def _current(self, ref: RolloutRef, persisted: ModelRolloutStatus) -> ModelRolloutStatus:
+        """The status to go on from: the one held back, while the resource still holds what
+        this replica last wrote; else the resource's own (someone else wrote since, or this
+        replica restarted: the persisted status has everything material)."""
+        held = self.held.get(ref.uid)
+        if held is None:
+            return persisted
+        # Compared materially: the apiserver's merge patch drops the nulls inside the
+        # conditions' observed values, so what comes back is never byte for byte what was sent.
+        if not materially_different(held.written, persisted):
+            return held.latest
+        del self.held[ref.uid]
+        return persisted
+
+    def _may_hold_back(self, ref: RolloutRef, after: ModelRolloutStatus, transition: Transition) -> bool:
+        """Whether ``after`` may stay unwritten for now: a heartbeat is set, nothing is to be
+        executed on it (the intent is always written before its actions), it changes nothing
+        material since the last write, and that write is younger than the heartbeat."""
+        held = self.held.get(ref.uid)
+        if self.status_heartbeat is None or held is None or transition.actions:
+            return False
+        if self.clock.now() - held.written_at >= self.status_heartbeat:
+            return False
+        return not materially_different(held.written, after)
 
     def _spec_or_none(self, body: Mapping[str, Any]) -> ModelRolloutSpec | None:
         try:
@@ -184,7 +221,7 @@ class Controller:
 
     async def _reconcile(self, ref: RolloutRef, body: Mapping[str, Any], *, resume: bool) -> float:
         try:
-            status = status_of(body)
+            status = self._current(ref, status_of(body))
         except UnreadableStatus as exc:
             await self._unreadable_status(ref, body, str(exc))
             return UNREADABLE_RECHECK_SECONDS
@@ -300,7 +337,13 @@ class Controller:
     async def _persist(self, ref: RolloutRef, before: ModelRolloutStatus, transition: Transition) -> None:
         after = transition.status
         if after != before:
-            await self._write(ref, _status_dict(after))
+            if self._may_hold_back(ref, after, transition):
+                self.held[ref.uid] = self.held[ref.uid].holding(after)
+                self.telemetry.status_writes_held.inc()
+            else:
+                await self._write(ref, _status_dict(after))
+                if self.status_heartbeat is not None:
+                    self.held[ref.uid] = HeldStatus(after, after, self.clock.now())
         self._record_telemetry(ref, transition)
 
     def _record_telemetry(self, ref: RolloutRef, transition: Transition) -> None:
@@ -429,6 +472,19 @@ def _generation(body: Mapping[str, Any]) -> int | None:
     meta = body.get("metadata") or {}
     value = meta.get("generation")
     return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStatus:
+    """What the resource holds (as this replica wrote it, and when) and the newer status
+    held back from it (``--status-heartbeat``)."""
+
+    written: ModelRolloutStatus
+    latest: ModelRolloutStatus
+    written_at: datetime
+
+    def holding(self, latest: ModelRolloutStatus) -> "HeldStatus":
+        return HeldStatus(self.written, latest, self.written_at)
 
 
 def status_of(body: Mapping[str, Any]) -> ModelRolloutStatus:

@@ -146,6 +146,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
                     # again when the group changes (the watch does not wake it meanwhile).
                     if driving:
                         driving = False
+                        controller.forget_held(uid)
                         fast_path.deactivate(uid)
                         controller.telemetry.shard_rollouts.dec()
                         controller.telemetry.forget(namespace, name)  # its gauges are the new owner's to export
@@ -196,6 +197,7 @@ def make_registry(config: OperatorConfig, compose: Callable[[], Operator]) -> ko
     async def forget(name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         controller.telemetry.forget(namespace, name)
+        controller.forget_held(uid)
         memo.fast_path.forget(uid)
 
     return registry

@@ -52,6 +52,9 @@ class OperatorMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.status_writes = Counter("modelrollout_status_writes_total", "status patches of ModelRollouts",
                                      registry=r)
+        self.status_writes_held = Counter(
+            "modelrollout_status_writes_held_total",
+            "statuses that changed nothing material, held back until the heartbeat (--status-heartbeat)", registry=r)
         self.kube_requests = Counter(
             "modelrollout_kube_requests_total",
             "Kubernetes API calls of the operator's own (kopf's watches and its bookkeeping aside), by verb",

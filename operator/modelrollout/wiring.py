@@ -78,6 +78,9 @@ class OperatorConfig:
     min_rate_window_seconds: float = 60.0
     """The shortest window a range query's point is read over (anomaly series, the stable's
     counts per interval): at least 4 of Prometheus' scrape intervals."""
+    status_heartbeat_seconds: float | None = None
+    """``--status-heartbeat``: a status changing nothing material is written at most this
+    often (None: every change, the default; docs/operator.md#quiet-status-writes)."""
     liveness_endpoint: str | None = None
     default_profile: str | None = None
     peering_lifetime_seconds: int = 10
@@ -150,6 +153,8 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
         telemetry=telemetry,
         build_request=snapshot_request,
         default_profile=config.default_profile,
+        status_heartbeat=(timedelta(seconds=config.status_heartbeat_seconds)
+                          if config.status_heartbeat_seconds is not None else None),
     )
     fast_path = FastPathLoop(controller, metrics.batch_source, fast_path_request, clock, telemetry)
     shards = None

@@ -363,3 +363,23 @@ def test_every_run_option_reaches_the_operator_config(monkeypatch: pytest.Monkey
     config = cli.operator_config(**options)
     assert config.min_rate_window_seconds == 7.0
     assert config.prometheus_url == options["prometheus_url"]
+
+
+def test_status_heartbeat_is_a_duration_of_at_least_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from modelrollout import cli
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+
+    def config(*args: str):
+        return cli.operator_config(**cli.run.make_context("run", list(args)).params)
+
+    assert config().status_heartbeat_seconds is None  # default: every tick is written
+    assert config("--status-heartbeat", "5m").status_heartbeat_seconds == 300.0
+    assert config("--status-heartbeat", "0").status_heartbeat_seconds is None
+    for bad, says in (("soon", "is not a duration"), ("500ms", "shorter than 1s")):
+        result = subprocess.run([sys.executable, "-m", "modelrollout.cli", "run", "--status-heartbeat", bad],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "--status-heartbeat" in result.stderr and says in result.stderr, \
+            result.stderr
