@@ -252,11 +252,12 @@ class ScaleResult:
                 f"{self.kube_calls_per_rollout_second:.3f} | {self.status_writes_per_rollout_minute:.3f} | {load} |")
 
 
-def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float, rng: random.Random) -> ScaleResult:
+def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float, rng: random.Random,
+              operator_args: tuple[str, ...] = ()) -> ScaleResult:
     print(f"==> N={count}: bringing up {count} rollouts", flush=True)
     nodes = add_nodes(cluster, 2 * count + 10)
     ns = fresh_namespace(cluster, f"bench-scale-{count}")
-    op = OperatorProcess(cluster, ns, name=f"scale-{count}").start()
+    op = OperatorProcess(cluster, ns, *operator_args, name=f"scale-{count}").start()
     started = time.monotonic()
     try:
         names = create_rollouts(cluster, ns, count)
@@ -341,7 +342,11 @@ def main() -> None:
     parser.add_argument("--breaches", type=int, default=5, help="degraded canaries per N")
     parser.add_argument("--quiet-seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=20261201)
+    parser.add_argument("--status-heartbeat", default=None,
+                        help="run the operator with --status-heartbeat (e.g. 5m): quiet ticks are not written")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/scale.md")
     args = parser.parse_args()
+    operator_args = ("--status-heartbeat", args.status_heartbeat) if args.status_heartbeat else ()
     counts = [int(c) for c in args.counts.split(",") if c]
     rng = random.Random(args.seed)
 
@@ -349,11 +354,11 @@ def main() -> None:
     install_crds(cluster)
     results: list[ScaleResult] = []
     failures: list[str] = []
-    out = ROOT / "bench/results/scale.md"
+    out = args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     for done, count in enumerate(counts, 1):
         try:
-            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng))
+            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng, operator_args))
             print(results[-1].line(), flush=True)
         except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
             failures.append(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}")
@@ -361,7 +366,9 @@ def main() -> None:
         # written after every N, so an interrupted run keeps what it measured
         failed = sum(r.failed_breaches for r in results)
         lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1), *(r.row() for r in results)]
-        out.write_text("\n".join(lines) + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n"
+        flags = " ".join(operator_args) or "none beyond the defaults"
+        out.write_text(f"Operator flags: {flags}.\n\n" + "\n".join(lines)
+                       + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n"
                        + "".join(f"\n- {f}" for f in failures) + ("\n" if failures else ""))
     print(out.read_text())
     for r in results:

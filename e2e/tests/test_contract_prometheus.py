@@ -181,6 +181,8 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
     assert c.cache is not None and c.cache.hits is not None and c.cache.misses is not None
     assert 0.85 < c.cache.hits / (c.cache.hits + c.cache.misses) < 0.95
     assert c.cache.lookup_ms is not None and 0.1 < c.cache.lookup_ms < 1.0
+    assert c.cache.lookup_buckets is not None and c.cache.lookup_buckets.le[0] < 1.0  # ms
+    assert c.cache.lookup_buckets.counts[-1] <= c.cache.hits + c.cache.misses + 1e-6
     assert c.cache.evictions_per_minute == 0
 
     # Series: one point per 2 s over 20 s, oldest first, the recent ones present.
@@ -189,7 +191,7 @@ def test_one_batch_matches_the_scripted_behaviour(cluster: Cluster, services: Se
     assert fraud.windows is not None and fraud.windows["latency"] == 15 and fraud.windows["anomaly"] == 20
 
     # Every query went through the hook, on the tick path.
-    # 33 planned: 24 instant ones bundled into one query (one consistent read), 9 range ones
+    # 34 planned: 25 instant ones bundled into one query (one consistent read), 9 range ones
     # (3 anomaly series of the canary, 6 counts per interval of the stable).
     assert len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
 
@@ -213,7 +215,7 @@ def test_two_rollouts_cost_the_queries_of_one(cluster: Cluster, services: Servic
         source.close()
     print(f"\n[contract] queries: 1 rollout {one}, 2 rollouts {two}, 50 rollouts {fifty} "
           f"(batch of 50 in {elapsed * 1000:.0f} ms)", file=sys.stderr)
-    # 33 planned queries: the 24 instant ones as one bundle (one consistent read), 9 range
+    # 34 planned queries: the 25 instant ones as one bundle (one consistent read), 9 range
     assert one == two == fifty == 10
     assert all(isinstance(v, Snapshot) for v in out.values()), out
     assert all(ok for _, _, ok in calls)

@@ -129,24 +129,25 @@ def test_two_rollouts_cost_as_many_queries_as_one() -> None:
     one = plan_queries([request()])
     two = plan_queries([request(), request(ns="risk", stable="scorer", canary="scorer-v2")])
     hundred = plan_queries([request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(100)])
-    # 27 for the windows (2 of them the latency buckets) and the anomaly series, 6 for the stable's counts per interval
-    assert len(one) == len(two) == len(hundred) == 33
+    # 28 for the windows (3 of them the latency and lookup buckets) and the anomaly series, 6 for the stable's
+    # counts per interval
+    assert len(one) == len(two) == len(hundred) == 34
     assert 'namespace=~"ml|risk",deployment=~"fraud|fraud-canary|scorer|scorer-v2"' in two[0].promql
 
 
 def test_distinct_windows_add_queries_only_for_their_metrics() -> None:
     grown = dict(WINDOWS, latency=600 * S)
     plan = plan_queries([request(), request(ns="risk", windows=grown)])
-    assert len(plan) == 33 + 5  # the five latency metrics (buckets included) over 600s
+    assert len(plan) == 34 + 5  # the five latency metrics (buckets included) over 600s
 
 
 def test_override_and_label_names_split_the_query_they_change() -> None:
     override = "sum by ({by}) (rate(my_requests{{selector}}[{window}]))"
     plan = plan_queries([request(), request(ns="risk", queries={"rps": override})])
-    assert len(plan) == 34
+    assert len(plan) == 35
     assert any(q.promql.startswith("sum by (namespace, deployment) (rate(my_requests{namespace=~\"risk\"") for q in plan)
     relabelled = plan_queries([request(), request(ns="risk", labels=MetricLabels(namespace="ns", deployment="app"))])
-    assert len(relabelled) == 66
+    assert len(relabelled) == 68
 
 
 def test_disabled_conditions_and_no_series_query_nothing() -> None:
@@ -269,6 +270,7 @@ def healthy_table(ns: str = "ml", stable: str = "fraud", canary: str = "fraud-ca
         ("latency_buckets", 60): {c: {"0.001": 2000, "0.0025": 5800, "0.005": 5990, "+Inf": 6000},
                                   s: {"0.001": 30000, "0.0025": 56000, "+Inf": 57000}},
         ("latency_buckets", BASELINE): {s: {"0.001": 5e7, "0.0025": 8.9e7, "+Inf": 9e7}},
+        ("cache_lookup_buckets", 300): {c: {"0.0005": 20000, "0.001": 28500, "+Inf": 29000}},
     }
 
 
@@ -302,6 +304,7 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert c.confidence.le == [0.1, 0.5, 0.9, 1.0] and c.confidence.counts == [0, 10, 60, 90]
     assert c.cache is not None and (c.cache.hits, c.cache.misses) == (29000, 0)  # miss series absent -> 0
     assert c.cache.evictions_per_minute == 0.5 and c.cache.lookup_ms == 0.4
+    assert c.cache.lookup_buckets is not None and c.cache.lookup_buckets.le == [0.5, 1.0]
     # Stable over the same window where it has the minimum samples...
     assert s.requests == 570000 and s.predictions_evaluated == 9000 and s.latency_ms is not None
     assert s.latency_ms.p95 == 1.9 and s.rps == 1900.0
@@ -310,9 +313,9 @@ def test_snapshot_fields_from_canned_answers() -> None:
     assert s.confidence.counts == [0, 900, 5000, 10000]
     assert snap.windows == {"accuracy": 900, "latency": 60, "confidenceDrift": 900, "errorRate": 300,
                             "cache": 300, "throughput": 300, "anomaly": 300}
-    # 33 queries planned; the 24 instant ones go out as one bundle (one consistent read), the 9
+    # 34 queries planned; the 25 instant ones go out as one bundle (one consistent read), the 9
     # range queries (3 anomaly series, 6 per-interval counts of the stable) one by one
-    assert subqueries(fake) == 33 and len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
+    assert subqueries(fake) == 34 and len(calls) == 10 and all(p == "tick" and ok for p, _, ok in calls)
     assert all(p["time"] == f"{AT.timestamp():.3f}" and p["timeout"] == "5s" for p in fake.params)
 
 
@@ -350,7 +353,7 @@ def test_one_batch_serves_two_rollouts_in_different_namespaces() -> None:
         table.setdefault(k, {}).update(v)
     table[("rps", 300)][("risk", "scorer-v2")] = 42.0
     out, fake, calls = run_snapshots([request(), request("risk", "scorer", "scorer-v2")], table)
-    assert subqueries(fake) == 33 and len(calls) == 10 == len(fake.calls)
+    assert subqueries(fake) == 34 and len(calls) == 10 == len(fake.calls)
     a, b = out["ml/fraud"], out["risk/scorer"]
     assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
     assert a.canary is not None and b.canary is not None
@@ -454,7 +457,7 @@ def test_concurrent_callers_share_one_batch() -> None:
 
     results = asyncio.run(tick_all())
     source.close()
-    assert batching.batches == 1 and subqueries(fake) == 33
+    assert batching.batches == 1 and subqueries(fake) == 34
     assert all(isinstance(r, Snapshot) for r in results)
     assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
 
@@ -494,14 +497,14 @@ def test_bundled_queries_are_one_read_and_a_refused_bundle_falls_back_per_query(
     each query is retried alone and only the broken one fails."""
     out, fake, calls = run_snapshots([request()], healthy_table())
     bundles = [c for c in fake.calls if c.startswith("label_replace(")]
-    assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 24
+    assert len(bundles) == 1 and len(BUNDLE_PART.findall(bundles[0])) == 25
     assert isinstance(out["ml/fraud"], Snapshot)
     unbundled, fake2, calls2 = run_snapshots([request()], healthy_table(), bundle=False)
-    assert unbundled == out and len(calls2) == 33
+    assert unbundled == out and len(calls2) == 34
     refused = PrometheusApiClientException("HTTP Status Code 422 (b'{\"error\":\"bad\"}')")
     out, fake, calls = run_snapshots([request()], healthy_table(), fail=refused, fail_on="mr_query")
     assert isinstance(out["ml/fraud"], Snapshot)  # every query answered alone
-    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 33
+    assert len([c for c in fake.calls if not c.startswith("label_replace(")]) == 34
 
 
 def test_a_bug_while_assembling_is_an_operator_error_not_prometheus_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,6 +106,9 @@ class Cache(SnapshotModel):
     misses: Count = None
     evictions_per_minute: Num = None
     lookup_ms: Num = None
+    lookup_buckets: Histogram | None = Field(
+        default=None, description="the lookup-duration histogram's finite buckets over the window, in ms "
+                                  "(cumulative); with them the lookup time is significance-gated")
 
 
 IntervalPoints = list[Annotated[float | None, BeforeValidator(_finite_or_none)]]

@@ -140,3 +140,21 @@ def test_poisson_gate_flips_where_scipy_says() -> None:
         gate = poisson_gate(events, 5.0, 0.1, 0.05)
         assert gate.p_value == pytest.approx(st.poisson.sf(events - 1, mean))
         assert gate.beyond == (st.poisson.sf(events - 1, mean) < 0.05)
+
+
+def test_the_lookup_time_is_gated_by_the_histogram_spread_when_the_buckets_are_there() -> None:
+    """A mean lookup a hair above its bound over lookups spread across 0-25 ms is noise;
+    the same mean without buckets is a plain threshold, as before the gate."""
+    from modelrollout.core.conditions import cache
+
+    bound = BALANCED.thresholds.cache.max_lookup_ms  # type: ignore[union-attr]
+    spread = {"le": [1.0, 2.5, 5.0, 10.0, 25.0], "counts": [150, 350, 600, 850, 1000]}  # 1,000 lookups, sd ~5 ms
+    base = {"canary.cache.lookup_ms": bound * 1.02, "canary.cache.hits": 990, "canary.cache.misses": 10}
+    noisy = cache.evaluate(snap(**base, **{"canary.cache.lookup_buckets": spread}), BALANCED)
+    plain = cache.evaluate(snap(**base), BALANCED)
+    assert noisy.severity == 0.0 and "lookup" in noisy.message and "not significant" in noisy.message
+    assert plain.severity > 0.0
+    tight = {"le": [bound * 0.9, bound * 1.1], "counts": [0, 1000]}  # every lookup within 10 % of the bound
+    slow = cache.evaluate(snap(**{**base, "canary.cache.lookup_ms": bound * 1.05},
+                               **{"canary.cache.lookup_buckets": tight}), BALANCED)
+    assert slow.severity > 0.0 and slow.observed["p_value"] < 1e-6

@@ -116,10 +116,16 @@ def _cache(read: Read) -> dict[str, Any]:
     if results:
         # A server exports the result it has seen; the other one is 0, not unknown.
         hits, misses = results.get("hit") or 0.0, results.get("miss") or 0.0
-    values = {"hits": hits, "misses": misses,
-              "evictions_per_minute": read("cache_evictions_per_minute"),
-              "lookup_ms": read("cache_lookup_ms")}
-    return {"cache": values if any(v is not None for v in values.values()) else None}
+    values: dict[str, Any] = {"hits": hits, "misses": misses,
+                              "evictions_per_minute": read("cache_evictions_per_minute"),
+                              "lookup_ms": read("cache_lookup_ms")}
+    if not any(v is not None for v in values.values()):
+        return {"cache": None}
+    buckets = read("cache_lookup_buckets")
+    hist = promql.latency_histogram(buckets) if buckets else None
+    if hist is not None:
+        values["lookup_buckets"] = {"le": hist.le, "counts": hist.counts}
+    return {"cache": values}
 
 
 def _throughput(read: Read) -> dict[str, Any]:
@@ -151,7 +157,7 @@ _ENTRIES: dict[ConditionName, MetricEntry] = {
     ConditionName.CONFIDENCE_DRIFT: MetricEntry(("confidence",), StableSide.BASELINE, fill=_confidence),
     ConditionName.ERROR_RATE: MetricEntry(("requests", "errors"), StableSide.SAMPLES, "requests", _error_rate),
     ConditionName.CACHE: MetricEntry(("cache_requests", "cache_evictions_per_minute", "cache_lookup_ms"),
-                                     fill=_cache),
+                                     fill=_cache, tick_queries=("cache_lookup_buckets",)),
     ConditionName.THROUGHPUT: MetricEntry(("rps",), fill=_throughput),
     ConditionName.ANOMALY: MetricEntry(()),  # range queries: promql.SERIES_QUERIES
 }

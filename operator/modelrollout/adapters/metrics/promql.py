@@ -69,6 +69,9 @@ DEFAULT_QUERIES: dict[str, str] = {
         "sum by ({by}) (rate(model_cache_lookup_duration_seconds_sum{{selector}}[{window}]))"
         " / sum by ({by}) (rate(model_cache_lookup_duration_seconds_count{{selector}}[{window}])) * 1000"
     ),
+    # the lookup time's spread, for its significance gate (the tick only)
+    "cache_lookup_buckets": (
+        "sum by ({by}, le) (increase(model_cache_lookup_duration_seconds_bucket{{selector}}[{window}]))"),
     # anomaly: range queries over the canary, one point per analysis interval
     # ({window} is the rate window of each point: the step, at least 4 scrape intervals)
     "series_latency_p95_ms": (
@@ -100,7 +103,7 @@ UNWINDOWED: frozenset[str] = frozenset({"model_digests"})
 """Templates read at an instant: they have no ``{window}``, and an override may not use one."""
 
 EXTRA_LABEL: dict[str, str] = {"errors": "category", "confidence": "le", "cache_requests": "result",
-                                "interval_errors": "category", "latency_buckets": "le"}
+                                "interval_errors": "category", "latency_buckets": "le", "cache_lookup_buckets": "le"}
 """Templates whose answer carries one more label than ``{by}``; overrides must keep it."""
 
 SERIES_QUERIES: dict[str, str] = {

@@ -5,7 +5,9 @@
 * evictions per minute, higher is worse, against ``maxEvictionsPerMinute``, critical at
   × ``criticalFactor`` — gated by a one-sided exact Poisson test on the count over the
   window (evictions are rare events: one in 5 minutes is 0.2/min, and must not decide);
-* lookup time in ms, higher is worse, against ``maxLookupMs``, critical at × ``criticalFactor``.
+* lookup time in ms (a mean), higher is worse, against ``maxLookupMs``, critical at ×
+  ``criticalFactor`` — gated by a z-test with the lookup histogram's spread when the
+  snapshot has its buckets (the tick reads them), a plain threshold otherwise.
 
 Samples are lookups (hits + misses). A missing eviction rate or lookup time makes the
 condition inconclusive while the checks that have data still count.
@@ -18,10 +20,10 @@ from ..snapshot import Snapshot
 from .base import ConditionResult, EvaluationContext, counted
 from .checks import (
     Check,
-    bound_check,
     conclude,
     deff_of,
     event_rate_check,
+    mean_check,
     no_data,
     positive,
     proportion_check,
@@ -83,8 +85,8 @@ def evaluate(snapshot: Snapshot, ctx: EvaluationContext) -> ConditionResult:
     if lookup_ms is None:
         absent.append("lookup_ms")
     else:
-        checks.append(bound_check("lookup", lookup_ms, t.max_lookup_ms, t.max_lookup_ms * factor, "above",
-                                  unit="ms", digits=2))
+        checks.append(mean_check("lookup", lookup_ms, t.max_lookup_ms, t.max_lookup_ms * factor,
+                                 cache.lookup_buckets, lookups, alpha, unit="ms", digits=2))
     notes = [f"{' and '.join(absent)} missing: inconclusive"] if absent else None
     return conclude(
         NAME, weight, checks, alpha, gated=True, notes=notes, inconclusive=bool(absent),
