@@ -56,11 +56,15 @@ def test_a_reason_whose_words_change_is_material_even_when_the_action_stays() ->
     assert materially_different(held, waiting)
 
 
-def test_dispersion_is_written_as_its_intervals_grow_then_only_at_the_heartbeat() -> None:
+def test_dispersion_is_written_as_its_intervals_double_then_only_at_the_heartbeat() -> None:
     measured = DispersionStatus(accuracy=0.002, error_rate=0.01, cache=0.004, rate=0.3, intervals=12,
                                 interval_seconds=30.0)
     a = tick(begin(SPEC), 10).model_copy(update={"dispersion": measured})
     assert a.dispersion is not None
-    grown = a.model_copy(update={"dispersion": a.dispersion.model_copy(update={"intervals": a.dispersion.intervals + 1})})
-    moved = a.model_copy(update={"dispersion": a.dispersion.model_copy(update={"error_rate": 0.02})})
-    assert materially_different(a, grown) and not materially_different(a, moved)
+    def with_intervals(n: int) -> ModelRolloutStatus:
+        return a.model_copy(update={"dispersion": measured.model_copy(update={"intervals": n})})
+
+    moved = a.model_copy(update={"dispersion": measured.model_copy(update={"error_rate": 0.02})})
+    assert not materially_different(a, moved)
+    assert not materially_different(a, with_intervals(13)) and not materially_different(a, with_intervals(15))
+    assert materially_different(a, with_intervals(16)) and materially_different(a, with_intervals(7))

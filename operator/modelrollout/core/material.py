@@ -2,8 +2,8 @@
 
 Every tick builds a new status, and most ticks change only what the next tick derives
 afresh: when it was evaluated, the values each condition observed, the countdown in the
-reason ("step 0 ends in 3m20s"), the next tick's time, the overdispersion estimate once it rests on its full count of
-intervals. With
+reason ("step 0 ends in 3m20s"), the next tick's time, the overdispersion estimate (written again each time the intervals it
+rests on double). With
 ``--status-heartbeat`` the controller writes such a status at most that often, and any
 other change at once. What counts as *material* is everything a restart resumes from
 and everything a reader acts on: phase, step, weight, the stable record, the clocks of
@@ -45,8 +45,9 @@ def material(status: ModelRolloutStatus) -> ModelRolloutStatus:
     if decision is not None:
         decision = decision.model_copy(update={"at": _EPOCH, "reason": _words(decision.reason)})
     dispersion = status.dispersion
-    if dispersion is not None:  # its first estimates are written as they grow; later values at the heartbeat
-        dispersion = dispersion.model_copy(update={"accuracy": 0.0, "error_rate": 0.0, "cache": 0.0, "rate": 0.0})
+    if dispersion is not None:  # written each time its intervals double (the estimate firms up); else at the heartbeat
+        dispersion = dispersion.model_copy(update={"accuracy": 0.0, "error_rate": 0.0, "cache": 0.0, "rate": 0.0,
+                                                   "intervals": dispersion.intervals.bit_length()})
     return status.model_copy(update={
         "risk": risk, "decision": decision, "message": _words(status.message), "next_evaluation_at": None,
         "dispersion": dispersion,
