@@ -253,7 +253,7 @@ class ScaleResult:
 
 
 def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float, rng: random.Random,
-              operator_args: tuple[str, ...] = ()) -> ScaleResult:
+              operator_args: tuple[str, ...] = (), settle_seconds: float = 0.0) -> ScaleResult:
     print(f"==> N={count}: bringing up {count} rollouts", flush=True)
     nodes = add_nodes(cluster, 2 * count + 10)
     ns = fresh_namespace(cluster, f"bench-scale-{count}")
@@ -274,6 +274,9 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
             print(f"    only {len(reached)} of {count} reached 25 % in {time.monotonic() - started:.0f} s; "
                   "measuring what is there", flush=True)
         time.sleep(5)
+        if settle_seconds > 0:  # past the first ticks' transitions (inconclusive -> healthy, the first estimates)
+            print(f"    settling for {settle_seconds:.0f} s", flush=True)
+            time.sleep(settle_seconds)
 
         # A quiet minute: nothing changes, every rollout sits in its step.
         meter = CpuMeter({"operator": op.proc.pid, **load_pids(cluster)})
@@ -341,6 +344,9 @@ def main() -> None:
     parser.add_argument("--counts", default="100,300,1000", help="numbers of rollouts, one run each")
     parser.add_argument("--breaches", type=int, default=5, help="degraded canaries per N")
     parser.add_argument("--quiet-seconds", type=float, default=60.0)
+    parser.add_argument("--settle-seconds", type=float, default=150.0,
+                        help="wait this long once every rollout is in its step before the quiet minute, so that "
+                             "it holds no first-tick transitions (inconclusive -> healthy); 0: right away")
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--status-heartbeat", default=None,
                         help="run the operator with --status-heartbeat (e.g. 5m): quiet ticks are not written")
@@ -358,7 +364,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for done, count in enumerate(counts, 1):
         try:
-            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng, operator_args))
+            results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng, operator_args,
+                                     args.settle_seconds))
             print(results[-1].line(), flush=True)
         except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
             failures.append(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}")
@@ -367,7 +374,8 @@ def main() -> None:
         failed = sum(r.failed_breaches for r in results)
         lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1), *(r.row() for r in results)]
         flags = " ".join(operator_args) or "none beyond the defaults"
-        out.write_text(f"Operator flags: {flags}.\n\n" + "\n".join(lines)
+        out.write_text(f"Operator flags: {flags}. Settled {args.settle_seconds:.0f} s before the quiet minute.\n\n"
+                       + "\n".join(lines)
                        + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n"
                        + "".join(f"\n- {f}" for f in failures) + ("\n" if failures else ""))
     print(out.read_text())
