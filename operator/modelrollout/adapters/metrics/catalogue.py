@@ -93,11 +93,16 @@ def _latency(read: Read) -> dict[str, Any]:
     }
     if not any(v is not None for v in values.values()):
         return {"latency_ms": None}
-    buckets = read("latency_buckets")
+    return {"latency_ms": _with_buckets(values, "buckets", read("latency_buckets"))}
+
+
+def _with_buckets(values: dict[str, Any], key: str, buckets: Any) -> dict[str, Any]:
+    """``values`` with a duration histogram's finite buckets in ms under ``key``, when read
+    (the tick's significance gates use them; the fast path reads none)."""
     hist = promql.latency_histogram(buckets) if buckets else None
     if hist is not None:
-        values["buckets"] = {"le": hist.le, "counts": hist.counts}
-    return {"latency_ms": values}
+        values[key] = {"le": hist.le, "counts": hist.counts}
+    return values
 
 
 def _error_rate(read: Read) -> dict[str, Any]:
@@ -121,11 +126,7 @@ def _cache(read: Read) -> dict[str, Any]:
                               "lookup_ms": read("cache_lookup_ms")}
     if not any(v is not None for v in values.values()):
         return {"cache": None}
-    buckets = read("cache_lookup_buckets")
-    hist = promql.latency_histogram(buckets) if buckets else None
-    if hist is not None:
-        values["lookup_buckets"] = {"le": hist.le, "counts": hist.counts}
-    return {"cache": values}
+    return {"cache": _with_buckets(values, "lookup_buckets", read("cache_lookup_buckets"))}
 
 
 def _throughput(read: Read) -> dict[str, Any]:

@@ -389,32 +389,45 @@ class CumulativeHistogram:
     counts: list[float]
 
 
-def latency_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:
-    """Cumulative ``le`` buckets of a duration histogram in seconds (the ``latency_buckets``
-    query) -> the finite ones in milliseconds, counts made non-decreasing as
-    ``histogram_quantile`` does. The ``+Inf`` bucket is left out (the total is the
-    latency's ``count``); None without it (a partial answer, as for confidence) or
-    without any finite bucket."""
+def _buckets(buckets: Mapping[str, float | None], scale: float = 1.0) -> tuple[list[tuple[float, float]], float | None]:
+    """An ``le``-grouped answer as its finite buckets (bound × ``scale``, count; sorted,
+    NaN or negative counts as 0) and the ``+Inf`` bucket's count (None when absent)."""
     finite: list[tuple[float, float]] = []
-    has_inf = False
+    inf_count: float | None = None
     for le_raw, count in buckets.items():
         try:
             bound = float(le_raw)
         except ValueError:
             continue
+        c = count if count is not None and count >= 0 else 0.0
         if math.isinf(bound):
-            has_inf = True
+            inf_count = c
         elif not math.isnan(bound):
-            finite.append((bound * 1000.0, count if count is not None and count >= 0 else 0.0))
-    if not has_inf or not finite:
-        return None
+            finite.append((bound * scale, c))
     finite.sort()
+    return finite, inf_count
+
+
+def _cumulative(finite: list[tuple[float, float]]) -> CumulativeHistogram:
+    """Counts made non-decreasing (running maximum), as ``histogram_quantile`` does."""
     le, counts, running = [], [], 0.0
     for bound, c in finite:
         running = max(running, c)
         le.append(bound)
         counts.append(running)
     return CumulativeHistogram(le=le, counts=counts)
+
+
+def latency_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:
+    """Cumulative ``le`` buckets of a duration histogram in seconds (the ``latency_buckets``
+    query) -> the finite ones in milliseconds, counts made non-decreasing as
+    ``histogram_quantile`` does. The ``+Inf`` bucket is left out (the total is the
+    latency's ``count``); None without it (a partial answer, as for confidence) or
+    without any finite bucket."""
+    finite, inf_count = _buckets(buckets, scale=1000.0)
+    if inf_count is None or not finite:
+        return None
+    return _cumulative(finite)
 
 
 def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHistogram | None:
@@ -434,28 +447,9 @@ def confidence_histogram(buckets: Mapping[str, float | None]) -> CumulativeHisto
     skew the CDF into a false drift; judged as no data instead (inconclusive, never
     healthy). Missing intermediate buckets only coarsen the CDF, which is conservative.
     """
-    finite: list[tuple[float, float]] = []
-    inf_count: float | None = None
-    for le_raw, count in buckets.items():
-        try:
-            bound = float(le_raw)
-        except ValueError:
-            continue
-        c = count if count is not None and count >= 0 else 0.0
-        if math.isinf(bound):
-            inf_count = c
-        elif not math.isnan(bound):
-            finite.append((bound, c))
+    finite, inf_count = _buckets(buckets)
     if inf_count is None:
         return None
-    finite.sort()
     if not (finite and finite[-1][0] >= 1.0):
         finite.append((1.0, inf_count))
-    if not finite:
-        return None
-    le, counts, running = [], [], 0.0
-    for bound, c in finite:
-        running = max(running, c)
-        le.append(bound)
-        counts.append(running)
-    return CumulativeHistogram(le=le, counts=counts)
+    return _cumulative(finite)
