@@ -231,6 +231,8 @@ class ScaleResult:
     cpu: dict[str, float] = field(default_factory=dict)
     queries_per_second: dict[str, float] = field(default_factory=dict)
     kube_calls_per_rollout_second: float = math.nan
+    tick_batches_per_second: float = math.nan
+    rollouts_per_tick_batch: float = math.nan
     status_writes_per_rollout_minute: float = math.nan
 
     def line(self) -> str:
@@ -248,7 +250,8 @@ class ScaleResult:
                 f"{self.tick_lag_p50_s:.2f} / {self.tick_lag_p99_s:.2f} s | {reactions} ({len(self.reactions)} ok, {self.failed_breaches} failed) | "
                 f"{self.rss_mib:.0f} MiB | {self.cpu.get('operator', math.nan):.2f} | "
                 f"{self.queries_per_second.get('fastPath', math.nan):.1f} + "
-                f"{self.queries_per_second.get('tick', math.nan):.2f} | "
+                f"{self.queries_per_second.get('tick', math.nan):.2f} "
+                f"({self.tick_batches_per_second:.2f} tick batches/s of {self.rollouts_per_tick_batch:.1f}) | "
                 f"{self.kube_calls_per_rollout_second:.3f} | {self.status_writes_per_rollout_minute:.3f} | {load} |")
 
 
@@ -296,6 +299,11 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
             path: (counter(after, "modelrollout_prometheus_queries_total", path=path)
                    - counter(before, "modelrollout_prometheus_queries_total", path=path)) / quiet_seconds
             for path in ("tick", "fastPath")}
+        batches = (counter(after, "modelrollout_tick_batch_rollouts_count")
+                   - counter(before, "modelrollout_tick_batch_rollouts_count"))
+        result.tick_batches_per_second = batches / quiet_seconds
+        result.rollouts_per_tick_batch = (counter(after, "modelrollout_tick_batch_rollouts_sum")
+                                          - counter(before, "modelrollout_tick_batch_rollouts_sum")) / max(1.0, batches)
         active = max(1, len(reached))
         result.kube_calls_per_rollout_second = (counter(after, "modelrollout_kube_requests_total")
                                                 - counter(before, "modelrollout_kube_requests_total")) \
@@ -335,7 +343,7 @@ def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float,
 
 
 HEADER = ("| rollouts | fast-path cycle p50 / p99 | tick lag p50 / p99 | reaction median / max | operator RSS "
-          "| operator cores | Prometheus queries/s (fastPath + tick) | operator API calls/s per rollout "
+          "| operator cores | Prometheus queries/s (fastPath + tick (tick batches)) | operator API calls/s per rollout "
           "| status writes per rollout per minute (quiet) | the bench's own load (cores) |")
 
 

@@ -47,6 +47,11 @@ class OperatorMetrics:
         self.query_seconds = Histogram("modelrollout_prometheus_query_duration_seconds", "PromQL query latency",
                                        ["path"], registry=r)
 
+        self.tick_batch_rollouts = Histogram(
+            "modelrollout_tick_batch_rollouts",
+            "rollouts per batch of tick snapshots sent to one Prometheus (the ticks of an instant that arrive "
+            "within 50 ms of one another share a batch and its queries)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
         self.tick_lag_seconds = Histogram(
             "modelrollout_tick_lag_seconds", "how late an analysis tick ran after it was due (status.nextEvaluationAt)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

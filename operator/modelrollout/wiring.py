@@ -141,7 +141,8 @@ def compose(config: OperatorConfig, clock: Clock, *, wrap_executor: ExecutorHook
     if wrap_executor is not None:
         executor = wrap_executor(executor)
     metrics = PrometheusRouter(config.prometheus_url, config.query_timeout_seconds, telemetry.observe_query,
-                               timedelta(seconds=config.min_rate_window_seconds))
+                               timedelta(seconds=config.min_rate_window_seconds),
+                               on_batch=telemetry.tick_batch_rollouts.observe)
     controller = Controller(
         read_rollout=store.read,
         executor=executor,

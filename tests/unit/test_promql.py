@@ -440,6 +440,74 @@ def test_long_window_answers_are_reused_within_the_ttl() -> None:
     assert len(baseline) == 2 * 10  # first and third batch; the second reused them
 
 
+def _range_calls(fake: FakeClient) -> list[str]:
+    return [c for c in fake.calls if not c.startswith("label_replace(") and fake.by_text.get(c) is not None
+            and fake.by_text[c].is_range]
+
+
+def test_the_ticks_of_one_instant_share_their_range_queries() -> None:
+    """One instant's ticks come as several batches (each rollout reads the apiserver first):
+    the first reads each range query for every pair asked recently, the next ones reuse it,
+    on the grid it was read at (docs/prometheus.md#range-queries-shared-across-batches)."""
+    first = [request(ns=f"a{i}", stable="s", canary="c") for i in range(3)]
+    second = [request(ns=f"b{i}", stable="s", canary="c") for i in range(2)]
+    table = healthy_table()
+    for r in first + second:
+        table.setdefault(("series_rps", 60), {})[(r.namespace, "c")] = [(0, 100), (30, 90)]
+        table.setdefault(("interval_requests", 60), {})[(r.namespace, "s")] = [(0, 1000), (60, 1100), (120, 900)]
+    fake = FakeClient(table, plan_queries(first + second))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+    previous = AT - timedelta(seconds=30)
+
+    async def two_instants() -> dict[str, Any]:
+        await source.snapshots(first, previous)
+        await source.snapshots(second, previous + timedelta(seconds=1))  # new pairs: read again, for all
+        fake.calls.clear()
+        await source.snapshots(first, AT)
+        reads = len(_range_calls(fake))
+        out = await source.snapshots(second, AT + timedelta(seconds=1))
+        assert len(_range_calls(fake)) == reads == 9  # 3 series + 6 intervals, once for both batches
+        return out
+
+    reused = asyncio.run(two_instants())
+    alone, _, _ = run_snapshots(second, table)  # read by itself at AT
+    source.close()
+    for key in reused:
+        a, b = reused[key], alone[key]
+        assert isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.canary and b.canary and a.stable and b.stable
+        assert a.canary.series == b.canary.series and a.canary.series is not None
+        assert a.canary.series["rps"][-2:] == [90, 100]
+        assert a.stable.intervals == b.stable.intervals and a.stable.intervals is not None
+        assert a.stable.intervals.requests[-3:] == [900, 1100, 1000]
+
+
+def test_range_answers_are_reused_within_a_tenth_of_their_step_never_after_a_failure() -> None:
+    reqs = [request()]
+    fake = FakeClient(healthy_table(), plan_queries(reqs))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await source.snapshots(reqs, AT)
+        await source.snapshots(reqs, AT + timedelta(seconds=3))   # 3 s: series and intervals both reused
+        assert len(_range_calls(fake)) == 9
+        await source.snapshots(reqs, AT + timedelta(seconds=5))   # past 3 s of a 30 s step, 6 s of 60 s
+        assert len(_range_calls(fake)) == 9 + 3
+        await source.snapshots(reqs, AT + timedelta(seconds=3))   # a batch of the same wave with an
+        assert len(_range_calls(fake)) == 9 + 3                    # earlier clock: the +5 s series reused
+        await source.snapshots(reqs, AT - timedelta(seconds=1))   # 6 s before the series' read: not
+        assert len(_range_calls(fake)) == 9 + 3 + 3                # (the intervals read at AT are)
+        fake.fail = MetricsUnavailable("down")
+        out = await source.snapshots(reqs, AT + timedelta(seconds=40))
+        assert isinstance(out["ml/fraud"], MetricsUnavailable)
+        fake.fail = None
+        fake.calls.clear()
+        await source.snapshots(reqs, AT + timedelta(seconds=40.5))
+        assert len(_range_calls(fake)) == 9  # the failed reads left nothing to reuse
+
+    asyncio.run(run())
+    source.close()
+
+
 # ------------------------------------------------------------------------------ batching
 
 
@@ -460,6 +528,33 @@ def test_concurrent_callers_share_one_batch() -> None:
     assert batching.batches == 1 and subqueries(fake) == 34
     assert all(isinstance(r, Snapshot) for r in results)
     assert results[0].at == AT + timedelta(milliseconds=19)  # the latest at of the batch
+
+
+def test_a_wave_of_ticks_is_one_batch_up_to_max_wait() -> None:
+    """Ticks arriving 20 ms apart (each read its rollout from the apiserver first) join one
+    batch while the gaps stay under ``window``; ``max_wait`` bounds how long the first waits."""
+    reqs = [request(ns=f"ns{i}", stable=f"s{i}", canary=f"c{i}") for i in range(30)]
+    fake = FakeClient({}, plan_queries(reqs))
+    source = PrometheusMetricsSource("http://prom.test", client=fake)  # type: ignore[arg-type]
+    sizes: list[int] = []
+    batching = BatchingMetricsSource(source, window=0.05, max_wait=0.4, on_batch=sizes.append)
+
+    async def wave() -> list[float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def one(r: SnapshotRequest, delay: float) -> float:
+            await asyncio.sleep(delay)
+            await batching.snapshot(r, AT)
+            return loop.time() - start
+        return await asyncio.gather(*(one(r, i * 0.02) for i, r in enumerate(reqs)))
+
+    answered = asyncio.run(wave())
+    source.close()
+    assert sum(sizes) == 30 and len(sizes) == 2 and sizes[0] >= 15  # 0.58 s of arrivals: cut at 0.4 s
+    assert min(answered) >= 0.4
+    with pytest.raises(ValueError, match="max_wait"):
+        BatchingMetricsSource(source, window=0.5, max_wait=0.1)
 
 
 def test_batches_follow_one_another() -> None:

@@ -9,6 +9,7 @@ One module per job, imports going downward in this order:
 * ``base.py``       the ``MetricsSource`` / ``MetricsBatchSource`` protocols the shell uses;
 * ``plan.py``       the batch's queries, shared across rollouts (pure);
 * ``assembly.py``   a batch's answers -> each rollout's snapshot (pure);
+* ``range_reuse.py`` range answers shared by the batches of one tick instant (pure);
 * ``transport.py``  ``PrometheusMetricsSource``: HTTP, bundling, timeouts, error translation;
 * ``batching.py``   ``BatchingMetricsSource`` (concurrent ticks -> one batch) and
   ``PrometheusRouter`` (one batching source per Prometheus URL).

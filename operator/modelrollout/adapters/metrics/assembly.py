@@ -50,11 +50,14 @@ class SnapshotAssembler:
     """Builds one rollout's snapshot from the batch's parsed answers."""
 
     def __init__(self, request: SnapshotRequest, answers: Mapping[QueryKey, Answer], plan: QueryPlan,
-                 at: datetime) -> None:
+                 at: datetime, read_at: Mapping[QueryKey, datetime] | None = None) -> None:
+        """``read_at``: range answers read at another instant than ``at`` (an earlier batch's,
+        reused: ``range_reuse.py``); their points lie on that instant's grid."""
         self.r = request
         self.answers = answers
         self.plan = plan
         self.at = at
+        self.read_at = read_at or {}
 
     def get(self, name: str, window: timedelta, pair: Pair, exact: bool = False) -> Any:
         return self.answers[self.plan.key(self.r, name, window, exact=exact)].get(pair)
@@ -112,12 +115,14 @@ class SnapshotAssembler:
         of the interval queries; None when Prometheus has none of them."""
         r = self.r
         step = whole_seconds(self.plan.interval_step(r))
-        grid = series_grid(self.at, whole_seconds(self.plan.interval_range(r)), step)
+        range_s = whole_seconds(self.plan.interval_range(r))
         out: dict[str, Any] = {}
         for name, key in promql.INTERVAL_QUERIES.items():
-            points = self.answers[self.plan.interval_key(r, name)].get(pair)
+            query = self.plan.interval_key(r, name)
+            points = self.answers[query].get(pair)
             if not points:
                 continue
+            grid = series_grid(self.read_at.get(query, self.at), range_s, step)
             if name in promql.EXTRA_LABEL:  # errors by category: each, and their total per interval
                 categories = {c: promql.series_points(p, grid) for c, p in sorted(points.items())}
                 out["error_categories"] = categories
@@ -136,11 +141,13 @@ class SnapshotAssembler:
             return None
         r = self.r
         assert r.series_window is not None and r.series_step is not None
-        grid = series_grid(self.at, whole_seconds(r.series_window), whole_seconds(r.series_step))
         out: dict[str, list[float | None]] = {}
         for name in names:
-            points = self.answers[self.plan.series_key(r, name)].get(pair)
+            query = self.plan.series_key(r, name)
+            points = self.answers[query].get(pair)
             if points:
+                grid = series_grid(self.read_at.get(query, self.at), whole_seconds(r.series_window),
+                                   whole_seconds(r.series_step))
                 out[promql.SERIES_QUERIES[name]] = promql.series_points(points, grid)
         return out or None
 

@@ -1,7 +1,7 @@
 """Batching: the per-rollout calls of concurrent ticks become one batch per Prometheus.
 
 The operator runs one asyncio task per rollout and ticks them on the interval grid, so
-the ticks of many rollouts arrive within milliseconds. ``BatchingMetricsSource`` gathers
+the ticks of many rollouts arrive together, as one wave. ``BatchingMetricsSource`` gathers
 them into one ``snapshots`` call, whose queries serve every rollout of the batch
 (``plan.py``): the query count grows with conditions and distinct windows, never with
 rollouts. The fast path reuses the same machinery with fewer conditions and
@@ -12,6 +12,7 @@ batching source per Prometheus URL, so rollouts sharing a Prometheus share its q
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ...api.models import DecisionPath
@@ -21,22 +22,33 @@ from .base import MetricsBatchSource
 from .request import SnapshotRequest
 from .transport import PrometheusMetricsSource, QueryHook
 
+BatchHook = Callable[[int], None]
+"""``on_batch(rollouts)``: called once per batch sent, with how many rollouts it serves."""
+
 
 class BatchingMetricsSource:
     """Coalesces concurrent per-rollout ``snapshot`` calls into one ``snapshots`` batch.
 
-    The operator runs one task per rollout and ticks them on the interval grid, so the
-    ticks of many rollouts arrive within milliseconds; the first caller opens a batch,
-    callers within ``window`` seconds join it, and one ``snapshots()`` call serves them
-    all. The batch's ``at`` is the latest ``at`` among its callers. Two calls for the same
-    rollout key in one batch share one query: the later request wins.
+    The operator runs one task per rollout and ticks them on the interval grid, but each
+    reads its rollout from the apiserver first, so one instant's ticks arrive as a wave
+    spread over up to a second at 100 rollouts. The first caller opens a batch; it is
+    sent once no caller joined for ``window`` seconds, or ``max_wait`` after it opened,
+    whichever is first, so a wave becomes one batch (and one set of queries) while a lone
+    tick waits only ``window``. The batch's ``at`` is the latest ``at`` among its callers.
+    Two calls for the same rollout key in one batch share one query: the later request wins.
     """
 
-    def __init__(self, source: MetricsBatchSource, *, window: float = 0.05,
-                 path: DecisionPath = DecisionPath.TICK) -> None:
+    def __init__(self, source: MetricsBatchSource, *, window: float = 0.05, max_wait: float = 0.5,
+                 path: DecisionPath = DecisionPath.TICK, on_batch: BatchHook | None = None) -> None:
+        """``on_batch(rollouts)``: called with the size of every batch sent (operator metrics)."""
+        if not 0 < window <= max_wait:
+            raise ValueError(f"window ({window}) must be positive and at most max_wait ({max_wait})")
         self.source = source
+        self.on_batch = on_batch
         self.window = window
+        self.max_wait = max_wait
         self.path = path
+        self._last_arrival = 0.0
         self._pending: dict[str, tuple[SnapshotRequest, list[asyncio.Future[Snapshot | MetricsUnavailable]]]] = {}
         self._pending_at: datetime | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -50,13 +62,20 @@ class BatchingMetricsSource:
         futures.append(fut)
         self._pending[request.key] = (request, futures)
         self._pending_at = at if self._pending_at is None else max(self._pending_at, at)
+        self._last_arrival = loop.time()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_later(), name="prometheus-batch")
         return await fut
 
     async def _flush_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
         try:
-            await asyncio.sleep(self.window)
+            while True:  # until quiet for ``window``, or ``max_wait`` after opening
+                wait = min(self._last_arrival + self.window, opened + self.max_wait) - loop.time()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
         except asyncio.CancelledError:
             batch = self._take()[0]
             for _, futures in batch.values():
@@ -67,6 +86,8 @@ class BatchingMetricsSource:
         if not batch or at is None:
             return
         self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         requests_ = [req for req, _ in batch.values()]
         try:
             results = await self.source.snapshots(requests_, at, path=self.path)
@@ -102,10 +123,11 @@ class PrometheusRouter:
     """
 
     def __init__(self, default_url: str, timeout: float, on_query: QueryHook | None = None,
-                 min_rate_window: timedelta = timedelta(seconds=60)) -> None:
+                 min_rate_window: timedelta = timedelta(seconds=60), on_batch: BatchHook | None = None) -> None:
         self.default_url = default_url
         self.timeout = timeout
         self.on_query = on_query
+        self.on_batch = on_batch
         self.min_rate_window = min_rate_window
         self._sources: dict[str, BatchingMetricsSource] = {}
 
@@ -113,7 +135,8 @@ class PrometheusRouter:
         url = url or self.default_url
         if url not in self._sources:
             self._sources[url] = BatchingMetricsSource(PrometheusMetricsSource(
-                url, query_timeout=self.timeout, on_query=self.on_query, min_rate_window=self.min_rate_window))
+                url, query_timeout=self.timeout, on_query=self.on_query, min_rate_window=self.min_rate_window),
+                on_batch=self.on_batch)
         return self._sources[url]
 
     async def snapshot(self, request: SnapshotRequest, at: datetime) -> Snapshot | MetricsUnavailable:

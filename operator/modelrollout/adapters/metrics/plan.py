@@ -185,14 +185,22 @@ class QueryPlan:
                                                                       kv[0].exact, kv[0].template,
                                                                       kv[0].namespace_label,
                                                                       kv[0].deployment_label)):
-            which = (key.namespace_label, key.deployment_label, frozenset(pairs))
-            selector = selectors.get(which)
-            if selector is None:
-                selector = selectors[which] = promql.build_selector(*which)
-            text = promql.render(key.template, selector=selector, window=timedelta(seconds=key.window_s),
-                                 by=f"{key.namespace_label}, {key.deployment_label}")
-            out.append(PlannedQuery(key, text))
+            out.append(PlannedQuery(key, render_query(key, frozenset(pairs), selectors)))
         return out
+
+
+def render_query(key: QueryKey, pairs: frozenset[Pair],
+                 selectors: dict[tuple[str, str, frozenset[Pair]], str] | None = None) -> str:
+    """The PromQL of ``key`` selecting ``pairs``; ``selectors`` memoises the selector of
+    each pair set (a batch's queries mostly select the same pairs)."""
+    which = (key.namespace_label, key.deployment_label, pairs)
+    selector = selectors.get(which) if selectors is not None else None
+    if selector is None:
+        selector = promql.build_selector(*which)
+        if selectors is not None:
+            selectors[which] = selector
+    return promql.render(key.template, selector=selector, window=timedelta(seconds=key.window_s),
+                         by=f"{key.namespace_label}, {key.deployment_label}")
 
 
 def shape_of(r: SnapshotRequest) -> Shape:
@@ -207,4 +215,5 @@ def plan_queries(requests: Sequence[SnapshotRequest],
     return QueryPlan(requests, min_rate_window).queries()
 
 
-__all__ = ["PlannedQuery", "QueryKey", "QueryPlan", "Shape", "plan_queries", "query_key", "shape_of", "whole_seconds"]
+__all__ = ["PlannedQuery", "QueryKey", "QueryPlan", "Shape", "plan_queries", "query_key", "render_query", "shape_of",
+           "whole_seconds"]

@@ -49,7 +49,9 @@ from ...core.snapshot import Snapshot
 from ...errors import MetricsUnavailable, OperatorBug
 from . import promql
 from .assembly import Answer, SnapshotAssembler, parse_answer, range_bounds, single_value, without_none
-from .plan import PlannedQuery, QueryKey, QueryPlan, whole_seconds
+from .promql import Pair
+from .plan import PlannedQuery, QueryKey, QueryPlan, render_query, whole_seconds
+from .range_reuse import RangeReuse
 from .request import SnapshotRequest
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class PrometheusMetricsSource:
         self._cache_ttl = long_window_cache_ttl
         self._long_window_s = whole_seconds(long_window)
         self._cache: dict[str, tuple[datetime, Any]] = {}
+        self._ranges = RangeReuse()
         self._client = client or PrometheusConnect(
             url=self.url, disable_ssl=not verify_tls, headers=dict(headers) if headers else None,
             retry=Retry(total=0, raise_on_status=False),  # our tick is the retry; never stall a batch
@@ -151,9 +154,18 @@ class PrometheusMetricsSource:
         failures: dict[QueryKey, BaseException] = {}
         bundled: list[PlannedQuery] = []
         single: list[PlannedQuery] = []
+        read_at: dict[QueryKey, datetime] = {}  # range answers reused from an earlier batch: their grid
+        range_pairs: dict[QueryKey, frozenset[Pair]] = {}
         for q in planned:
             hit = self._cached(q, at)
-            if hit is not None:
+            if q.key.is_range:
+                reused = self._ranges.ask(q.key, plan.pairs[q.key], at)
+                if reused is not None:
+                    answers[q.key], read_at[q.key] = reused.answer, reused.at
+                    continue
+                range_pairs[q.key] = self._ranges.pairs_to_read(q.key)
+                single.append(PlannedQuery(q.key, render_query(q.key, range_pairs[q.key])))
+            elif hit is not None:
                 answers[q.key] = hit[1]
             elif self.bundle and not q.key.is_range and q.key.template in (promql.DEFAULT_QUERIES.get(q.key.name),
                                                                         promql.EXACT_QUERIES.get(q.key.name)):
@@ -180,6 +192,8 @@ class PrometheusMetricsSource:
                 failures[q.key] = res
             else:
                 answers[q.key] = res
+                if q.key in range_pairs:
+                    self._ranges.remember(q.key, range_pairs[q.key], at, res)
         custom: dict[str, dict[str, Any]] = {}
         custom_failures: dict[str, BaseException] = {}
         for (r, _, c), res in zip(custom_calls, rest[len(single):]):
@@ -197,7 +211,7 @@ class PrometheusMetricsSource:
                 out[r.key] = MetricsUnavailable(str(failed))
                 continue
             try:
-                snap = SnapshotAssembler(r, answers, plan, at).snapshot()
+                snap = SnapshotAssembler(r, answers, plan, at, read_at).snapshot()
                 if r.key in custom:
                     snap = snap.model_copy(update={"custom": Snapshot.model_validate(
                         {"at": at, "custom": without_none(custom[r.key])}).custom})
