@@ -2,7 +2,7 @@
 
 On the local cluster (kwok nodes, the simulator serving every Deployment), one operator
 drives N ModelRollouts (2N Deployments: a one-pod stable and its canary), interval 30 s,
-``fastPathInterval`` 1 s, all in their 25 % step. For each N it reports:
+``fastPathInterval`` 1 s (``--fast-path-interval``), all in their 25 % step. For each N it reports:
 
 * the fast path's cycle p50 / p99 and the ticks' lag p99 (due → evaluated), from the
   operator's own histograms over a quiet minute;
@@ -169,7 +169,7 @@ def remove_nodes(cluster: Cluster, names: list[str]) -> None:
             pass
 
 
-def create_rollouts(cluster: Cluster, ns: str, count: int) -> list[str]:
+def create_rollouts(cluster: Cluster, ns: str, count: int, fast_path_interval: str = "1s") -> list[str]:
     """N one-pod stables and their rollouts, applied in batches (kubectl per batch)."""
     names = [f"m{i:04d}" for i in range(count)]
     for start in range(0, count, APPLY_BATCH):
@@ -185,7 +185,7 @@ def create_rollouts(cluster: Cluster, ns: str, count: int) -> list[str]:
         manifests = []
         for name in batch:
             manifest = bench_rollout(name, ns, name, f"{name}-c", "30s")
-            manifest["spec"]["analysis"]["fastPathInterval"] = "1s"
+            manifest["spec"]["analysis"]["fastPathInterval"] = fast_path_interval
             manifest["spec"]["canary"]["template"]["resources"] = {"limits": SMALL, "requests": SMALL}
             manifests.append(manifest)
         cluster.apply(manifests)
@@ -256,14 +256,15 @@ class ScaleResult:
 
 
 def run_scale(cluster: Cluster, count: int, breaches: int, quiet_seconds: float, rng: random.Random,
-              operator_args: tuple[str, ...] = (), settle_seconds: float = 0.0) -> ScaleResult:
+              operator_args: tuple[str, ...] = (), settle_seconds: float = 0.0,
+              fast_path_interval: str = "1s") -> ScaleResult:
     print(f"==> N={count}: bringing up {count} rollouts", flush=True)
     nodes = add_nodes(cluster, 2 * count + 10)
     ns = fresh_namespace(cluster, f"bench-scale-{count}")
     op = OperatorProcess(cluster, ns, *operator_args, name=f"scale-{count}").start()
     started = time.monotonic()
     try:
-        names = create_rollouts(cluster, ns, count)
+        names = create_rollouts(cluster, ns, count, fast_path_interval)
         deadline = time.monotonic() + max(300.0, 1.2 * count)
         reached: set[str] = set()
         while time.monotonic() < deadline:
@@ -358,6 +359,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--status-heartbeat", default=None,
                         help="run the operator with --status-heartbeat (e.g. 5m): quiet ticks are not written")
+    parser.add_argument("--fast-path-interval", default="1s",
+                        help="every rollout's spec.analysis.fastPathInterval (100ms-60s, e.g. 250ms)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/scale.md")
     args = parser.parse_args()
     operator_args = ("--status-heartbeat", args.status_heartbeat) if args.status_heartbeat else ()
@@ -373,7 +376,7 @@ def main() -> None:
     for done, count in enumerate(counts, 1):
         try:
             results.append(run_scale(cluster, count, args.breaches, args.quiet_seconds, rng, operator_args,
-                                     args.settle_seconds))
+                                     args.settle_seconds, args.fast_path_interval))
             print(results[-1].line(), flush=True)
         except Exception as exc:  # noqa: BLE001 — one N that breaks is reported, the others still run
             failures.append(f"bench-scale: N={count} rollouts FAILED: {type(exc).__name__}: {exc}")
@@ -382,7 +385,8 @@ def main() -> None:
         failed = sum(r.failed_breaches for r in results)
         lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1), *(r.row() for r in results)]
         flags = " ".join(operator_args) or "none beyond the defaults"
-        out.write_text(f"Operator flags: {flags}. Settled {args.settle_seconds:.0f} s before the quiet minute.\n\n"
+        out.write_text(f"Operator flags: {flags}. fastPathInterval {args.fast_path_interval}. "
+                       f"Settled {args.settle_seconds:.0f} s before the quiet minute.\n\n"
                        + "\n".join(lines)
                        + f"\n\nFailed breaches: {failed}. Failed runs: {done - len(results)}.\n"
                        + "".join(f"\n- {f}" for f in failures) + ("\n" if failures else ""))
