@@ -157,7 +157,6 @@ class PrometheusMetricsSource:
         read_at: dict[QueryKey, datetime] = {}  # range answers reused from an earlier batch: their grid
         range_pairs: dict[QueryKey, frozenset[Pair]] = {}
         for q in planned:
-            hit = self._cached(q, at)
             if q.key.is_range:
                 reused = self._ranges.ask(q.key, plan.pairs[q.key], at)
                 if reused is not None:
@@ -165,7 +164,7 @@ class PrometheusMetricsSource:
                     continue
                 range_pairs[q.key] = self._ranges.pairs_to_read(q.key)
                 single.append(PlannedQuery(q.key, render_query(q.key, range_pairs[q.key])))
-            elif hit is not None:
+            elif (hit := self._cached(q, at)) is not None:
                 answers[q.key] = hit[1]
             elif self.bundle and not q.key.is_range and q.key.template in (promql.DEFAULT_QUERIES.get(q.key.name),
                                                                         promql.EXACT_QUERIES.get(q.key.name)):
